@@ -1,0 +1,368 @@
+// qforge: the command line (DESIGN.md, "Command line").
+// Exit status: 0 success, 1 build or input error, 2 usage error.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "qforge/build.h"
+#include "qforge/diag.h"
+#include "qforge/manifest.h"
+#include "qforge/plugin_host.h"
+#include "qforge/profile.h"
+#include "qforge/progress.h"
+#include "qforge/registry.h"
+#include "qforge/status.h"
+
+namespace fs = std::filesystem;
+using namespace qforge;
+using Json = nlohmann::ordered_json;
+
+namespace {
+
+struct Env {
+  Registry registry;
+  PluginHost host{registry};
+  ProfileSet profiles;
+  Diagnostics profile_diags;
+
+  explicit Env(const std::vector<std::string>& extra_plugins) {
+    register_builtins(host);
+    for (const auto& d : PluginHost::default_dirs()) load_path(d);
+    for (const auto& p : extra_plugins) load_path(p);
+    for (const auto& d : builtin_profile_dirs()) {
+      if (fs::is_directory(d)) {
+        profiles.load_dir(d, profile_diags);
+        break;  // the first existing directory wins (installed, else source tree)
+      }
+    }
+  }
+  void load_path(const std::string& p) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) host.load_dir(p);
+    else if (fs::exists(p, ec)) host.load(p);
+  }
+};
+
+const Format* detect_format(const Registry& reg, const std::string& path, const std::string& forced) {
+  if (!forced.empty()) {
+    const Format* f = reg.format(forced);
+    if (!f) {
+      std::vector<std::string> names;
+      for (const auto* x : reg.formats()) names.push_back(x->name());
+      throw Error("unknown format '" + forced + "'" + did_you_mean(forced, names));
+    }
+    return f;
+  }
+  uint8_t head[4096];
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+  ssize_t r = ::read(fd, head, sizeof head);
+  ::close(fd);
+  const Format* best = nullptr;
+  int score = 0;
+  for (const auto* f : reg.formats()) {
+    int s = f->probe(path, head, r > 0 ? static_cast<size_t>(r) : 0);
+    if (s > score) {
+      score = s;
+      best = f;
+    }
+  }
+  if (!best) throw Error(path + ": not a format qforge knows (no format plugin recognises its first bytes)");
+  return best;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string o = "[";
+  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
+  return o + "]";
+}
+
+int cmd_inspect(Env& env, const std::string& file, bool json, const std::string& forced) {
+  const Format* f = detect_format(env.registry, file, forced);
+  Model m;
+  Status s = f->import_model(file, m);
+  if (!s.ok) throw Error(s.message);
+  uint64_t params = 0, bytes = 0;
+  for (const auto& t : m.tensors) {
+    params += t.numel();
+    bytes += t.nbytes();
+  }
+  double bpw = params ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0;
+  if (json) {
+    Json j;
+    j["file"] = file;
+    j["format"] = f->name();
+    Json meta = Json::array();
+    for (const auto& [k, v] : m.metadata) meta.push_back({{"key", k}, {"type", name_of(v.type)}, {"value", v.summary(16)}});
+    j["metadata"] = meta;
+    Json ts = Json::array();
+    for (const auto& t : m.tensors)
+      ts.push_back({{"name", t.name}, {"shape", t.shape}, {"type", name_of(t.type)}, {"bytes", t.nbytes()}});
+    j["tensors"] = ts;
+    j["totals"] = {{"tensors", m.tensors.size()}, {"parameters", params}, {"bytes", bytes}, {"bits_per_weight", bpw}};
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%s: %s\n", file.c_str(), f->name().c_str());
+  std::printf("metadata (%zu):\n", m.metadata.size());
+  for (const auto& [k, v] : m.metadata) std::printf("  %-40s %-6s %s\n", k.c_str(), name_of(v.type), v.summary().c_str());
+  std::printf("tensors (%zu):\n", m.tensors.size());
+  std::map<std::string, uint64_t> by_type;
+  for (const auto& t : m.tensors) {
+    std::printf("  %-40s %-8s %-22s %12llu bytes\n", t.name.c_str(), name_of(t.type), shape_str(t.shape).c_str(),
+                (unsigned long long)t.nbytes());
+    by_type[name_of(t.type)]++;
+  }
+  std::string types;
+  for (const auto& [k, v] : by_type) types += (types.empty() ? "" : ", ") + k + ": " + std::to_string(v);
+  std::printf("totals: %zu tensors (%s), %llu parameters, %llu bytes, %.3f bits per weight\n", m.tensors.size(),
+              types.c_str(), (unsigned long long)params, (unsigned long long)bytes, bpw);
+  return 0;
+}
+
+int cmd_list(Env& env, const std::string& what) {
+  if (what == "passes") {
+    for (const auto* p : env.registry.passes()) {
+      std::printf("%-20s v%-3d %s  [%s]\n", p->name.c_str(), p->version, p->description.c_str(),
+                  env.registry.origin_of_pass(p->name).c_str());
+      for (const auto& o : p->options)
+        std::printf("    %-22s %s%s%s\n", o.name.c_str(), o.help.c_str(),
+                    o.default_value.is_null() ? "" : (" (default " + o.default_value.display() + ")").c_str(),
+                    o.choices.empty() ? "" : [&] {
+                      static std::string c;
+                      c = " {";
+                      for (size_t i = 0; i < o.choices.size(); ++i) c += (i ? "|" : "") + o.choices[i];
+                      c += "}";
+                      return c.c_str();
+                    }());
+    }
+    if (env.registry.passes().empty()) std::printf("(no passes registered)\n");
+  } else if (what == "formats") {
+    for (const auto* f : env.registry.formats())
+      std::printf("%-8s %-8s %-6s %s  [%s]\n", f->name().c_str(), f->version().c_str(), f->extension().c_str(),
+                  f->description().c_str(), env.registry.origin_of_format(f->name()).c_str());
+  } else if (what == "profiles") {
+    if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
+    for (const auto* p : env.profiles.all()) std::printf("%-16s %s\n", p->name.c_str(), p->description.c_str());
+  } else if (what == "plugins") {
+    for (const auto& p : env.registry.plugins())
+      std::printf("%-20s %-8s %s\n", p.name.c_str(), p.version.c_str(), p.path.c_str());
+  }
+  return 0;
+}
+
+struct BuildArgs {
+  std::string manifest = "qforge.toml";
+  std::vector<std::string> targets;
+  int jobs = 0, threads = 0;
+  bool dry_run = false, explain = false, no_cache = false, json = false, verbose = false;
+};
+
+Manifest load_checked(const BuildArgs& a, Diagnostics& diags) {
+  Manifest m = load_manifest(a.manifest, diags);
+  return m;
+}
+
+int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, bool write_reports_flag) {
+  for (const auto& p : m.plugin_paths) {
+    try {
+      env.load_path(p);
+    } catch (const Error& e) {
+      diags.error({m.path, 0, 0}, e.what());
+    }
+  }
+  for (const auto& d : m.profile_paths) env.profiles.load_dir(d, diags);
+  if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
+  std::error_code ec;
+  StatCache stats(a.no_cache ? std::string() : m.cache_dir + "/stat-cache");
+  Plan plan = make_plan(m, env.registry, env.profiles, stats, a.targets, diags);
+  if (!diags.all().empty()) std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
+  if (diags.has_errors()) return 1;
+  auto progress = make_console_progress(a.verbose || a.explain || a.dry_run);
+  BuildOptions bo;
+  bo.jobs = a.jobs;
+  bo.threads = a.threads;
+  bo.dry_run = a.dry_run;
+  bo.explain = a.explain;
+  bo.no_cache = a.no_cache;
+  if (!a.no_cache) fs::create_directories(m.cache_dir, ec);
+  BuildResult r = run_build(plan, bo, stats, *progress);
+  if (!a.no_cache) stats.save();
+  if (a.dry_run) {
+    size_t run = 0;
+    for (const auto& s : r.steps) run += s.status == "planned";
+    for (const auto& t : r.targets) run += t.status == "planned";
+    std::printf("dry run: %zu of %zu nodes would run\n", run, plan.nodes.size());
+    return 0;
+  }
+  if (write_reports_flag) write_reports(r, m);
+  std::fputs(report_table(r, m.dir).c_str(), stdout);
+  if (write_reports_flag) std::printf("report: %s/report.json, %s/report.md\n", m.output_dir.c_str(), m.output_dir.c_str());
+  return r.ok() ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qforge: a build tool for quantized models"};
+  app.set_version_flag("--version", std::string("qforge ") + QFORGE_VERSION);
+  app.require_subcommand(1);
+  std::vector<std::string> plugin_args;
+  app.add_option("--plugin", plugin_args, "Load a plugin (file or directory); repeatable");
+
+  BuildArgs b;
+  auto* build = app.add_subcommand("build", "Build the manifest's targets");
+  build->add_option("-f,--file", b.manifest, "The manifest")->capture_default_str();
+  build->add_option("--target", b.targets, "Build only this target (repeatable)");
+  build->add_option("-j,--jobs", b.jobs, "Nodes to run in parallel (default: [build] jobs, else the number of cores)")
+      ->check(CLI::Range(1, 1024));
+  build->add_flag("--dry-run", b.dry_run, "Show what would run, do nothing");
+  build->add_flag("--explain", b.explain, "Say why each node runs");
+  build->add_flag("--no-cache", b.no_cache, "Neither read nor write the cache");
+  build->add_flag("-v,--verbose", b.verbose, "Print a line per step");
+
+  BuildArgs p;
+  auto* plan = app.add_subcommand("plan", "Print the build graph: nodes, what is cached, what will run");
+  plan->add_option("-f,--file", p.manifest, "The manifest")->capture_default_str();
+  plan->add_option("--target", p.targets, "Only this target (repeatable)");
+  plan->add_flag("--json", p.json, "Machine-readable output");
+
+  std::string inspect_file, inspect_format;
+  bool inspect_json = false;
+  auto* inspect = app.add_subcommand("inspect", "Metadata, tensors, encodings and sizes of a model file");
+  inspect->add_option("FILE", inspect_file, "Model file")->required();
+  inspect->add_flag("--json", inspect_json, "Machine-readable output");
+  inspect->add_option("--format", inspect_format, "Force the format instead of probing");
+
+  std::string list_what;
+  auto* list = app.add_subcommand("list", "List passes, formats, profiles or plugins");
+  list->add_option("WHAT", list_what, "passes|formats|profiles|plugins")
+      ->required()
+      ->check(CLI::IsMember({"passes", "formats", "profiles", "plugins"}));
+
+  // quantize: a one-target build of quantize-gguf (llama-quantize's options).
+  std::string q_in, q_out, q_type, q_imatrix, q_out_type, q_embd_type;
+  std::vector<std::string> q_tensor_types, q_include, q_exclude, q_override_kv;
+  bool q_pure = false, q_leave_output = false, q_allow_requant = false, q_no_fallback = false;
+  int q_threads = 0;
+  auto* quantize = app.add_subcommand("quantize", "Quantize a GGUF model (like llama-quantize), through the build pipeline");
+  quantize->add_option("IN", q_in, "Input model")->required()->check(CLI::ExistingFile);
+  quantize->add_option("OUT", q_out, "Output model")->required();
+  quantize->add_option("--type", q_type, "Tensor type or file type (Q4_K_M, Q8_0, ...)")->required();
+  quantize->add_option("--imatrix", q_imatrix, "Importance matrix (GGUF or legacy .dat)")->check(CLI::ExistingFile);
+  quantize->add_option("--tensor-type", q_tensor_types, "REGEX=TYPE override (repeatable)");
+  quantize->add_option("--include-weights", q_include, "Use the imatrix only for these tensors (repeatable)");
+  quantize->add_option("--exclude-weights", q_exclude, "Don't use the imatrix for these tensors (repeatable)");
+  quantize->add_option("--output-tensor-type", q_out_type, "Type of output.weight");
+  quantize->add_option("--token-embedding-type", q_embd_type, "Type of token_embd.weight");
+  quantize->add_option("--override-kv", q_override_kv, "KEY=TYPE:VALUE metadata override (repeatable)");
+  quantize->add_flag("--leave-output-tensor", q_leave_output, "Leave output.weight unquantized");
+  quantize->add_flag("--pure", q_pure, "Use the same type for every tensor (no mixture rules)");
+  quantize->add_flag("--allow-requantize", q_allow_requant, "Allow quantized input (dequantized first)");
+  quantize->add_flag("--no-fallback", q_no_fallback, "Fail instead of falling back to another type");
+  quantize->add_option("--threads", q_threads, "Worker threads (default: cores)")->check(CLI::Range(1, 1024));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  try {
+    Env env(plugin_args);
+    if (*inspect) return cmd_inspect(env, inspect_file, inspect_json, inspect_format);
+    if (*list) return cmd_list(env, list_what);
+    if (*build) {
+      Diagnostics diags;
+      Manifest m = load_checked(b, diags);
+      if (m.path.empty()) {  // unreadable
+        std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
+        return 1;
+      }
+      // Plan even after manifest errors, so that every mistake is reported in one run.
+      return run_manifest(env, m, diags, b, true);
+    }
+    if (*plan) {
+      Diagnostics diags;
+      Manifest m = load_checked(p, diags);
+      if (m.path.empty()) {
+        std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
+        return 1;
+      }
+      for (const auto& path : m.plugin_paths) env.load_path(path);
+      for (const auto& d : m.profile_paths) env.profiles.load_dir(d, diags);
+      StatCache stats(m.cache_dir + "/stat-cache");
+      Plan pl = make_plan(m, env.registry, env.profiles, stats, p.targets, diags);
+      if (!diags.all().empty()) std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
+      if (diags.has_errors()) return 1;
+      std::fputs((p.json ? plan_json(pl, m.cache_dir, false) : plan_text(pl, m.cache_dir, false)).c_str(), stdout);
+      return 0;
+    }
+    if (*quantize) {
+      // The same pipeline as `build`: a one-target manifest made in memory.
+      auto esc = [](const std::string& s) {
+        std::string o = "'";
+        for (char c : s) {
+          if (c == '\'' || c == '\n') throw Error("argument contains a quote or newline: " + s);
+          o += c;
+        }
+        return o + "'";
+      };
+      auto list = [&](const std::vector<std::string>& v) {
+        std::string o = "[";
+        for (size_t i = 0; i < v.size(); ++i) o += (i ? ", " : "") + esc(v[i]);
+        return o + "]";
+      };
+      std::string opts = "pass = \"quantize-gguf\", type = " + esc(q_type);
+      if (!q_imatrix.empty()) opts += ", imatrix = " + esc(fs::absolute(q_imatrix).string());
+      if (!q_tensor_types.empty()) {
+        opts += ", tensor_types = {";
+        for (size_t i = 0; i < q_tensor_types.size(); ++i) {
+          auto eq = q_tensor_types[i].rfind('=');
+          if (eq == std::string::npos) throw Error("--tensor-type " + q_tensor_types[i] + ": expected REGEX=TYPE");
+          opts += (i ? ", " : "") + std::string("\"") + std::to_string(i) + "\" = " + esc(q_tensor_types[i]);
+        }
+        opts += "}";
+      }
+      if (!q_include.empty()) opts += ", include_weights = " + list(q_include);
+      if (!q_exclude.empty()) opts += ", exclude_weights = " + list(q_exclude);
+      if (!q_override_kv.empty()) opts += ", override_kv = " + list(q_override_kv);
+      if (!q_out_type.empty()) opts += ", output_tensor_type = " + esc(q_out_type);
+      if (!q_embd_type.empty()) opts += ", token_embedding_type = " + esc(q_embd_type);
+      if (q_pure) opts += ", pure = true";
+      if (q_leave_output) opts += ", leave_output_tensor = true";
+      if (q_allow_requant) opts += ", allow_requantize = true";
+      if (q_no_fallback) opts += ", no_fallback = true";
+      std::string text = "[models.in]\npath = " + esc(fs::absolute(q_in).string()) + "\n\n[[targets]]\nname = " +
+                         esc(fs::path(q_out).stem().string()) + "\nmodel = \"in\"\noutput = " +
+                         esc(fs::absolute(q_out).string()) + "\npipeline = [ { " + opts + " } ]\n";
+      Diagnostics diags;
+      Manifest m = parse_manifest(text, "<qforge quantize>", diags);
+      if (diags.has_errors()) {
+        std::fputs(diags.render().c_str(), stderr);
+        return 1;
+      }
+      BuildArgs qa;
+      qa.no_cache = true;
+      qa.jobs = 1;  // one target: its pass uses --threads
+      qa.threads = q_threads;
+      return run_manifest(env, m, diags, qa, false);
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,60 @@
+// The content-addressed cache of build results.
+//
+// Layout under the cache directory:
+//   objects/ab/cdef...   file contents, named by their XXH3-128 digest (read-only)
+//   keys/<node key>      a small text record: which objects make a node's
+//                        result, plus its metrics (format documented in cache.cc)
+//   stat-cache           path/size/mtime/inode -> digest (hash.h)
+//   targets/<name>       what produced each target last time (for --explain)
+// Every object is verified by hash when read; a corrupt entry is reported and
+// rebuilt, never used. Everything is written through AtomicFile.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qforge/hash.h"
+
+namespace qforge {
+
+struct CacheEntry {
+  struct File {
+    std::string suffix;  // "" for the artifact itself, ".data" for a sidecar ...
+    Digest digest;
+    uint64_t size = 0;
+  };
+  std::vector<File> files;
+  std::map<std::string, double> metrics;
+  std::vector<std::string> notes;
+  double bits_per_weight = 0;
+  double seconds = 0;  // how long the original build took
+};
+
+class Cache {
+ public:
+  explicit Cache(std::string dir);
+  const std::string& dir() const { return dir_; }
+  std::optional<CacheEntry> lookup(const std::string& key) const;
+  // Stores the files (already written at `artifact` + suffix) as objects and
+  // records the entry under `key`.
+  void store(const std::string& key, const std::string& artifact, const CacheEntry& entry);
+  // Copies the entry's objects to `artifact` + suffix atomically, verifying
+  // each object's digest. Returns an error message (empty on success); a
+  // corrupt object is deleted.
+  std::string restore(const CacheEntry& entry, const std::string& artifact) const;
+  std::string object_path(const Digest& d) const;
+
+  // Free-form per-target records for --explain.
+  std::optional<std::string> read_record(const std::string& name) const;
+  void write_record(const std::string& name, const std::string& text);
+
+ private:
+  std::string dir_;
+};
+
+// Copies a file (copy_file_range) through AtomicFile. Throws qforge::Error.
+void copy_file_atomic(const std::string& from, const std::string& to);
+
+}  // namespace qforge

@@ -1,0 +1,80 @@
+// Calibration and evaluation samples: one sample feeds one or more model inputs.
+//
+// Readers:
+//   .npy  NumPy format 1.0/2.0/3.0, C order, little-endian (or byte-order-free)
+//         numeric and bool dtypes. Big-endian, Fortran order, object, string and
+//         structured dtypes are refused with a message saying how to re-save.
+//   .npz  A ZIP of .npy members (np.savez: stored, np.savez_compressed: deflated),
+//         ZIP64 aware, CRC-32 checked. Member `x.npy` gives Array `x`.
+//   .pb   An ONNX TensorProto (ONNX's test data `input_0.pb`); raw_data or the
+//         typed fields. External data and strings are refused.
+// Every reader checks every offset and size against the bytes it has; a bad file
+// is a qforge::Error naming the file (and member), the byte offset or field,
+// what was expected and what was found.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qforge/model.h"
+
+namespace qforge {
+
+// One array of a sample (a .npy file, an .npz member, a TensorProto .pb).
+struct Array {
+  std::string name;            // input name it feeds; empty: the input at `index`
+  int index = 0;               // when `name` is empty: position among the model's inputs
+                               // (k of input_k.pb in a test-data directory; 0 otherwise)
+  ElemType type = ElemType::F32;
+  std::vector<int64_t> shape;
+  BlobPtr data;                // C order, little-endian, aligned to the element size
+  std::string source;          // where it was read from, for errors ("a.npz:x.npy")
+};
+
+struct Sample {
+  std::string source;          // file or directory it came from (for errors)
+  std::vector<Array> arrays;
+};
+
+// Readers. Each throws qforge::Error naming the file, the byte offset or
+// field, what was expected and what was found.
+Array read_npy(const std::string& path);
+std::vector<Array> read_npz(const std::string& path);
+Array read_tensor_pb(const std::string& path);
+
+// The same readers on bytes already in memory; `source` names them in errors.
+// The arrays may point into `bytes` (which they keep alive).
+Array read_npy_bytes(BlobPtr bytes, const std::string& source);
+std::vector<Array> read_npz_bytes(BlobPtr bytes, const std::string& source);
+Array read_tensor_pb_bytes(BlobPtr bytes, const std::string& source);
+
+// A [datasets.*] entry, or a --data DIR, resolved to files (sorted).
+struct Dataset {
+  std::string name;
+  std::vector<std::string> files;  // .npy/.npz/.pb files, or test-data directories
+  std::string input;               // model input it feeds ("" = first)
+  // Loads sample `i` (files are read one at a time: memory does not grow with
+  // the number of samples). A .npy/.pb file gives one array named `input`
+  // (index 0); an .npz gives its members by name; a test-data directory gives
+  // input_0.pb, input_1.pb, ... named after the TensorProto names (or unnamed,
+  // with index k, when the TensorProto has no name).
+  Sample load(size_t i) const;
+  size_t size() const { return files.size(); }
+};
+
+// Files of a --data DIR in the layout of DESIGN.md: .npy, .npz and .pb files
+// and test-data subdirectories, sorted by name. Hidden entries (".x") are
+// skipped; an empty directory or any other entry is an error.
+Dataset dataset_from_dir(const std::string& dir);
+
+// Checks one array against a model input. `expected_shape` dims < 0 match any
+// size (symbolic dims). Throws qforge::Error like
+//   "calib/3.npy: input 'x' expects f32 [1,3,224,224], found f64 [3,224,224]".
+void check_sample(const Array& array, const std::string& input_name, ElemType expected,
+                  const std::vector<int64_t>& expected_shape);
+
+// "[1,3,224,224]"; dims < 0 print as "?".
+std::string shape_string(const std::vector<int64_t>& shape);
+
+}  // namespace qforge

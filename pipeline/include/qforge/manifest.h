@@ -1,0 +1,68 @@
+// Manifest v1 (DESIGN.md): [build], [plugins], [models.*], [datasets.*],
+// [[targets]] with matrix expansion. Every value keeps its file:line:col.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qforge/diag.h"
+#include "qforge/value.h"
+
+namespace qforge {
+
+struct ModelDecl {
+  std::string name;
+  std::string path;    // absolute
+  std::string format;  // "" = probe
+  SourceLoc loc;
+};
+
+struct DatasetDecl {
+  std::string name;
+  std::vector<std::string> patterns;  // as written
+  std::vector<std::string> files;     // resolved, sorted, absolute
+  std::string input;
+  SourceLoc loc;
+};
+
+struct StepDecl {
+  std::string pass;
+  Options options;  // as written, placeholders substituted
+  SourceLoc loc;    // of the pass name
+};
+
+struct TargetDecl {
+  std::string name;
+  std::string model;
+  std::string profile;  // "" = none
+  std::string emit;     // "" = the source model's format
+  std::string output;   // "" = <output>/<name>.<ext>; else relative to the manifest
+  std::vector<StepDecl> pipeline;
+  std::vector<std::pair<std::string, std::string>> matrix;  // the values that made it
+  SourceLoc loc;
+  SourceLoc model_loc, profile_loc, emit_loc;
+};
+
+struct Manifest {
+  std::string path;  // the manifest file
+  std::string dir;   // its directory (absolute)
+  std::string output_dir;  // absolute
+  std::string cache_dir;   // absolute
+  int jobs = 0;            // 0 = number of cores
+  std::vector<std::string> plugin_paths;  // absolute
+  std::vector<std::string> profile_paths; // extra profile directories (absolute)
+  std::map<std::string, ModelDecl> models;
+  std::map<std::string, DatasetDecl> datasets;
+  std::vector<TargetDecl> targets;  // expanded, in manifest order
+};
+
+// Parses and checks the structure (keys, types, references between models,
+// datasets and targets, matrix placeholders). Pass names and options are
+// checked later against the registry (see build.h: validate). Every problem
+// goes to `diags`.
+Manifest load_manifest(const std::string& path, Diagnostics& diags);
+// The same from text (for tests and `qforge quantize`); `path` names it in messages.
+Manifest parse_manifest(const std::string& text, const std::string& path, Diagnostics& diags);
+
+}  // namespace qforge

@@ -1,0 +1,188 @@
+// Key record format (keys/<node key>), one item per line:
+//   qforge-cache-entry 1
+//   file <digest hex> <size> <suffix or '-'>
+//   metric <name> <value>
+//   note <text>
+//   bpw <bits per weight>
+//   seconds <seconds>
+// An unknown first line means the record is ignored (rebuilt), and said so.
+#include "qforge/cache.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "qforge/atomic_file.h"
+#include "qforge/status.h"
+
+namespace fs = std::filesystem;
+
+namespace qforge {
+
+namespace {
+constexpr const char* kEntryHeader = "qforge-cache-entry 1";
+
+Digest parse_hex(const std::string& hex) {
+  Digest d;
+  if (hex.size() != 32) return d;
+  d.hi = std::stoull(hex.substr(0, 16), nullptr, 16);
+  d.lo = std::stoull(hex.substr(16), nullptr, 16);
+  return d;
+}
+}  // namespace
+
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) throw Error(from + ": cannot open: " + std::strerror(errno));
+  struct stat st {};
+  ::fstat(in, &st);
+  try {
+    AtomicFile out(to);
+    uint64_t left = static_cast<uint64_t>(st.st_size);
+    while (left > 0) {
+      ssize_t n = ::copy_file_range(in, nullptr, out.fd(), nullptr, left, 0);
+      if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
+        // Fall back to read/write.
+        std::vector<char> buf(1 << 20);
+        off_t off = static_cast<off_t>(st.st_size - left);
+        while (left > 0) {
+          ssize_t r = ::pread(in, buf.data(), std::min<uint64_t>(buf.size(), left), off);
+          if (r <= 0) throw Error(from + ": read failed: " + std::strerror(errno));
+          out.pwrite(buf.data(), static_cast<size_t>(r), static_cast<uint64_t>(off));
+          off += r;
+          left -= static_cast<uint64_t>(r);
+        }
+        break;
+      }
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw Error(to + ": copy from " + from + " failed: " + std::strerror(errno));
+      }
+      if (n == 0) throw Error(from + ": file shrank while being copied");
+      left -= static_cast<uint64_t>(n);
+    }
+    out.commit();
+  } catch (...) {
+    ::close(in);
+    throw;
+  }
+  ::close(in);
+}
+
+Cache::Cache(std::string dir) : dir_(std::move(dir)) {
+  std::error_code ec;
+  fs::create_directories(dir_ + "/objects", ec);
+  fs::create_directories(dir_ + "/keys", ec);
+  fs::create_directories(dir_ + "/targets", ec);
+  if (ec) throw Error(dir_ + ": cannot create the cache directory: " + ec.message());
+}
+
+std::string Cache::object_path(const Digest& d) const {
+  std::string h = d.hex();
+  return dir_ + "/objects/" + h.substr(0, 2) + "/" + h.substr(2);
+}
+
+std::optional<CacheEntry> Cache::lookup(const std::string& key) const {
+  std::ifstream in(dir_ + "/keys/" + key);
+  if (!in) return std::nullopt;
+  std::string line;
+  if (!std::getline(in, line) || line != kEntryHeader) return std::nullopt;
+  CacheEntry e;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string kind;
+    ls >> kind;
+    if (kind == "file") {
+      CacheEntry::File f;
+      std::string hex;
+      ls >> hex >> f.size >> f.suffix;
+      if (f.suffix == "-") f.suffix.clear();
+      f.digest = parse_hex(hex);
+      e.files.push_back(f);
+    } else if (kind == "metric") {
+      std::string name;
+      double v = 0;
+      ls >> name >> v;
+      e.metrics[name] = v;
+    } else if (kind == "note") {
+      std::string rest;
+      std::getline(ls, rest);
+      e.notes.push_back(rest.empty() ? rest : rest.substr(1));
+    } else if (kind == "bpw") {
+      ls >> e.bits_per_weight;
+    } else if (kind == "seconds") {
+      ls >> e.seconds;
+    }
+  }
+  if (e.files.empty()) return std::nullopt;
+  return e;
+}
+
+void Cache::store(const std::string& key, const std::string& artifact, const CacheEntry& entry) {
+  for (const auto& f : entry.files) {
+    std::string obj = object_path(f.digest);
+    std::error_code ec;
+    if (fs::exists(obj, ec)) continue;
+    fs::create_directories(fs::path(obj).parent_path(), ec);
+    copy_file_atomic(artifact + f.suffix, obj);
+    ::chmod(obj.c_str(), 0444);
+  }
+  std::ostringstream os;
+  os << kEntryHeader << "\n";
+  for (const auto& f : entry.files)
+    os << "file " << f.digest.hex() << " " << f.size << " " << (f.suffix.empty() ? "-" : f.suffix) << "\n";
+  char buf[64];
+  for (const auto& [k, v] : entry.metrics) {
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    os << "metric " << k << " " << buf << "\n";
+  }
+  for (const auto& n : entry.notes) os << "note " << n << "\n";
+  std::snprintf(buf, sizeof buf, "%.17g", entry.bits_per_weight);
+  os << "bpw " << buf << "\n";
+  std::snprintf(buf, sizeof buf, "%.6f", entry.seconds);
+  os << "seconds " << buf << "\n";
+  std::string s = os.str();
+  AtomicFile out(dir_ + "/keys/" + key);
+  out.write(s.data(), s.size());
+  out.commit();
+}
+
+std::string Cache::restore(const CacheEntry& entry, const std::string& artifact) const {
+  // Verify every object first, so that nothing is restored from a bad entry.
+  for (const auto& f : entry.files) {
+    std::string obj = object_path(f.digest);
+    std::error_code ec;
+    if (!fs::exists(obj, ec)) return "cache object " + obj + " is missing";
+    Digest d = hash_file(obj);
+    if (d != f.digest) {
+      ::unlink(obj.c_str());
+      return "cache object " + obj + " is corrupt (its contents hash to " + d.hex() + "); removed it";
+    }
+  }
+  for (auto it = entry.files.rbegin(); it != entry.files.rend(); ++it)  // sidecars before the artifact
+    copy_file_atomic(object_path(it->digest), artifact + it->suffix);
+  return {};
+}
+
+std::optional<std::string> Cache::read_record(const std::string& name) const {
+  std::ifstream in(dir_ + "/targets/" + hash_string(name).hex());
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void Cache::write_record(const std::string& name, const std::string& text) {
+  AtomicFile out(dir_ + "/targets/" + hash_string(name).hex());
+  out.write(text.data(), text.size());
+  out.commit();
+}
+
+}  // namespace qforge

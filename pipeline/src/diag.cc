@@ -32,13 +32,20 @@ void Diagnostics::note(const SourceLoc& loc, std::string message) {
 
 namespace {
 std::string source_line(std::map<std::string, std::vector<std::string>>& files,
-                        const std::string& file, uint32_t line) {
+                        const std::map<std::string, std::string>& sources, const std::string& file,
+                        uint32_t line) {
   auto it = files.find(file);
   if (it == files.end()) {
     std::vector<std::string> lines;
-    std::ifstream in(file);
     std::string l;
-    while (std::getline(in, l)) lines.push_back(l);
+    auto src = sources.find(file);
+    if (src != sources.end()) {
+      std::istringstream in(src->second);
+      while (std::getline(in, l)) lines.push_back(l);
+    } else {
+      std::ifstream in(file);
+      while (std::getline(in, l)) lines.push_back(l);
+    }
     it = files.emplace(file, std::move(lines)).first;
   }
   if (line == 0 || line > it->second.size()) return {};
@@ -67,7 +74,7 @@ std::string Diagnostics::render(bool color) const {
     }
     os << reset << lc << level << ":" << reset << " " << d.message << "\n";
     if (!d.loc.file.empty() && d.loc.line) {
-      std::string src = source_line(files, d.loc.file, d.loc.line);
+      std::string src = source_line(files, sources_, d.loc.file, d.loc.line);
       if (!src.empty()) {
         os << "  " << src << "\n  ";
         for (uint32_t c = 1; c < d.loc.column && c <= src.size(); ++c) os << (src[c - 1] == '\t' ? '\t' : ' ');

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <tuple>
 #include <sstream>
 #include <toml++/toml.h>
 
@@ -41,11 +42,22 @@ Value to_value(const toml::node& n, const std::string& file) {
     for (const auto& e : *a) v.list.push_back(to_value(e, file));
   } else if (auto* t = n.as_table()) {
     v.kind = Value::Kind::Table;
+    // TOML++ keeps keys sorted; restore the order they are written in.
+    std::vector<std::tuple<SourceLoc, std::string, Value>> items;
     for (const auto& [k, e] : *t) {
-      v.table.emplace_back(std::string(k.str()), to_value(e, file));
+      Value child = to_value(e, file);
       const auto& ks = k.source();
-      v.key_locs.push_back(ks.begin.line ? SourceLoc{file, static_cast<uint32_t>(ks.begin.line), static_cast<uint32_t>(ks.begin.column)}
-                                         : v.table.back().second.loc);
+      SourceLoc kl = ks.begin.line ? SourceLoc{file, static_cast<uint32_t>(ks.begin.line), static_cast<uint32_t>(ks.begin.column)}
+                                   : child.loc;
+      items.emplace_back(kl, std::string(k.str()), std::move(child));
+    }
+    std::stable_sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+      const SourceLoc &x = std::get<0>(a), &y = std::get<0>(b);
+      return x.line != y.line ? x.line < y.line : x.column < y.column;
+    });
+    for (auto& [kl, k, child] : items) {
+      v.table.emplace_back(k, std::move(child));
+      v.key_locs.push_back(kl);
     }
   } else {
     v.kind = Value::Kind::String;  // dates and times: kept as text
@@ -177,6 +189,7 @@ Manifest parse_manifest(const std::string& text, const std::string& path, Diagno
   m.output_dir = absolute_in(m.dir, "dist");
   m.cache_dir = absolute_in(m.dir, ".qforge/cache");
 
+  diags.set_source(path, text);
   toml::table root;
   try {
     root = toml::parse(text, path);
@@ -347,11 +360,13 @@ Manifest parse_manifest(const std::string& text, const std::string& path, Diagno
             }
             s.pass = pass->s;
             s.loc = pass->loc;
-            for (const auto& [k, v] : step.table) {
+            for (size_t oi = 0; oi < step.table.size(); ++oi) {
+              const auto& [k, v] = step.table[oi];
               if (k == "pass") continue;
               Value vv = v;
               substitute_value(vv, vars, dd, &used);
               s.options[k] = vv;
+              s.option_locs[k] = oi < step.key_locs.size() ? step.key_locs[oi] : v.loc;
             }
             d.pipeline.push_back(s);
           }

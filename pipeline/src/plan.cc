@@ -190,12 +190,16 @@ Options resolve_options(const PassInfo& info, const StepDecl& step, const Profil
   for (const auto& [k, v] : step.options) {
     auto it = std::find_if(info.options.begin(), info.options.end(), [&](const OptionSpec& s) { return s.name == k; });
     if (it == info.options.end()) {
-      diags.error(v.loc, "pass '" + info.name + "' has no option '" + k + "'" + did_you_mean(k, names) +
+      auto kl = step.option_locs.find(k);
+      diags.error(kl != step.option_locs.end() ? kl->second : v.loc, "pass '" + info.name + "' has no option '" + k + "'" + did_you_mean(k, names) +
                              (names.empty() ? " (it takes no options)" : ""));
       continue;
     }
     Value val = v;
-    if (!coerce(*it, val, info.name, m, diags)) continue;
+    if (!coerce(*it, val, info.name, m, diags)) {
+      out[k] = Value();  // reported; don't also report it as missing
+      continue;
+    }
     if (profile) {
       if (const Value* allowed = profile->allowed_values(info.name, k)) {
         bool ok = false;
@@ -229,7 +233,10 @@ Options resolve_options(const PassInfo& info, const StepDecl& step, const Profil
       }
   }
   for (const auto& spec : info.options) {
-    if (out.count(spec.name)) continue;
+    if (out.count(spec.name)) {
+      if (out[spec.name].is_null()) out.erase(spec.name);  // the placeholder of a reported error
+      continue;
+    }
     if (!spec.default_value.is_null()) out[spec.name] = spec.default_value;
     else if (spec.required)
       diags.error(step.loc, "pass '" + info.name + "' needs option '" + spec.name + "' (" + spec.help + ")");

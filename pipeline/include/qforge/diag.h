@@ -2,6 +2,7 @@
 // line and a caret. All are collected, then reported together.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,8 @@ class Diagnostics {
   void error(const SourceLoc& loc, std::string message);
   void warning(const SourceLoc& loc, std::string message);
   void note(const SourceLoc& loc, std::string message);
+  // Source text for `file` (else render() reads the file from disk).
+  void set_source(const std::string& file, const std::string& text) { sources_[file] = text; }
   bool has_errors() const { return errors_ > 0; }
   size_t error_count() const { return errors_; }
   const std::vector<Diagnostic>& all() const { return items_; }
@@ -32,6 +35,7 @@ class Diagnostics {
 
  private:
   std::vector<Diagnostic> items_;
+  std::map<std::string, std::string> sources_;
   size_t errors_ = 0;
 };
 

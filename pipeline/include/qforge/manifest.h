@@ -29,6 +29,7 @@ struct DatasetDecl {
 struct StepDecl {
   std::string pass;
   Options options;  // as written, placeholders substituted
+  std::map<std::string, SourceLoc> option_locs;  // where each option's key is written
   SourceLoc loc;    // of the pass name
 };
 

@@ -1,0 +1,74 @@
+# The two README commands: `make demo` and `make test`.
+# Both install missing Debian packages (as root; otherwise print the apt-get
+# line and stop), configure and build with CMake, then run.
+BUILD      ?= build
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+QFORGE      = $(BUILD)/bin/qforge
+PYTHON      = $(BUILD)/venv/bin/python
+NPM_DIR     = $(BUILD)/deps
+
+DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
+  libboost-dev libboost-filesystem-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev \
+  libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata
+
+# Runtimes the interop tests check artifacts with (pinned).
+PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6
+NPM_PACKAGES = node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
+
+.PHONY: all deps configure build test demo runtimes fuzz format bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:"; echo "  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(BUILD)/build.ninja: CMakeLists.txt | deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DQFORGE_WERROR=ON \
+	  -DQFORGE_PYTHON=$(abspath $(PYTHON)) -DQFORGE_NPM_DIR=$(abspath $(NPM_DIR))/node_modules $(CMAKE_ARGS)
+
+configure: deps $(BUILD)/build.ninja
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(PYTHON):
+	@command -v python3 >/dev/null || { echo "python3 is needed for the ONNX Runtime interop tests"; exit 1; }
+	python3 -m venv $(BUILD)/venv
+	$(BUILD)/venv/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES)
+
+$(NPM_DIR)/node_modules/node-llama-cpp/package.json:
+	@command -v npm >/dev/null || { echo "node and npm are needed for the llama.cpp interop tests"; exit 1; }
+	mkdir -p $(NPM_DIR)
+	cd $(NPM_DIR) && npm install --silent --ignore-scripts --no-audit --no-fund --no-save $(NPM_PACKAGES)
+
+runtimes: $(PYTHON) $(NPM_DIR)/node_modules/node-llama-cpp/package.json
+
+test: build runtimes
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	$(QFORGE) build -f examples/quickstart/qforge.toml
+	@echo; cat examples/quickstart/dist/report.md
+
+bench: build runtimes
+	bench/run.sh $(BUILD)
+
+fuzz:
+	tests/fuzz/run.sh $(BUILD)-fuzz $${FUZZ_SECONDS:-60}
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD) examples/quickstart/dist examples/quickstart/.qforge

@@ -1,0 +1,267 @@
+// The build engine: shared nodes run once, the cache makes a second build do
+// nothing, one changed option rebuilds one target, corrupt entries are rebuilt,
+// -j does not change the bytes. Uses a small text format and pass defined here.
+#include <catch2/catch.hpp>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "qforge/atomic_file.h"
+#include "qforge/build.h"
+#include "qforge/cache.h"
+#include "qforge/progress.h"
+
+using namespace qforge;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<int> g_imports{0};
+std::atomic<int> g_passes{0};
+
+// "name v v v" per line -> one f32 tensor per line.
+class TextFormat : public Format {
+ public:
+  std::string name() const override { return "text"; }
+  std::string version() const override { return "1"; }
+  std::string extension() const override { return ".txt"; }
+  std::string description() const override { return "test format"; }
+  int probe(const std::string& path, const uint8_t*, size_t) const override {
+    return path.size() > 4 && path.substr(path.size() - 4) == ".txt" ? 50 : 0;
+  }
+  Status import_model(const std::string& path, Model& out) const override {
+    return guard([&] {
+      ++g_imports;
+      std::ifstream in(path);
+      std::string line;
+      while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        Tensor t;
+        ls >> t.name;
+        std::vector<float> v;
+        float x;
+        while (ls >> x) v.push_back(x);
+        t.shape = {static_cast<int64_t>(v.size())};
+        t.data = make_blob(v.data(), v.size() * 4);
+        out.tensors.push_back(t);
+      }
+    });
+  }
+  Status emit_model(const Model& m, const std::string& path, const Options&) const override {
+    return guard([&] {
+      std::ostringstream os;
+      for (const auto& t : m.tensors) {
+        os << t.name;
+        auto b = t.bytes();
+        for (uint64_t i = 0; i < t.numel(); ++i) {
+          float x;
+          std::memcpy(&x, b->data() + 4 * i, 4);
+          os << " " << x;
+        }
+        os << "\n";
+      }
+      AtomicFile f(path);
+      f.write(os.str().data(), os.str().size());
+      f.commit();
+    });
+  }
+};
+
+class Scale : public Pass {
+ public:
+  PassResult run(Model& m, PassContext& ctx) override {
+    PassResult r;
+    ++g_passes;
+    double k = ctx.options.at("factor").f;
+    for (auto& t : m.tensors) {
+      std::vector<float> v(t.numel());
+      std::memcpy(v.data(), t.bytes()->data(), v.size() * 4);
+      for (auto& x : v) x = static_cast<float>(x * k);
+      t.data = make_blob(v.data(), v.size() * 4);
+    }
+    r.changed = true;
+    r.metrics["factor"] = k;
+    return r;
+  }
+};
+
+struct Fixture {
+  fs::path dir;
+  Registry reg;
+  ProfileSet profiles;
+  Fixture() {
+    dir = fs::temp_directory_path() / ("qforge-build-test-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    reg.begin_plugin({"test", "1", "<test>"}, nullptr);
+    reg.add_format(std::make_shared<TextFormat>());
+    PassInfo p;
+    p.name = "scale";
+    p.description = "multiply";
+    OptionSpec f;
+    f.name = "factor";
+    f.type = OptType::Float;
+    f.required = true;
+    f.help = "the factor";
+    p.options = {f};
+    p.factory = [] { return std::make_unique<Scale>(); };
+    reg.add_pass(p);
+    reg.end_plugin();
+    write("model.txt", "a 1 2 3\nb 4 5\n");
+    manifest("2");
+  }
+  ~Fixture() { fs::remove_all(dir); }
+  void write(const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+  }
+  void manifest(const std::string& second_factor) {
+    write("qforge.toml", "[models.m]\npath = \"model.txt\"\n"
+                         "[[targets]]\nname = \"x{f}\"\nmodel = \"m\"\nmatrix = { f = [\"3\", \"" + second_factor + "\"] }\n"
+                         "pipeline = [ { pass = \"scale\", factor = \"{f}\" } ]\n");
+  }
+  BuildResult build(int jobs = 2, bool no_cache = false) {
+    Diagnostics d;
+    Manifest m = load_manifest((dir / "qforge.toml").string(), d);
+    REQUIRE_FALSE(d.has_errors());
+    StatCache stats(m.cache_dir + "/stat-cache");
+    Plan plan = make_plan(m, reg, profiles, stats, {}, d);
+    INFO(d.render());
+    REQUIRE_FALSE(d.has_errors());
+    NullProgress progress;
+    BuildOptions o;
+    o.jobs = jobs;
+    o.no_cache = no_cache;
+    auto r = run_build(plan, o, stats, progress);
+    if (!no_cache) stats.save();
+    return r;
+  }
+  std::string read(const std::string& name) {
+    std::ifstream in(dir / name);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a shared import runs once, a second build does nothing", "[build]") {
+  Fixture fx;
+  g_imports = 0;
+  g_passes = 0;
+  auto r1 = fx.build();
+  REQUIRE(r1.ok());
+  CHECK(r1.built == 2);
+  CHECK(g_imports == 1);  // one import serves both targets
+  CHECK(g_passes == 2);
+  CHECK(fx.read("dist/x3.txt") == "a 3 6 9\nb 12 15\n");
+  CHECK(fx.read("dist/x2.txt") == "a 2 4 6\nb 8 10\n");
+  REQUIRE(r1.steps.size() == 3);
+  CHECK(r1.steps[0].pass == "import");
+  CHECK(r1.steps[0].targets.size() == 2);
+
+  auto r2 = fx.build();
+  CHECK(r2.built == 0);
+  CHECK(r2.cached == 2);
+  CHECK(g_imports == 1);
+  CHECK(g_passes == 2);
+  for (const auto& s : r2.steps) CHECK(s.status == "cached");
+  CHECK(r2.targets[0].metrics.at("factor") == 3.0);  // metrics come back from the cache
+}
+
+TEST_CASE("changing one target's option rebuilds only that target", "[build]") {
+  Fixture fx;
+  REQUIRE(fx.build().ok());
+  g_passes = 0;
+  fx.manifest("5");
+  auto r = fx.build();
+  CHECK(r.built == 1);
+  CHECK(r.cached == 1);
+  CHECK(g_passes == 1);
+  CHECK(fx.read("dist/x5.txt") == "a 5 10 15\nb 20 25\n");
+}
+
+TEST_CASE("a missing artifact is restored and a corrupt cache entry is rebuilt", "[build]") {
+  Fixture fx;
+  REQUIRE(fx.build().ok());
+  fs::remove(fx.dir / "dist/x3.txt");
+  g_passes = 0;
+  auto r = fx.build();
+  CHECK(r.cached == 2);
+  CHECK(g_passes == 0);
+  CHECK(fx.read("dist/x3.txt") == "a 3 6 9\nb 12 15\n");
+
+  // Corrupt every object of the cache, then ask for x3 again.
+  for (auto& e : fs::recursive_directory_iterator(fx.dir / ".qforge/cache/objects"))
+    if (e.is_regular_file()) {
+      fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+      std::ofstream(e.path()) << "garbage";
+    }
+  fs::remove(fx.dir / "dist/x3.txt");
+  r = fx.build();
+  CHECK(r.built == 1);
+  CHECK(fx.read("dist/x3.txt") == "a 3 6 9\nb 12 15\n");
+}
+
+TEST_CASE("an input change rebuilds, and --explain says why", "[build]") {
+  Fixture fx;
+  REQUIRE(fx.build().ok());
+  fx.write("model.txt", "a 1 1 1\n");
+  auto r = fx.build();
+  CHECK(r.built == 2);
+  bool found = false;
+  for (const auto& s : r.steps)
+    if (s.pass == "import") found = true;
+  CHECK(found);
+  CHECK(fx.read("dist/x2.txt") == "a 2 2 2\n");
+}
+
+TEST_CASE("-j 1 and -j 2 give byte-identical artifacts; --no-cache writes no cache", "[build]") {
+  Fixture fx;
+  REQUIRE(fx.build(1, true).ok());
+  CHECK_FALSE(fs::exists(fx.dir / ".qforge"));
+  std::string a = fx.read("dist/x3.txt"), b = fx.read("dist/x2.txt");
+  fs::remove_all(fx.dir / "dist");
+  REQUIRE(fx.build(2).ok());
+  CHECK(fx.read("dist/x3.txt") == a);
+  CHECK(fx.read("dist/x2.txt") == b);
+}
+
+TEST_CASE("option errors: unknown option, wrong type, missing required", "[build]") {
+  Fixture fx;
+  fx.write("qforge.toml", "[models.m]\npath = \"model.txt\"\n[[targets]]\nname = \"t\"\nmodel = \"m\"\n"
+                          "pipeline = [ { pass = \"scale\", factr = 2 }, { pass = \"scale\", factor = \"big\" }, { pass = \"scael\" } ]\n");
+  Diagnostics d;
+  Manifest m = load_manifest((fx.dir / "qforge.toml").string(), d);
+  StatCache stats(m.cache_dir + "/stat-cache");
+  make_plan(m, fx.reg, fx.profiles, stats, {}, d);
+  std::string text = d.render();
+  CHECK_THAT(text, Catch::Contains("6:32: error: pass 'scale' has no option 'factr' (did you mean 'factor'?)"));
+  CHECK_THAT(text, Catch::Contains("error: pass 'scale' needs option 'factor' (the factor)"));
+  CHECK_THAT(text, Catch::Contains("error: option 'factor' of pass 'scale' must be a number, found a string \"big\""));
+  CHECK_THAT(text, Catch::Contains("error: unknown pass 'scael' (did you mean 'scale'?)"));
+}
+
+TEST_CASE("AtomicFile leaves nothing under the final name until commit", "[build]") {
+  auto dir = fs::temp_directory_path() / "qforge-atomic-test";
+  fs::create_directories(dir);
+  std::string final = (dir / "out.bin").string();
+  {
+    AtomicFile f(final);
+    f.write("abc", 3);
+    CHECK_FALSE(fs::exists(final));
+  }  // destroyed without commit
+  CHECK_FALSE(fs::exists(final));
+  CHECK(fs::is_empty(dir));
+  {
+    AtomicFile f(final);
+    f.write("abc", 3);
+    f.commit();
+  }
+  CHECK(fs::file_size(final) == 3);
+  fs::remove_all(dir);
+}

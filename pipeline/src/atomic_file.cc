@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
+#include <filesystem>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -18,7 +21,7 @@ AtomicFile::AtomicFile(std::string final_path) : final_path_(std::move(final_pat
   std::string dir = slash == std::string::npos ? "" : final_path_.substr(0, slash + 1);
   std::string base = slash == std::string::npos ? final_path_ : final_path_.substr(slash + 1);
   // Hidden, unique, in the same directory (so rename is atomic).
-  std::string tmpl = dir + "." + base + ".tmp-XXXXXX";
+  std::string tmpl = dir + "." + base + ".tmp-" + std::to_string(::getpid()) + "-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   fd_ = ::mkostemp(buf.data(), O_CLOEXEC);
@@ -75,6 +78,27 @@ void AtomicFile::discard() {
   fd_ = -1;
   if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
   done_ = true;
+}
+
+size_t sweep_stale_temps(const std::string& dir) {
+  namespace fs = std::filesystem;
+  size_t removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    auto at = name.rfind(".tmp-");
+    if (name.empty() || name[0] != '.' || at == std::string::npos) continue;
+    // .<base>.tmp-<pid>-XXXXXX
+    std::string rest = name.substr(at + 5);
+    auto dash = rest.find('-');
+    if (dash == std::string::npos || rest.size() - dash - 1 != 6) continue;
+    char* end = nullptr;
+    long pid = std::strtol(rest.substr(0, dash).c_str(), &end, 10);
+    if (!end || *end || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
+    if (fs::remove(e.path(), ec)) ++removed;
+  }
+  return removed;
 }
 
 }  // namespace qforge

@@ -97,6 +97,16 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
   std::vector<std::string> errors(N);
   std::vector<double> bpw(N, 0);
 
+  // 0. Temporary files of builds that were killed.
+  if (!opts.dry_run) {
+    std::set<std::string> dirs;
+    for (const auto& t : plan.targets) dirs.insert(fs::path(t.artifact).parent_path().string());
+    size_t swept = 0;
+    for (const auto& d : dirs) swept += sweep_stale_temps(d);
+    if (cache) swept += sweep_stale_temps(cache->dir() + "/keys");
+    if (swept) progress.info("removed " + std::to_string(swept) + " temporary file(s) left by an interrupted build");
+  }
+
   // 1. What the cache holds.
   for (const auto& t : plan.targets) {
     const PlanNode& e = plan.nodes[t.emit];
@@ -306,10 +316,9 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
   // 4. Results.
   for (size_t i = 0; i < N; ++i) {
     const PlanNode& n = plan.nodes[i];
-    if (n.kind == PlanNode::Kind::Emit) continue;
     StepResult s;
     s.key = n.key;
-    s.pass = n.kind == PlanNode::Kind::Import ? "import" : n.pass->name;
+    s.pass = n.kind == PlanNode::Kind::Import ? "import" : n.kind == PlanNode::Kind::Emit ? "emit" : n.pass->name;
     s.model = n.model;
     s.label = n.label;
     s.targets = n.targets;

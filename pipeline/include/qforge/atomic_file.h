@@ -35,4 +35,8 @@ class AtomicFile {
   bool done_ = false;
 };
 
+// Removes temporary files left in `dir` by AtomicFiles of processes that no
+// longer run (a build killed with SIGKILL). Returns how many were removed.
+size_t sweep_stale_temps(const std::string& dir);
+
 }  // namespace qforge

@@ -23,17 +23,17 @@ namespace qforge {
 
 // One array of a sample (a .npy file, an .npz member, a TensorProto .pb).
 struct Array {
-  std::string name;            // input name it feeds; empty: the input at `index`
-  int index = 0;               // when `name` is empty: position among the model's inputs
-                               // (k of input_k.pb in a test-data directory; 0 otherwise)
+  std::string name;  // input name it feeds; empty: the input at `index`
+  int index = 0;     // when `name` is empty: position among the model's inputs
+                     // (k of input_k.pb in a test-data directory; 0 otherwise)
   ElemType type = ElemType::F32;
   std::vector<int64_t> shape;
-  BlobPtr data;                // C order, little-endian, aligned to the element size
-  std::string source;          // where it was read from, for errors ("a.npz:x.npy")
+  BlobPtr data;        // C order, little-endian, aligned to the element size
+  std::string source;  // where it was read from, for errors ("a.npz:x.npy")
 };
 
 struct Sample {
-  std::string source;          // file or directory it came from (for errors)
+  std::string source;  // file or directory it came from (for errors)
   std::vector<Array> arrays;
 };
 
@@ -65,7 +65,9 @@ struct Dataset {
 
 // Files of a --data DIR in the layout of DESIGN.md: .npy, .npz and .pb files
 // and test-data subdirectories, sorted by name. Hidden entries (".x") are
-// skipped; an empty directory or any other entry is an error.
+// skipped; an empty directory or any other entry is an error. A directory that
+// is itself in the test-data layout (only input_<k>.pb and output_<k>.pb files,
+// at least one of each) is one sample.
 Dataset dataset_from_dir(const std::string& dir);
 
 // Checks one array against a model input. `expected_shape` dims < 0 match any

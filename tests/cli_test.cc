@@ -1,0 +1,244 @@
+// End to end through the qforge binary: exit statuses, diagnostics, builds,
+// the cache, plan, report, and an interrupted build (kill -9).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+  int rc;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string bin_dir() { return fs::path(QFORGE_BIN).parent_path().string(); }
+
+// Runs a shell command in `dir`, capturing stdout and stderr.
+Run run(const std::string& cmd, const fs::path& dir) {
+  fs::path o = dir / ".cli-out", e = dir / ".cli-err";
+  std::string full = "cd '" + dir.string() + "' && " + cmd + " >'" + o.string() + "' 2>'" + e.string() + "'";
+  int st = std::system(full.c_str());
+  Run r{WIFEXITED(st) ? WEXITSTATUS(st) : 128, slurp(o), slurp(e)};
+  fs::remove(o);
+  fs::remove(e);
+  return r;
+}
+
+std::string qforge() { return std::string("'") + QFORGE_BIN + "'"; }
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& tag) {
+    path = fs::temp_directory_path() / ("qforge-cli-" + tag + "-" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path / "models");
+  }
+  ~TempDir() { fs::remove_all(path); }
+  void write(const std::string& name, const std::string& text) const { std::ofstream(path / name) << text; }
+};
+
+void make_models(const TempDir& d, const std::string& llama_args = "") {
+  REQUIRE(run("'" + bin_dir() + "/make_tiny_llama' models/tiny.gguf " + llama_args, d.path).rc == 0);
+  REQUIRE(run("'" + bin_dir() + "/make_tiny_onnx' mlp models/mlp.onnx", d.path).rc == 0);
+}
+
+}  // namespace
+
+TEST_CASE("exit statuses: 0 success, 1 input error, 2 usage error", "[cli]") {
+  TempDir d("exit");
+  CHECK(run(qforge() + " --version", d.path).rc == 0);
+  CHECK(run(qforge() + " --version", d.path).out.find("qforge 0.") == 0);
+  CHECK(run(qforge(), d.path).rc == 2);
+  CHECK(run(qforge() + " frobnicate", d.path).rc == 2);
+  CHECK(run(qforge() + " list nothing", d.path).rc == 2);
+  CHECK(run(qforge() + " build --jobs 0", d.path).rc == 2);
+  for (const char* sub : {"build", "plan", "inspect", "list", "quantize"})
+    CHECK(run(qforge() + " " + sub + " --help", d.path).rc == 0);
+  auto r = run(qforge() + " build -f missing.toml", d.path);
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Catch::Contains("missing.toml: cannot read the manifest"));
+  r = run(qforge() + " inspect nothing.bin", d.path);
+  CHECK(r.rc == 1);
+}
+
+TEST_CASE("a manifest with three mistakes gets three diagnostics in one run", "[cli]") {
+  TempDir d("mistakes");
+  make_models(d);
+  d.write("qforge.toml", R"([build]
+output = "dist"
+
+[models.llm]
+path = "models/tiny.gguf"
+
+[[targets]]
+name = "llm-{type}"
+model = "llm"
+matrix = { type = ["Q4_K_M", "Q8_0"] }
+pipeline = [ { pass = "quantise", type = "{type}" } ]
+emitt = "gguf"
+
+[[targets]]
+name = "other"
+model = "lmm"
+)");
+  auto r = run(qforge() + " build", d.path);
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Catch::Contains("qforge.toml:12:1: error: unknown key 'emitt' in a target (did you mean 'emit'?)"));
+  CHECK_THAT(r.err, Catch::Contains("qforge.toml:11:23: error: unknown pass 'quantise'"));
+  CHECK_THAT(r.err, Catch::Contains("qforge.toml:16:9: error: unknown model 'lmm' (did you mean 'llm'?)"));
+  CHECK_THAT(r.err, Catch::Contains("3 errors"));
+  CHECK_FALSE(fs::exists(d.path / "dist"));  // nothing ran
+}
+
+TEST_CASE("build, rebuild with nothing to do, plan, report", "[cli]") {
+  TempDir d("build");
+  make_models(d);
+  d.write("qforge.toml", R"([models.llm]
+path = "models/tiny.gguf"
+[models.mlp]
+path = "models/mlp.onnx"
+[[targets]]
+name = "llm-copy"
+model = "llm"
+[[targets]]
+name = "mlp-copy"
+model = "mlp"
+)");
+  auto r1 = run(qforge() + " build", d.path);
+  INFO(r1.err);
+  REQUIRE(r1.rc == 0);
+  CHECK_THAT(r1.out, Catch::Contains("2 targets: 2 built, 0 cached, 0 failed"));
+  // An unmodified GGUF re-emits byte for byte.
+  CHECK(slurp(d.path / "dist/llm-copy.gguf") == slurp(d.path / "models/tiny.gguf"));
+
+  auto r2 = run(qforge() + " build --explain", d.path);
+  REQUIRE(r2.rc == 0);
+  CHECK_THAT(r2.out, Catch::Contains("0 built, 2 cached, 0 failed; 0 of 4 steps ran (nothing to do)"));
+  CHECK_THAT(r2.err, Catch::Contains("skip emit llm-copy: up to date"));
+
+  auto report = nlohmann::json::parse(slurp(d.path / "dist/report.json"));
+  REQUIRE(report["targets"].size() == 2);
+  CHECK(report["targets"][0]["name"] == "llm-copy");
+  CHECK(report["targets"][0]["status"] == "cached");
+  CHECK(report["targets"][0]["format"] == "gguf");
+  CHECK(report["targets"][0]["artifact"] == "dist/llm-copy.gguf");
+  CHECK(report["targets"][0]["bytes"].get<uint64_t>() == fs::file_size(d.path / "models/tiny.gguf"));
+  CHECK(report["targets"][0]["bits_per_weight"].get<double>() == Approx(32.0));
+  CHECK(report["steps"].size() == 4);
+  CHECK(fs::exists(d.path / "dist/report.md"));
+
+  auto plan = run(qforge() + " plan --json", d.path);
+  REQUIRE(plan.rc == 0);
+  auto pj = nlohmann::json::parse(plan.out);
+  CHECK(pj["nodes"].size() == 4);
+  for (const auto& n : pj["nodes"]) CHECK(n["state"] != "will run");
+
+  // Touching the input without changing it: no rebuild (contents, not times).
+  fs::last_write_time(d.path / "models/tiny.gguf", fs::file_time_type::clock::now());
+  CHECK_THAT(run(qforge() + " build", d.path).out, Catch::Contains("0 built, 2 cached"));
+  // Changing it: only its target rebuilds, and --explain says why.
+  REQUIRE(run("'" + bin_dir() + "/make_tiny_llama' models/tiny.gguf --seed 7", d.path).rc == 0);
+  auto r3 = run(qforge() + " build --explain", d.path);
+  CHECK_THAT(r3.out, Catch::Contains("1 built, 1 cached"));
+  CHECK_THAT(r3.err, Catch::Contains("input changed: " + (d.path / "models/tiny.gguf").string()));
+  // --dry-run does nothing.
+  fs::remove(d.path / "dist/llm-copy.gguf");
+  auto r4 = run(qforge() + " build --dry-run", d.path);
+  CHECK(r4.rc == 0);
+  CHECK_FALSE(fs::exists(d.path / "dist/llm-copy.gguf"));
+  // --target builds only that one; a missing artifact is restored from the cache.
+  auto r5 = run(qforge() + " build --target llm-copy", d.path);
+  CHECK_THAT(r5.out, Catch::Contains("1 targets: 0 built, 1 cached"));
+  CHECK(fs::exists(d.path / "dist/llm-copy.gguf"));
+  CHECK(run(qforge() + " build --target nope", d.path).rc == 1);
+}
+
+TEST_CASE("kill -9 while writing leaves no file under the final name; the next build completes", "[cli]") {
+  TempDir d("kill");
+  // Large enough that writing takes a while: ~200 MB.
+  make_models(d, "--layers 24 --embd 512 --ff 2048 --vocab 4000");
+  d.write("qforge.toml", "[models.llm]\npath = \"models/tiny.gguf\"\n[[targets]]\nname = \"big\"\nmodel = \"llm\"\n");
+  fs::create_directories(d.path / "dist");
+  bool killed_mid_write = false;
+  for (int attempt = 0; attempt < 5 && !killed_mid_write; ++attempt) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::chdir(d.path.c_str()) != 0) ::_exit(127);
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execl(QFORGE_BIN, QFORGE_BIN, "build", "--no-cache", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    // Wait for the temporary file to appear, then kill.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool temp = false;
+      for (const auto& e : fs::directory_iterator(d.path / "dist"))
+        if (e.path().filename().string().find(".big.gguf.tmp-") == 0 && fs::file_size(e.path()) > 0) temp = true;
+      if (temp) {
+        ::kill(pid, SIGKILL);
+        killed_mid_write = true;
+        break;
+      }
+      int st;
+      if (::waitpid(pid, &st, WNOHANG) == pid) {
+        pid = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    if (pid > 0) ::waitpid(pid, nullptr, 0);
+    if (killed_mid_write) CHECK_FALSE(fs::exists(d.path / "dist/big.gguf"));
+    fs::remove(d.path / "dist/big.gguf");
+  }
+  REQUIRE(killed_mid_write);
+  auto r = run(qforge() + " build", d.path);
+  INFO(r.err);
+  CHECK(r.rc == 0);
+  CHECK(slurp(d.path / "dist/big.gguf") == slurp(d.path / "models/tiny.gguf"));
+  // The next build also swept the dead build's temporary file.
+  for (const auto& e : fs::directory_iterator(d.path / "dist"))
+    CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
+}
+
+TEST_CASE("every hostile file gets exit status 1 and a message, and no output", "[cli][hostile]") {
+  TempDir d("hostile");
+  size_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(fs::path(QFORGE_SOURCE_DIR) / "tests/data/hostile")) {
+    if (!e.is_regular_file() || e.path().extension() == ".md") continue;
+    ++n;
+    auto r = run(qforge() + " inspect '" + e.path().string() + "'", d.path);
+    INFO(e.path().string() << "\n" << r.err);
+    CHECK(r.rc == 1);
+    CHECK_THAT(r.err, Catch::Contains("error: "));
+    // The same file as a build input: an error, and no artifact.
+    fs::copy_file(e.path(), d.path / ("models/in" + e.path().extension().string()), fs::copy_options::overwrite_existing);
+    d.write("qforge.toml", "[models.m]\npath = \"models/in" + e.path().extension().string() +
+                               "\"\nformat = \"" + e.path().parent_path().filename().string() +
+                               "\"\n[[targets]]\nname = \"t\"\nmodel = \"m\"\n");
+    auto b = run(qforge() + " build", d.path);
+    CHECK(b.rc == 1);
+    CHECK_FALSE(fs::exists(d.path / ("dist/t" + e.path().extension().string())));
+  }
+  CHECK(n >= 40);
+}

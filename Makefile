@@ -58,6 +58,7 @@ test: build runtimes
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 demo: build
+	examples/quickstart/make_models.sh $(BUILD)
 	$(QFORGE) build -f examples/quickstart/qforge.toml
 	@echo; cat examples/quickstart/dist/report.md
 

@@ -54,4 +54,17 @@ must(${QFORGE_BIN} list passes)
 if(NOT out MATCHES "tensor-stats")
   message(FATAL_ERROR "not loaded from QFORGE_PLUGIN_PATH:\n${out}")
 endif()
+# Used by a build through a manifest's [plugins] paths: the pass's metrics
+# reach the report.
+unset(ENV{QFORGE_PLUGIN_PATH})
+get_filename_component(bindir ${QFORGE_BIN} DIRECTORY)
+must(${bindir}/make_tiny_llama ${work}/tiny.gguf)
+file(WRITE ${work}/qforge.toml "[plugins]\npaths = [\"good\"]\n[models.m]\npath = \"tiny.gguf\"\n"
+  "[[targets]]\nname = \"stats\"\nmodel = \"m\"\npipeline = [ { pass = \"tensor-stats\", top = 2 } ]\n")
+must(${QFORGE_BIN} build -f ${work}/qforge.toml)
+file(READ ${work}/dist/report.json report)
+string(JSON tensors GET "${report}" targets 0 metrics tensors)
+if(NOT tensors EQUAL 21)
+  message(FATAL_ERROR "expected the plugin's metric tensors = 21 in the report, got '${tensors}'\n${report}")
+endif()
 message(STATUS "example plugin: built out of tree, loaded, mismatched API refused")

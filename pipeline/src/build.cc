@@ -234,7 +234,22 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
           produced = model;
         } else {
           fs::create_directories(fs::path(n.artifact).parent_path());
-          Status s = n.format->emit_model(*parent, n.artifact, {});
+          // Lazy tensors (e.g. quantized on demand) are the slow part of an
+          // emit: count them as they are produced.
+          Model counted = *parent;
+          uint64_t lazy = 0;
+          for (auto& t : counted.tensors)
+            if (!t.data && t.producer) {
+              ++lazy;
+              t.producer = [inner = t.producer, &progress]() {
+                BlobPtr b = inner();
+                progress.advance(1);
+                return b;
+              };
+            }
+          if (lazy) progress.begin(n.label, lazy, "tensors");
+          Status s = n.format->emit_model(counted, n.artifact, {});
+          if (lazy) progress.end();
           if (!s.ok) throw Error(s.message);
           my_bpw = bits_per_weight(*parent);
           if (cache) {

@@ -43,7 +43,7 @@ std::string fmt_num(double v, const char* f = "%.3g") {
 
 std::string metrics_text(const std::map<std::string, double>& m) {
   std::string s;
-  for (const auto& [k, v] : m) s += (s.empty() ? "" : " ") + k + "=" + fmt_num(v, "%.4g");
+  for (const auto& [k, v] : m) s += (s.empty() ? "" : " ") + k + "=" + fmt_num(v, "%.6g");
   return s.empty() ? "-" : s;
 }
 

@@ -67,7 +67,9 @@ demo: build
 bench: build runtimes
 	bench/run.sh $(BUILD)
 
-fuzz:
+fuzz: deps
+	@for p in clang libclang-rt-14-dev; do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq $$p >/dev/null || { echo "run: sudo apt-get install -y $$p"; exit 1; }; }; done
 	tests/fuzz/run.sh $(BUILD)-fuzz $${FUZZ_SECONDS:-60}
 
 format:

@@ -17,6 +17,8 @@ namespace fs = std::filesystem;
 namespace qforge {
 namespace {
 
+constexpr uint64_t kMaxVariants = 10000;  // per [[targets]] entry
+
 SourceLoc loc_of(const toml::node& n, const std::string& file) {
   const auto& s = n.source();
   return {file, static_cast<uint32_t>(s.begin.line), static_cast<uint32_t>(s.begin.column)};
@@ -300,6 +302,13 @@ Manifest parse_manifest(const std::string& text, const std::string& path, Diagno
         }
       }
       std::vector<std::vector<std::pair<std::string, std::string>>> combos{{}};
+      uint64_t product = 1;
+      for (const auto& [k, vals] : axes) product = std::min<uint64_t>(product * std::max<size_t>(vals.size(), 1), kMaxVariants + 1);
+      if (product > kMaxVariants) {
+        diags.error(t.find("matrix")->loc, "this matrix makes more than " + std::to_string(kMaxVariants) +
+                                               " variants; split the target or shorten its lists");
+        continue;
+      }
       for (const auto& [k, vals] : axes) {
         std::vector<std::vector<std::pair<std::string, std::string>>> next;
         for (const auto& c : combos)

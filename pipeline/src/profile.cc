@@ -9,29 +9,11 @@
 #include <toml++/toml.h>
 
 #include "qforge/hash.h"
+#include "toml_value.h"
 
 namespace fs = std::filesystem;
 
 namespace qforge {
-namespace {
-Value to_value(const toml::node& n, const std::string& file) {
-  Value v;
-  const auto& s = n.source();
-  v.loc = {file, static_cast<uint32_t>(s.begin.line), static_cast<uint32_t>(s.begin.column)};
-  if (auto* b = n.as_boolean()) { v.kind = Value::Kind::Bool; v.b = b->get(); }
-  else if (auto* i = n.as_integer()) { v.kind = Value::Kind::Int; v.i = i->get(); }
-  else if (auto* f = n.as_floating_point()) { v.kind = Value::Kind::Float; v.f = f->get(); }
-  else if (auto* st = n.as_string()) { v.kind = Value::Kind::String; v.s = st->get(); }
-  else if (auto* a = n.as_array()) {
-    v.kind = Value::Kind::List;
-    for (const auto& e : *a) v.list.push_back(to_value(e, file));
-  } else if (auto* t = n.as_table()) {
-    v.kind = Value::Kind::Table;
-    for (const auto& [k, e] : *t) v.table.emplace_back(std::string(k.str()), to_value(e, file));
-  }
-  return v;
-}
-}  // namespace
 
 const Value* Profile::allowed_values(const std::string& pass, const std::string& option) const {
   auto it = allowed.find(pass);
@@ -53,7 +35,7 @@ void ProfileSet::load_file(const std::string& path, Diagnostics& diags) {
                 "invalid TOML in profile: " + std::string(e.description()));
     return;
   }
-  Value top = to_value(root, path);
+  Value top = toml_to_value(root, path);
   Profile p;
   p.path = path;
   p.digest = hash_bytes(text.data(), text.size()).hex();

@@ -1,0 +1,24 @@
+// Tiny deterministic ONNX models for examples and tests, built in the IR
+// (graph.h) and written with the ONNX plugin's emitter.
+//
+//   mlp:  x[batch,16] -> MatMul[16,32] -> Add -> Relu -> MatMul[32,8] -> Add -> y[batch,8]
+//   conv: x[batch,3,16,16] -> Conv(8x3x3x3, pad 1)+bias -> Relu -> GlobalAveragePool
+//         -> Flatten -> MatMul[8,4] -> Add -> y[batch,4]
+//
+// Weights are uniform in +-1/sqrt(fan_in) from a fixed-seed generator: the
+// same seed gives byte-identical files. Opset 13, IR version 7.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "qforge/model.h"
+
+namespace qforge::onnxfmt {
+
+Model tiny_mlp_model(uint32_t seed = 1);
+Model tiny_conv_model(uint32_t seed = 2);
+// `kind` is "mlp" or "conv"; throws qforge::Error otherwise or on write failure.
+void write_tiny_model(const std::string& kind, const std::string& path, uint32_t seed = 0);
+
+}  // namespace qforge::onnxfmt

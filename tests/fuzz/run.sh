@@ -31,7 +31,7 @@ for f in "$root"/formats/gguf/reader.cc "$root"/formats/gguf/writer.cc; do
 done
 onnx_objs=""
 if [ -d "$root/formats/onnx" ]; then
-  for f in "$root"/formats/onnx/onnx_import.cc "$root"/formats/onnx/onnx_emit.cc; do
+  for f in "$root"/formats/onnx/onnx_*.cc; do
     [ -f "$f" ] || continue
     compile "onnx_$(basename "$f" .cc)" "$f"
     onnx_objs="$onnx_objs $out/onnx_$(basename "$f" .cc).o"
@@ -43,10 +43,10 @@ for name in $names; do
     npy|npz|tensor_pb) objs="$core $out/npy.o $out/npz.o $out/dataset.o" ;;
     gguf) objs="$core $out/value.o $out/gguf_reader.o $out/gguf_writer.o" ;;
     manifest) objs="$out/types.o $out/manifest.o $out/diag.o $out/value.o" ;;
-    onnx) objs="$core $out/graph.o $onnx_objs" ;;
+    onnx) objs="$core $out/value.o $out/graph.o $onnx_objs" ;;
   esac
   $CXX $flags $defs $incs -o "$out/fuzz_$name" "$here/fuzz_$name.cc" $objs \
-    -lfmt -lonnx -lonnx_proto -lprotobuf -lz -ltomlplusplus
+    -lfmt -lonnx -lonnx_proto -lprotobuf -lz -ltomlplusplus -lboost_filesystem
 done
 if [ "$secs" -gt 0 ]; then
   for name in $names; do

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "qforge/build.h"
+#include "qforge/dataset.h"
 #include "qforge/diag.h"
 #include "qforge/manifest.h"
 #include "qforge/plugin_host.h"
@@ -85,7 +86,35 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return o + "]";
 }
 
+// Dataset files (.npy, .npz, TensorProto .pb): arrays with type and shape.
+int inspect_dataset(const std::string& file, bool json) {
+  std::string ext = fs::path(file).extension().string();
+  std::vector<Array> arrays;
+  if (ext == ".npy") arrays.push_back(read_npy(file));
+  else if (ext == ".npz") arrays = read_npz(file);
+  else arrays.push_back(read_tensor_pb(file));
+  if (json) {
+    Json j;
+    j["file"] = file;
+    j["format"] = ext.substr(1);
+    Json a = Json::array();
+    for (const auto& x : arrays)
+      a.push_back({{"name", x.name}, {"type", name_of(x.type)}, {"shape", x.shape}, {"bytes", x.data ? x.data->size() : 0}});
+    j["arrays"] = a;
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%s: %s, %zu array(s)\n", file.c_str(), ext.substr(1).c_str(), arrays.size());
+  for (const auto& x : arrays)
+    std::printf("  %-24s %-6s %-22s %12llu bytes\n", x.name.empty() ? "(unnamed)" : x.name.c_str(), name_of(x.type),
+                shape_str(x.shape).c_str(), (unsigned long long)(x.data ? x.data->size() : 0));
+  return 0;
+}
+
 int cmd_inspect(Env& env, const std::string& file, bool json, const std::string& forced) {
+  std::string ext = fs::path(file).extension().string();
+  if (forced.empty() && (ext == ".npy" || ext == ".npz" || ext == ".pb")) return inspect_dataset(file, json);
+  if (forced == "npy" || forced == "npz" || forced == "pb") return inspect_dataset(file, json);
   const Format* f = detect_format(env.registry, file, forced);
   Model m;
   Status s = f->import_model(file, m);
@@ -238,7 +267,7 @@ int main(int argc, char** argv) {
   std::string inspect_file, inspect_format;
   bool inspect_json = false;
   auto* inspect = app.add_subcommand("inspect", "Metadata, tensors, encodings and sizes of a model file");
-  inspect->add_option("FILE", inspect_file, "Model file")->required();
+  inspect->add_option("FILE", inspect_file, "Model file, or a dataset file (.npy, .npz, TensorProto .pb)")->required();
   inspect->add_flag("--json", inspect_json, "Machine-readable output");
   inspect->add_option("--format", inspect_format, "Force the format instead of probing");
 

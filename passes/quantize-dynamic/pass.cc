@@ -1,0 +1,330 @@
+// quantize-dynamic: see quantize_dynamic.h.
+//
+// Plan (which MatMuls, which weights), quantize each weight once, rebuild the
+// node list in order on a copy of the model, validate, then replace the
+// caller's model.
+#include "quantize_dynamic.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "onnx_quant_util.h"
+#include "qforge/graph.h"
+#include "qforge/status.h"
+
+namespace qforge::passes {
+namespace {
+
+constexpr const char* kPass = "quantize-dynamic";
+
+struct Config {
+  ElemType weight_type = ElemType::I8;
+  bool per_channel = false;
+  bool symmetric = true;
+  bool reduce_range = false;
+  std::vector<std::string> op_types;
+  std::set<std::string> exclude;
+};
+
+Config parse_config(const Options& o) {
+  using namespace quant;
+  Config c;
+  const std::string wt = opt_string(o, kPass, "weight_type", "int8");
+  if (wt == "int8") {
+    c.weight_type = ElemType::I8;
+  } else if (wt == "uint8") {
+    c.weight_type = ElemType::U8;
+  } else {
+    throw Error(opt_where(o, "weight_type") + "option 'weight_type' must be 'int8' or 'uint8', found '" + wt +
+                "'");
+  }
+  c.per_channel = opt_bool(o, kPass, "per_channel", false);
+  // ORT: signed weight types are symmetric unless told otherwise.
+  c.symmetric = opt_bool(o, kPass, "symmetric", c.weight_type == ElemType::I8);
+  c.reduce_range = opt_bool(o, kPass, "reduce_range", false);
+  c.op_types = opt_list(o, kPass, "op_types", {"MatMul"});
+  if (c.op_types.empty())
+    throw Error(opt_where(o, "op_types") + "option 'op_types' is empty; nothing to quantize");
+  for (const std::string& op : c.op_types)
+    if (op != "MatMul")
+      throw Error(opt_where(o, "op_types") + "op type '" + op +
+                  "' in option 'op_types' is not implemented; "
+                  "quantize-dynamic rewrites MatMul only (MatMulInteger with DynamicQuantizeLinear)");
+  for (const std::string& n : opt_list(o, kPass, "exclude_nodes", {})) c.exclude.insert(n);
+  return c;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
+  Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op);
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  return n;
+}
+
+struct QuantWeight {
+  std::string weight;
+  std::string q, scale, zp;  // initializer names
+  std::vector<Tensor> tensors;
+};
+
+struct QuantActivation {
+  std::string q, scale, zp;
+  Node node;
+  bool emitted = false;
+};
+
+class QuantizeDynamicPass : public Pass {
+ public:
+  PassResult run(Model& model, PassContext& ctx) override {
+    PassResult res;
+    res.status = guard([&] { run_impl(model, ctx, res); });
+    if (!res.status.ok) res.changed = false;
+    return res;
+  }
+
+ private:
+  void run_impl(Model& model, PassContext& ctx, PassResult& res) {
+    const Config cfg = parse_config(ctx.options);
+    if (!model.graph)
+      throw Error("model '" + model.source + "' (" + model.format +
+                  ") has no graph; quantize-dynamic rewrites ONNX graphs");
+    Model work = model;
+    work.graph = std::make_shared<Graph>(*model.graph);
+    Graph& g = *work.graph;
+
+    // ---------------------------------------------------------------- plan
+    std::vector<size_t> chosen;
+    std::vector<std::string> skipped;
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      if (!(n.domain.empty() || n.domain == "ai.onnx") || n.op_type != "MatMul") continue;
+      const std::string label = quant::node_label(n, i);
+      auto skip = [&](const std::string& why) { skipped.push_back("skipped " + label + ": " + why); };
+      if (cfg.exclude.count(n.name)) {
+        skip("listed in exclude_nodes");
+        continue;
+      }
+      if (n.inputs.size() != 2 || n.outputs.size() != 1) {
+        skip("MatMul must have 2 inputs and 1 output");
+        continue;
+      }
+      const std::string& w = n.inputs[1];
+      const Tensor* t = work.tensor(w);
+      if (!t) {
+        skip("weight '" + w + "' is not an initializer (computed or a graph input); left in float");
+        continue;
+      }
+      if (g.is_input(w)) {
+        skip("weight '" + w + "' is also a graph input (can be overridden at run time); left in float");
+        continue;
+      }
+      if (t->type != ElemType::F32) {
+        skip("weight '" + w + "' is " + name_of(t->type) +
+             "; DynamicQuantizeLinear and MatMulInteger's rescale need f32 (convert the model to f32)");
+        continue;
+      }
+      if (t->shape.size() != 2 || t->shape[0] <= 0 || t->shape[1] <= 0) {
+        skip("weight '" + w + "' has shape " + shape_str(t->shape) +
+             "; only non-empty 2-D weights are quantized");
+        continue;
+      }
+      if (const ValueInfo* a = g.find_value_info(n.inputs[0])) {
+        if (a->type.kind == ValueType::Kind::Tensor && a->type.elem && *a->type.elem != ElemType::F32) {
+          skip("activation '" + n.inputs[0] + "' is " + name_of(*a->type.elem) + ", not f32");
+          continue;
+        }
+      }
+      chosen.push_back(i);
+    }
+    const size_t sub = quant::count_subgraph_nodes(g);
+    if (sub)
+      res.notes.push_back(std::to_string(sub) +
+                          " node(s) with subgraph bodies (If/Loop/Scan): their bodies "
+                          "are left unquantized");
+
+    if (!chosen.empty()) {
+      const int64_t before = quant::raise_default_opset(g, 11, kPass, "DynamicQuantizeLinear");
+      if (before < 11)
+        res.notes.push_back("raised the default ONNX opset from " + std::to_string(before) +
+                            " to 11 for DynamicQuantizeLinear");
+    }
+
+    // ---------------------------------------------------------------- quantize
+    NameAllocator names(work);
+    std::map<std::string, QuantWeight> weights;
+    std::vector<std::string> weight_order;
+    std::map<std::string, QuantActivation> acts;
+    uint64_t bytes_before = 0, bytes_after = 0;
+    ctx.progress.begin("quantize-dynamic", chosen.size(), "tensors");
+    for (size_t i : chosen) {
+      const Node& n = g.nodes[i];
+      const std::string& w = n.inputs[1];
+      if (!weights.count(w)) {
+        try {
+          weights.emplace(w, quantize_weight(*work.tensor(w), cfg, names));
+        } catch (const Error& e) {
+          throw Error(quant::node_label(n, i) + ", weight '" + w + "': " + e.what());
+        }
+        weight_order.push_back(w);
+        bytes_before += work.tensor(w)->numel() * sizeof(float);
+        for (const Tensor& t : weights.at(w).tensors) bytes_after += quant::stored_bytes(t);
+      }
+      const std::string& a = n.inputs[0];
+      if (!acts.count(a)) {
+        QuantActivation qa;
+        qa.q = names.fresh(a + "_quantized");
+        qa.scale = names.fresh(a + "_scale");
+        qa.zp = names.fresh(a + "_zero_point");
+        qa.node = make_node(names.fresh(a + "_QuantizeLinear"), "DynamicQuantizeLinear", {a},
+                            {qa.q, qa.scale, qa.zp});
+        acts.emplace(a, std::move(qa));
+      }
+      ctx.progress.advance(1);
+    }
+    ctx.progress.end();
+
+    // ---------------------------------------------------------------- rewrite
+    std::set<size_t> is_chosen(chosen.begin(), chosen.end());
+    std::vector<Node> out;
+    out.reserve(g.nodes.size() + 5 * chosen.size());
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      if (!is_chosen.count(i)) {
+        out.push_back(std::move(g.nodes[i]));
+        continue;
+      }
+      const Node n = std::move(g.nodes[i]);
+      QuantActivation& qa = acts.at(n.inputs[0]);
+      const QuantWeight& qw = weights.at(n.inputs[1]);
+      if (!qa.emitted) {
+        out.push_back(qa.node);
+        qa.emitted = true;
+      }
+      const std::string y = n.outputs[0];
+      const std::string base = n.name.empty() ? y : n.name;
+      const std::string mm_name = names.fresh(base + "_quant");
+      const std::string mm_out = names.fresh(y + "_output_quantized");
+      Node mm = make_node(mm_name, "MatMulInteger", {qa.q, qw.q, qa.zp, qw.zp}, {mm_out});
+      mm.doc_string = n.doc_string;
+      const std::string cast_out = names.fresh(mm_out + "_cast_output");
+      Node cast = make_node(names.fresh(mm_out + "_cast"), "Cast", {mm_out}, {cast_out});
+      cast.attributes.push_back(Attribute::of_int("to", 1));  // FLOAT
+      const std::string scales_name = names.fresh(mm_name + "_scales_mul");
+      const std::string scales_out = names.fresh(scales_name + ":0");
+      Node scales = make_node(scales_name, "Mul", {qa.scale, qw.scale}, {scales_out});
+      Node mul = make_node(names.fresh(mm_name + "_output_scale_mul"), "Mul", {cast_out, scales_out}, {y});
+      out.push_back(std::move(scales));  // ORT's order
+      out.push_back(std::move(mm));
+      out.push_back(std::move(cast));
+      out.push_back(std::move(mul));
+    }
+    g.nodes = std::move(out);
+    for (const std::string& w : weight_order)
+      for (Tensor& t : weights.at(w).tensors) work.tensors.push_back(std::move(t));
+    quant::drop_unused_initializers(work, weight_order);
+
+    std::vector<std::string> init_names;
+    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
+    g.validate({}, init_names);
+
+    res.notes.insert(res.notes.end(), skipped.begin(), skipped.end());
+    res.metrics["quantized_weights"] = static_cast<double>(weight_order.size());
+    res.metrics["quantized_nodes"] = static_cast<double>(chosen.size());
+    res.metrics["dynamic_quantize_nodes"] = static_cast<double>(acts.size());
+    res.metrics["skipped_nodes"] = static_cast<double>(skipped.size());
+    res.metrics["weight_bytes_before"] = static_cast<double>(bytes_before);
+    res.metrics["weight_bytes_after"] = static_cast<double>(bytes_after);
+    res.changed = !chosen.empty();
+    if (res.changed) model = std::move(work);
+  }
+
+  // The bytes of the quantized weight, its scale and zero point.
+  static std::vector<std::vector<uint8_t>> weight_bytes(const Tensor& w, const Config& cfg) {
+    const std::vector<float> v = quant::read_f32(w);
+    const int64_t K = w.shape[0], N = w.shape[1];
+    quant::QuantSpec spec;
+    spec.type = cfg.weight_type;
+    spec.symmetric = cfg.symmetric;
+    spec.reduce_range = cfg.reduce_range;
+    spec.block_size = 0;
+    spec.convention = quant::Convention::QuantUtils;
+    // Per tensor: the whole weight as one column.
+    quant::QuantizedMatrix m = cfg.per_channel ? quant::quantize_matrix(v.data(), K, N, false, spec)
+                                               : quant::quantize_matrix(v.data(), K * N, 1, false, spec);
+    std::vector<int32_t> zps = m.zero_points;
+    if (zps.empty()) zps.assign(m.scales.size(), 0);  // MatMulInteger gets an explicit zero point
+    std::vector<std::vector<uint8_t>> out;
+    out.push_back(quant::encode_codes(m.q, cfg.weight_type));
+    out.push_back(quant::float_bytes(m.scales, ElemType::F32));
+    out.push_back(quant::encode_codes(zps, cfg.weight_type));
+    return out;
+  }
+
+  static QuantWeight quantize_weight(const Tensor& w, const Config& cfg, NameAllocator& names) {
+    quant::check_float_data(w);
+    const int64_t N = w.shape[1];
+    const std::vector<int64_t> pshape = cfg.per_channel ? std::vector<int64_t>{N} : std::vector<int64_t>{};
+    const Tensor src = w;
+    auto parts = quant::lazy_parts(3, [src, cfg] { return weight_bytes(src, cfg); });
+    QuantWeight q;
+    q.weight = w.name;
+    q.q = names.fresh(w.name + "_quantized");
+    q.scale = names.fresh(w.name + "_scale");
+    q.zp = names.fresh(w.name + "_zero_point");
+    q.tensors.push_back(quant::make_lazy_tensor(q.q, w.shape, cfg.weight_type, parts[0]));
+    q.tensors.push_back(quant::make_lazy_tensor(q.scale, pshape, ElemType::F32, parts[1]));
+    q.tensors.push_back(quant::make_lazy_tensor(q.zp, pshape, cfg.weight_type, parts[2]));
+    return q;
+  }
+};
+
+OptionSpec opt(std::string name, OptType type, std::string help, Value dflt = {},
+               std::vector<std::string> choices = {}) {
+  OptionSpec s;
+  s.name = std::move(name);
+  s.type = type;
+  s.help = std::move(help);
+  s.default_value = std::move(dflt);
+  s.choices = std::move(choices);
+  return s;
+}
+
+}  // namespace
+
+PassInfo quantize_dynamic_pass_info() {
+  PassInfo info;
+  info.name = kPass;
+  info.description =
+      "dynamic quantization of ONNX MatMul (DynamicQuantizeLinear + MatMulInteger), as ONNX Runtime's "
+      "quantize_dynamic does";
+  info.version = 1;
+  info.needs_graph = true;
+  Value ops;
+  ops.kind = Value::Kind::List;
+  ops.list.push_back(Value::of_string("MatMul"));
+  info.options = {
+      opt("weight_type", OptType::Enum, "weight codes: int8 or uint8", Value::of_string("int8"),
+          {"int8", "uint8"}),
+      opt("per_channel", OptType::Bool, "one scale per output column instead of one per weight",
+          Value::of_bool(false)),
+      opt("op_types", OptType::List, "op types to quantize (MatMul)", ops),
+      opt("symmetric", OptType::Bool, "symmetric weights (default: true for int8, false for uint8)"),
+      opt("reduce_range", OptType::Bool, "7-bit weight range (for CPUs without VNNI)", Value::of_bool(false)),
+      opt("exclude_nodes", OptType::List, "node names to leave in float"),
+  };
+  info.factory = [] { return std::unique_ptr<Pass>(new QuantizeDynamicPass()); };
+  return info;
+}
+
+}  // namespace qforge::passes

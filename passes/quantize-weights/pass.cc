@@ -1,0 +1,562 @@
+// quantize-weights: see quantize_weights.h.
+//
+// Plan first (one decision per candidate node: quantize, or skip with a
+// reason), quantize each distinct weight once, then rebuild the node list in
+// order. All edits happen on a copy of the model that replaces the input only
+// when everything succeeded.
+#include "quantize_weights.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "onnx_quant_util.h"
+#include "qforge/graph.h"
+#include "qforge/status.h"
+
+namespace qforge::passes {
+namespace {
+
+constexpr const char* kPass = "quantize-weights";
+
+enum class OutFormat { DQ, MatMulNBits };
+
+struct Config {
+  int bits = 4;
+  int64_t block_size = 32;
+  bool symmetric = true;
+  OutFormat format = OutFormat::MatMulNBits;
+  std::vector<std::string> op_types;
+  std::set<std::string> exclude;
+  int64_t min_elements = 0;
+  int64_t accuracy_level = -1;  // -1: attribute omitted
+};
+
+const std::vector<std::string> kSupportedOps = {"MatMul", "Gemm"};
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
+  return s;
+}
+
+Config parse_config(const Options& o) {
+  using namespace quant;
+  Config c;
+  const int64_t bits = opt_int(o, kPass, "bits", 4);
+  if (bits != 4 && bits != 8)
+    throw Error(opt_where(o, "bits") + "option 'bits' must be 4 or 8, found " + std::to_string(bits));
+  c.bits = static_cast<int>(bits);
+  const std::string fmt = opt_string(o, kPass, "format", "dq");
+  if (fmt == "dq") {
+    c.format = OutFormat::DQ;
+  } else if (fmt == "matmulnbits") {
+    c.format = OutFormat::MatMulNBits;
+  } else {
+    throw Error(opt_where(o, "format") + "option 'format' must be 'dq' or 'matmulnbits', found '" + fmt +
+                "'");
+  }
+  c.block_size = opt_int(o, kPass, "block_size", c.format == OutFormat::DQ ? 0 : 32);
+  if (c.block_size < 0)
+    throw Error(opt_where(o, "block_size") +
+                "option 'block_size' must be 0 (per output channel) or a positive "
+                "number of elements along K, found " +
+                std::to_string(c.block_size));
+  if (c.format == OutFormat::MatMulNBits) {
+    const int64_t bs = c.block_size;
+    if (bs != 16 && bs != 32 && bs != 64 && bs != 128 && bs != 256)
+      throw Error(opt_where(o, "block_size") +
+                  "format 'matmulnbits' needs block_size 16, 32, 64, 128 or 256 "
+                  "(ONNX Runtime's MatMulNBits kernel accepts only these), found " +
+                  std::to_string(bs) + (bs == 0 ? " (per-channel quantization needs format = 'dq')" : ""));
+  } else if (c.block_size == 1) {
+    throw Error(opt_where(o, "block_size") +
+                "option 'block_size' = 1 would store one scale per weight; use 0 "
+                "(per output channel) or at least 2");
+  }
+  c.symmetric = opt_bool(o, kPass, "symmetric", true);
+  c.op_types = opt_list(o, kPass, "op_types", {"MatMul"});
+  if (c.op_types.empty())
+    throw Error(opt_where(o, "op_types") + "option 'op_types' is empty; nothing to quantize");
+  for (const std::string& op : c.op_types)
+    if (std::find(kSupportedOps.begin(), kSupportedOps.end(), op) == kSupportedOps.end())
+      throw Error(opt_where(o, "op_types") + "op type '" + op +
+                  "' in option 'op_types' is not supported; "
+                  "quantize-weights rewrites " +
+                  join(kSupportedOps));
+  for (const std::string& n : opt_list(o, kPass, "exclude_nodes", {})) c.exclude.insert(n);
+  c.min_elements = opt_int(o, kPass, "min_elements", 0);
+  if (c.min_elements < 0)
+    throw Error(opt_where(o, "min_elements") + "option 'min_elements' must be >= 0, found " +
+                std::to_string(c.min_elements));
+  if (opt_has(o, "accuracy_level")) {
+    c.accuracy_level = opt_int(o, kPass, "accuracy_level", 0);
+    if (c.accuracy_level < 0 || c.accuracy_level > 4)
+      throw Error(opt_where(o, "accuracy_level") +
+                  "option 'accuracy_level' must be 0..4 (MatMulNBits), found " +
+                  std::to_string(c.accuracy_level));
+    if (c.format != OutFormat::MatMulNBits)
+      throw Error(opt_where(o, "accuracy_level") +
+                  "option 'accuracy_level' applies to format 'matmulnbits' only");
+  }
+  return c;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+int64_t int_attr(const Node& n, const char* name, int64_t dflt) {
+  const Attribute* a = n.attr(name);
+  return a ? a->i : dflt;
+}
+float float_attr(const Node& n, const char* name, float dflt) {
+  const Attribute* a = n.attr(name);
+  return a ? a->f : dflt;
+}
+
+// What happens to one candidate node.
+struct Decision {
+  size_t node = 0;
+  std::string weight;
+  bool transposed = false;  // Gemm transB = 1: B is stored [N, K]
+  std::string key;          // which quantized weight it uses
+};
+
+// One quantized weight and what replaces it.
+struct Quantized {
+  std::string weight;
+  bool transposed = false;
+  int64_t K = 0, N = 0;
+  std::vector<Tensor> tensors;  // new initializers (q/B, scales, zero points)
+  std::string dq_output;        // dq: the DequantizeLinear output
+  Node dq_node;                 // dq: the node producing it
+  bool dq_emitted = false;
+};
+
+class QuantizeWeightsPass : public Pass {
+ public:
+  PassResult run(Model& model, PassContext& ctx) override {
+    PassResult res;
+    res.status = guard([&] { run_impl(model, ctx, res); });
+    if (!res.status.ok) res.changed = false;
+    return res;
+  }
+
+ private:
+  void run_impl(Model& model, PassContext& ctx, PassResult& res) {
+    const Config cfg = parse_config(ctx.options);
+    if (!model.graph)
+      throw Error("model '" + model.source + "' (" + model.format +
+                  ") has no graph; quantize-weights rewrites ONNX graphs (use quantize-gguf for GGUF)");
+
+    // Work on a copy: the caller's model is replaced only on success.
+    Model work = model;
+    work.graph = std::make_shared<Graph>(*model.graph);
+    Graph& g = *work.graph;
+
+    // ---------------------------------------------------------------- plan
+    std::vector<Decision> decisions;
+    std::vector<std::string> skipped;
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      if (!(n.domain.empty() || n.domain == "ai.onnx")) continue;
+      if (std::find(cfg.op_types.begin(), cfg.op_types.end(), n.op_type) == cfg.op_types.end()) continue;
+      const std::string label = quant::node_label(n, i);
+      auto skip = [&](const std::string& why) { skipped.push_back("skipped " + label + ": " + why); };
+      if (cfg.exclude.count(n.name)) {
+        skip("listed in exclude_nodes");
+        continue;
+      }
+      if (n.inputs.size() < 2 || n.inputs[1].empty()) {
+        skip("it has no B input");
+        continue;
+      }
+      Decision d;
+      d.node = i;
+      d.weight = n.inputs[1];
+      if (n.op_type == "Gemm") {
+        d.transposed = int_attr(n, "transB", 0) != 0;
+        if (cfg.format == OutFormat::MatMulNBits) {
+          if (int_attr(n, "transA", 0) != 0) {
+            skip("Gemm with transA = 1 has no MatMulNBits form (use format = 'dq')");
+            continue;
+          }
+          if (float_attr(n, "alpha", 1.0f) != 1.0f ||
+              (n.inputs.size() > 2 && !n.inputs[2].empty() && float_attr(n, "beta", 1.0f) != 1.0f)) {
+            skip("Gemm with alpha or beta other than 1 has no MatMulNBits form (use format = 'dq')");
+            continue;
+          }
+        }
+      }
+      const Tensor* w = work.tensor(d.weight);
+      if (!w) {
+        skip("weight '" + d.weight + "' is not an initializer (computed or a graph input); left in float");
+        continue;
+      }
+      if (g.is_input(d.weight)) {
+        skip("weight '" + d.weight +
+             "' is also a graph input (can be overridden at run time); left in float");
+        continue;
+      }
+      if (w->type != ElemType::F32 && w->type != ElemType::F16) {
+        skip("weight '" + d.weight + "' is " + name_of(w->type) + "; only f32 and f16 weights are quantized");
+        continue;
+      }
+      if (w->shape.size() != 2) {
+        skip("weight '" + d.weight + "' has shape " + shape_str(w->shape) +
+             "; only 2-D weights are quantized");
+        continue;
+      }
+      if (w->shape[0] <= 0 || w->shape[1] <= 0) {
+        skip("weight '" + d.weight + "' is empty " + shape_str(w->shape));
+        continue;
+      }
+      if (static_cast<int64_t>(w->numel()) < cfg.min_elements) {
+        skip("weight '" + d.weight + "' has " + std::to_string(w->numel()) +
+             " elements, fewer than min_elements = " + std::to_string(cfg.min_elements));
+        continue;
+      }
+      if (cfg.format == OutFormat::MatMulNBits) {
+        const ValueInfo* a = g.find_value_info(n.inputs[0]);
+        if (a && a->type.kind == ValueType::Kind::Tensor && a->type.shape && a->type.shape->size() < 2) {
+          skip("activation '" + n.inputs[0] +
+               "' is 1-D; MatMulNBits needs A of rank >= 2 (use format = 'dq')");
+          continue;
+        }
+      }
+      d.key = cfg.format == OutFormat::DQ ? d.weight : d.weight + (d.transposed ? "|T" : "|N");
+      decisions.push_back(d);
+    }
+
+    const size_t sub = quant::count_subgraph_nodes(g);
+    if (sub) {
+      res.notes.push_back(std::to_string(sub) +
+                          " node(s) with subgraph bodies (If/Loop/Scan): their bodies "
+                          "are left unquantized");
+    }
+
+    // ---------------------------------------------------------------- opsets
+    if (!decisions.empty()) {
+      if (cfg.format == OutFormat::DQ) {
+        bool half = false;
+        for (const Decision& d : decisions) half |= work.tensor(d.weight)->type == ElemType::F16;
+        const bool needs21 = cfg.bits == 4 || cfg.block_size > 0;
+        const int64_t want = needs21 ? 21 : half ? 19 : 13;
+        const std::string why = needs21 ? (cfg.bits == 4 ? "DequantizeLinear of int4/uint4 weights"
+                                                         : "DequantizeLinear with block_size")
+                                : half  ? "DequantizeLinear with f16 scales"
+                                        : "per-axis DequantizeLinear";
+        const int64_t before = quant::raise_default_opset(g, want, kPass, why);
+        if (before < want)
+          res.notes.push_back("raised the default ONNX opset from " + std::to_string(before) + " to " +
+                              std::to_string(want) + " for " + why);
+        quant::ensure_ir_version(g, want >= 21 ? 10 : want >= 19 ? 9 : 7);
+      } else {
+        quant::ensure_opset(g, "com.microsoft", 1);
+      }
+    }
+
+    // ---------------------------------------------------------------- quantize
+    NameAllocator names(work);
+    std::map<std::string, Quantized> done;
+    std::vector<std::string> order;  // keys in first-use order
+    uint64_t bytes_before = 0, bytes_after = 0;
+    ctx.progress.begin("quantize-weights", decisions.size(), "tensors");
+    for (const Decision& d : decisions) {
+      if (!done.count(d.key)) {
+        const Tensor& w = *work.tensor(d.weight);
+        const Node& n = g.nodes[d.node];
+        Quantized q;
+        try {
+          q = cfg.format == OutFormat::DQ ? quantize_dq(w, d, n, cfg, names)
+                                          : quantize_nbits(w, d, cfg, names);
+        } catch (const Error& e) {
+          throw Error(quant::node_label(n, d.node) + ", weight '" + d.weight + "': " + e.what());
+        }
+        bytes_before += quant::stored_bytes(w);
+        for (const Tensor& t : q.tensors) bytes_after += quant::stored_bytes(t);
+        done.emplace(d.key, std::move(q));
+        order.push_back(d.key);
+      }
+      ctx.progress.advance(1);
+    }
+    ctx.progress.end();
+
+    // ---------------------------------------------------------------- rewrite
+    std::map<size_t, const Decision*> by_node;
+    for (const Decision& d : decisions) by_node[d.node] = &d;
+    std::vector<Node> out;
+    out.reserve(g.nodes.size() + decisions.size());
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      auto it = by_node.find(i);
+      if (it == by_node.end()) {
+        out.push_back(std::move(g.nodes[i]));
+        continue;
+      }
+      const Decision& d = *it->second;
+      Quantized& q = done.at(d.key);
+      Node n = std::move(g.nodes[i]);
+      if (cfg.format == OutFormat::DQ) {
+        if (!q.dq_emitted) {
+          out.push_back(q.dq_node);
+          q.dq_emitted = true;
+        }
+        n.inputs[1] = q.dq_output;
+        out.push_back(std::move(n));
+        continue;
+      }
+      // MatMulNBits (and Add for Gemm's C).
+      Node mm;
+      mm.name = names.fresh((n.name.empty() ? q.weight : n.name) + "_Q" + std::to_string(cfg.bits));
+      mm.op_type = "MatMulNBits";
+      mm.domain = "com.microsoft";
+      mm.doc_string = n.doc_string;
+      mm.inputs = {n.inputs[0], q.tensors[0].name, q.tensors[1].name};
+      if (q.tensors.size() > 2) mm.inputs.push_back(q.tensors[2].name);
+      mm.attributes.push_back(Attribute::of_int("K", q.K));
+      mm.attributes.push_back(Attribute::of_int("N", q.N));
+      mm.attributes.push_back(Attribute::of_int("bits", cfg.bits));
+      mm.attributes.push_back(Attribute::of_int("block_size", cfg.block_size));
+      if (cfg.accuracy_level >= 0)
+        mm.attributes.push_back(Attribute::of_int("accuracy_level", cfg.accuracy_level));
+      const bool has_bias = n.op_type == "Gemm" && n.inputs.size() > 2 && !n.inputs[2].empty();
+      if (!has_bias) {
+        mm.outputs = {n.outputs.at(0)};
+        out.push_back(std::move(mm));
+        continue;
+      }
+      const std::string mid = names.fresh(n.outputs.at(0) + "_matmul");
+      mm.outputs = {mid};
+      Node add;
+      add.name = names.fresh((n.name.empty() ? q.weight : n.name) + "_bias_add");
+      add.op_type = "Add";
+      add.inputs = {mid, n.inputs[2]};
+      add.outputs = {n.outputs.at(0)};
+      out.push_back(std::move(mm));
+      out.push_back(std::move(add));
+    }
+    g.nodes = std::move(out);
+
+    std::vector<std::string> old_weights;
+    for (const std::string& key : order) {
+      Quantized& q = done.at(key);
+      old_weights.push_back(q.weight);
+      for (Tensor& t : q.tensors) work.tensors.push_back(std::move(t));
+    }
+    quant::drop_unused_initializers(work, old_weights);
+
+    std::vector<std::string> init_names;
+    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
+    g.validate({}, init_names);
+
+    res.notes.insert(res.notes.end(), skipped.begin(), skipped.end());
+    res.metrics["quantized_weights"] = static_cast<double>(order.size());
+    res.metrics["quantized_nodes"] = static_cast<double>(decisions.size());
+    res.metrics["skipped_nodes"] = static_cast<double>(skipped.size());
+    res.metrics["weight_bytes_before"] = static_cast<double>(bytes_before);
+    res.metrics["weight_bytes_after"] = static_cast<double>(bytes_after);
+    res.changed = !decisions.empty();
+    if (res.changed) model = std::move(work);
+  }
+
+  static quant::QuantSpec dq_spec(const Tensor& w, const Config& cfg) {
+    quant::QuantSpec spec;
+    spec.symmetric = cfg.symmetric;
+    spec.block_size = cfg.block_size;
+    spec.scale_type = w.type;
+    if (cfg.bits == 8) {
+      spec.type = cfg.symmetric ? ElemType::I8 : ElemType::U8;
+      spec.convention = quant::Convention::QuantUtils;
+    } else {
+      spec.type = cfg.symmetric ? ElemType::I4 : ElemType::U4;
+      spec.convention = quant::Convention::MlasBlockwise;
+    }
+    return spec;
+  }
+
+  // The bytes of the DequantizeLinear inputs: codes in the weight's own
+  // layout, scales and (asymmetric) zero points per axis [N] or blocked
+  // with the weight's rank.
+  static std::vector<std::vector<uint8_t>> dq_bytes(const Tensor& w, bool transposed, const Config& cfg) {
+    const std::vector<float> v = quant::read_floats(w);
+    const int64_t K = transposed ? w.shape[1] : w.shape[0];
+    const int64_t N = transposed ? w.shape[0] : w.shape[1];
+    const quant::QuantSpec spec = dq_spec(w, cfg);
+    const quant::QuantizedMatrix m = quant::quantize_matrix(v.data(), K, N, transposed, spec);
+    std::vector<int32_t> codes = m.q;
+    std::vector<float> scales = m.scales;
+    std::vector<int32_t> zps = m.zero_points;
+    if (transposed) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t n = 0; n < N; ++n) codes[n * K + k] = m.q[k * N + n];
+      if (cfg.block_size > 0) {  // [n_blocks, N] -> [N, n_blocks]
+        for (int64_t b = 0; b < m.n_blocks; ++b)
+          for (int64_t n = 0; n < N; ++n) {
+            scales[n * m.n_blocks + b] = m.scales[b * N + n];
+            if (!zps.empty()) zps[n * m.n_blocks + b] = m.zero_points[b * N + n];
+          }
+      }
+    }
+    std::vector<std::vector<uint8_t>> out;
+    out.push_back(quant::encode_codes(codes, spec.type));
+    out.push_back(quant::float_bytes(scales, w.type));
+    if (!zps.empty()) out.push_back(quant::encode_codes(zps, spec.type));
+    return out;
+  }
+
+  static Quantized quantize_dq(const Tensor& w, const Decision& d, const Node& n, const Config& cfg,
+                               NameAllocator& names) {
+    quant::check_float_data(w);
+    Quantized q;
+    q.weight = d.weight;
+    q.transposed = d.transposed;
+    q.K = d.transposed ? w.shape[1] : w.shape[0];
+    q.N = d.transposed ? w.shape[0] : w.shape[1];
+    const ElemType code_type = dq_spec(w, cfg).type;
+    const int64_t n_blocks = cfg.block_size > 0 ? (q.K + cfg.block_size - 1) / cfg.block_size : 1;
+    std::vector<int64_t> sshape;
+    int64_t axis;
+    if (cfg.block_size == 0) {
+      sshape = {q.N};
+      axis = d.transposed ? 0 : 1;
+    } else if (!d.transposed) {
+      sshape = {n_blocks, q.N};
+      axis = 0;
+    } else {
+      sshape = {q.N, n_blocks};
+      axis = 1;
+    }
+    const bool has_zp = !cfg.symmetric;
+    const Tensor src = w;
+    const bool transposed = d.transposed;
+    auto parts =
+        quant::lazy_parts(has_zp ? 3 : 2, [src, transposed, cfg] { return dq_bytes(src, transposed, cfg); });
+    const std::string tag = "_DQ_Q" + std::to_string(cfg.bits);
+    Tensor qt = quant::make_lazy_tensor(names.fresh(d.weight + tag), w.shape, code_type, parts[0]);
+    Tensor st = quant::make_lazy_tensor(names.fresh(d.weight + "_DQ_scales"), sshape, w.type, parts[1]);
+    Node dq;
+    dq.name = names.fresh(d.weight + "_DequantizeLinear");
+    dq.op_type = "DequantizeLinear";
+    dq.inputs = {qt.name, st.name};
+    q.dq_output = names.fresh(d.weight + tag + "_output");
+    dq.outputs = {q.dq_output};
+    dq.attributes.push_back(Attribute::of_int("axis", axis));
+    if (cfg.block_size > 0) dq.attributes.push_back(Attribute::of_int("block_size", cfg.block_size));
+    dq.doc_string = "quantize-weights: " + std::to_string(cfg.bits) + "-bit weight of " +
+                    (n.name.empty() ? n.op_type : n.name);
+    q.tensors.push_back(std::move(qt));
+    q.tensors.push_back(std::move(st));
+    if (has_zp) {
+      Tensor zt =
+          quant::make_lazy_tensor(names.fresh(d.weight + "_DQ_zero_points"), sshape, code_type, parts[2]);
+      dq.inputs.push_back(zt.name);
+      q.tensors.push_back(std::move(zt));
+    }
+    q.dq_node = std::move(dq);
+    return q;
+  }
+
+  // The bytes of MatMulNBits' B, scales and (asymmetric) zero points.
+  static std::vector<std::vector<uint8_t>> nbits_bytes(const Tensor& w, bool transposed, const Config& cfg) {
+    const std::vector<float> v = quant::read_floats(w);
+    const int64_t K = transposed ? w.shape[1] : w.shape[0];
+    const int64_t N = transposed ? w.shape[0] : w.shape[1];
+    quant::QuantSpec spec;
+    spec.type = cfg.bits == 8 ? ElemType::U8 : ElemType::U4;
+    spec.symmetric = cfg.symmetric;
+    spec.block_size = cfg.block_size;
+    spec.convention = quant::Convention::MlasBlockwise;
+    spec.mlas_nbits = true;
+    spec.scale_type = w.type;
+    quant::NBitsTensors t =
+        quant::pack_matmul_nbits(quant::quantize_matrix(v.data(), K, N, transposed, spec), cfg.bits);
+    std::vector<std::vector<uint8_t>> out;
+    out.push_back(std::move(t.b));
+    out.push_back(quant::float_bytes(t.scales, w.type));
+    if (!t.zero_points.empty()) out.push_back(std::move(t.zero_points));
+    return out;
+  }
+
+  static Quantized quantize_nbits(const Tensor& w, const Decision& d, const Config& cfg,
+                                  NameAllocator& names) {
+    quant::check_float_data(w);
+    Quantized q;
+    q.weight = d.weight;
+    q.transposed = d.transposed;
+    q.K = d.transposed ? w.shape[1] : w.shape[0];
+    q.N = d.transposed ? w.shape[0] : w.shape[1];
+    const int64_t n_blocks = (q.K + cfg.block_size - 1) / cfg.block_size;
+    const int64_t blob = cfg.block_size * cfg.bits / 8;
+    const bool has_zp = !cfg.symmetric;
+    const Tensor src = w;
+    const bool transposed = d.transposed;
+    auto parts = quant::lazy_parts(has_zp ? 3 : 2,
+                                   [src, transposed, cfg] { return nbits_bytes(src, transposed, cfg); });
+    const std::string tag = "_Q" + std::to_string(cfg.bits);
+    q.tensors.push_back(
+        quant::make_lazy_tensor(names.fresh(d.weight + tag), {q.N, n_blocks, blob}, ElemType::U8, parts[0]));
+    q.tensors.push_back(
+        quant::make_lazy_tensor(names.fresh(d.weight + "_scales"), {q.N * n_blocks}, w.type, parts[1]));
+    if (has_zp) {
+      const int64_t zp_cols = (n_blocks * cfg.bits + 7) / 8;
+      q.tensors.push_back(quant::make_lazy_tensor(names.fresh(d.weight + "_zero_points"), {q.N * zp_cols},
+                                                  ElemType::U8, parts[2]));
+    }
+    return q;
+  }
+};
+
+OptionSpec opt(std::string name, OptType type, std::string help, Value dflt = {},
+               std::vector<std::string> choices = {}) {
+  OptionSpec s;
+  s.name = std::move(name);
+  s.type = type;
+  s.help = std::move(help);
+  s.default_value = std::move(dflt);
+  s.choices = std::move(choices);
+  return s;
+}
+
+Value string_list(const std::vector<std::string>& items) {
+  Value v;
+  v.kind = Value::Kind::List;
+  for (const std::string& s : items) v.list.push_back(Value::of_string(s));
+  return v;
+}
+
+}  // namespace
+
+PassInfo quantize_weights_pass_info() {
+  PassInfo info;
+  info.name = kPass;
+  info.description =
+      "weight-only quantization of ONNX MatMul/Gemm weights (DequantizeLinear or com.microsoft.MatMulNBits), "
+      "as ONNX Runtime's MatMulNBitsQuantizer does";
+  info.version = 1;
+  info.needs_graph = true;
+  info.options = {
+      opt("bits", OptType::Int, "bits per weight: 4 or 8", Value::of_int(4)),
+      opt("block_size", OptType::Int,
+          "weights per scale along K; 0 = one scale per output channel (format 'dq' only). "
+          "Default: 0 for 'dq', 32 for 'matmulnbits'"),
+      opt("symmetric", OptType::Bool, "symmetric codes without zero points", Value::of_bool(true)),
+      opt("format", OptType::Enum, "dq: DequantizeLinear + MatMul; matmulnbits: com.microsoft.MatMulNBits",
+          Value::of_string("dq"), {"dq", "matmulnbits"}),
+      opt("op_types", OptType::List, "op types whose weights are quantized", string_list({"MatMul"}),
+          {"MatMul", "Gemm"}),
+      opt("exclude_nodes", OptType::List, "node names to leave in float"),
+      opt("min_elements", OptType::Int, "skip weights with fewer elements (ONNX Runtime skips none)",
+          Value::of_int(0)),
+      opt("accuracy_level", OptType::Int, "MatMulNBits accuracy_level (0-4); omitted when unset"),
+  };
+  info.factory = [] { return std::unique_ptr<Pass>(new QuantizeWeightsPass()); };
+  return info;
+}
+
+}  // namespace qforge::passes

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Compares two ONNX models' outputs in ONNX Runtime (needs onnxruntime, numpy).
+
+  ort_compare.py REF.onnx CAND.onnx [--seed S] [--batch B] [--samples N]
+
+Feeds both models the same inputs, drawn from the reference model's inputs:
+float tensors uniform in [-1, 1), integer tensors in [0, 4), symbolic or
+unknown dimensions set to --batch (default 4). Prints one JSON line:
+
+  {"cosine": c, "max_abs": m, "ref_max_abs": r, "outputs": k, "samples": n}
+
+where cosine is the cosine similarity of all outputs of all samples
+concatenated (float64) and max_abs the largest absolute difference.
+Exit status: 0 compared; 3 the candidate failed to load or run (message on
+stderr); 4 the reference failed; 2 usage error.
+
+  ort_compare.py mlas-quant W.f32 K N BITS BLOCK SYMMETRIC KIND OUT
+
+Quantizes the float32 matrix W ([K, N] row-major raw little-endian file) with
+ONNX Runtime's own C++ quantizers, the ones MatMulNBitsQuantizer calls
+(KIND "nbits": quantize_matmul_4bits/8bits, as for MatMulNBits; KIND "qdq":
+quantize_qdq_matmul_4bits, as for its QDQ format), padding K to the block
+size as the tool does. Writes OUT.q, OUT.scales, OUT.zp (raw bytes; .zp only
+when not symmetric).
+"""
+import json
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+ort.set_default_logger_severity(3)
+
+_NP = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def make_inputs(sess, rng, batch):
+    feeds = {}
+    for i in sess.get_inputs():
+        if i.type not in _NP:
+            raise ValueError("input %s has unsupported type %s" % (i.name, i.type))
+        shape = [d if isinstance(d, int) and d >= 0 else batch for d in i.shape]
+        dt = _NP[i.type]
+        if np.issubdtype(dt, np.floating):
+            feeds[i.name] = rng.uniform(-1.0, 1.0, size=shape).astype(dt)
+        elif dt == np.bool_:
+            feeds[i.name] = rng.integers(0, 2, size=shape).astype(dt)
+        else:
+            feeds[i.name] = rng.integers(0, 4, size=shape).astype(dt)
+    return feeds
+
+
+def mlas_quant(argv):
+    from onnxruntime.capi import _pybind_state as ps  # ORT's kernels, as the tool uses them
+
+    path, rows, cols, bits, block, sym, kind, out = argv
+    rows, cols, bits, block, sym = int(rows), int(cols), int(bits), int(block), bool(int(sym))
+    w = np.fromfile(path, dtype=np.float32).reshape(rows, cols)
+    kpack = 8 // bits
+    k_blocks = (rows + block - 1) // block
+    if kind == "nbits":
+        pad = k_blocks * block - rows
+        if pad:
+            w = np.pad(w, ((0, pad), (0, 0)), "constant")
+        packed = np.zeros((cols, k_blocks, (block + kpack - 1) // kpack), np.uint8)
+        zp = np.zeros((cols, (k_blocks + kpack - 1) // kpack), np.uint8)
+        scales = np.zeros((cols, k_blocks), np.float32)
+        fn = ps.quantize_matmul_4bits if bits == 4 else ps.quantize_matmul_8bits
+        fn(packed, w, scales, zp, block, cols, rows, sym)
+    elif kind == "qdq" and bits == 4:
+        packed = np.zeros((rows * cols + 1) // 2, np.uint8)
+        zp = np.zeros((cols * k_blocks + 1) // 2, np.uint8)
+        scales = np.zeros((k_blocks, cols), np.float32)
+        ps.quantize_qdq_matmul_4bits(packed, w, scales, zp, block, cols, rows, sym)
+    else:
+        sys.stderr.write("mlas-quant: KIND must be nbits, or qdq with 4 bits\n")
+        return 2
+    packed.tofile(out + ".q")
+    scales.tofile(out + ".scales")
+    if not sym:
+        zp.tofile(out + ".zp")
+    return 0
+
+
+def main(argv):
+    if argv and argv[0] == "mlas-quant":
+        if len(argv) != 9:
+            sys.stderr.write(__doc__)
+            return 2
+        return mlas_quant(argv[1:])
+    args = list(argv)
+    opts = {"--seed": 0, "--batch": 4, "--samples": 4}
+    pos = []
+    while args:
+        a = args.pop(0)
+        if a in opts and args:
+            opts[a] = int(args.pop(0))
+        else:
+            pos.append(a)
+    if len(pos) != 2:
+        sys.stderr.write(__doc__)
+        return 2
+    try:
+        ref = session(pos[0])
+    except Exception as e:  # noqa: BLE001
+        sys.stderr.write("reference failed to load: %s\n" % e)
+        return 4
+    try:
+        cand = session(pos[1])
+    except Exception as e:  # noqa: BLE001
+        sys.stderr.write("candidate failed to load: %s\n" % e)
+        return 3
+    rng = np.random.default_rng(opts["--seed"])
+    r_all, c_all = [], []
+    n_out = 0
+    for _ in range(opts["--samples"]):
+        feeds = make_inputs(ref, rng, opts["--batch"])
+        try:
+            r = ref.run(None, feeds)
+        except Exception as e:  # noqa: BLE001
+            sys.stderr.write("reference failed to run: %s\n" % e)
+            return 4
+        try:
+            c = cand.run(None, feeds)
+        except Exception as e:  # noqa: BLE001
+            sys.stderr.write("candidate failed to run: %s\n" % e)
+            return 3
+        if len(r) != len(c):
+            sys.stderr.write("output counts differ: %d vs %d\n" % (len(r), len(c)))
+            return 3
+        for x, y in zip(r, c):
+            x, y = np.asarray(x), np.asarray(y)
+            if x.shape != y.shape:
+                sys.stderr.write("output shapes differ: %s vs %s\n" % (x.shape, y.shape))
+                return 3
+            r_all.append(x.astype(np.float64).ravel())
+            c_all.append(y.astype(np.float64).ravel())
+        n_out = len(r)
+    a = np.concatenate(r_all)
+    b = np.concatenate(c_all)
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    cosine = float(np.dot(a, b) / denom) if denom > 0 else (1.0 if np.array_equal(a, b) else 0.0)
+    print(json.dumps({"cosine": cosine, "max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0,
+                      "ref_max_abs": float(np.max(np.abs(a))) if a.size else 0.0,
+                      "outputs": n_out, "samples": opts["--samples"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

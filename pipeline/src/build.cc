@@ -68,19 +68,22 @@ std::string why_rebuild(const Plan& plan, int emit, const std::optional<std::str
   return "not cached (same recipe as the last build, but its cache entry is gone)";
 }
 
-double bits_per_weight(const Model& m) {
+// Bits of the emitted tensors (weights, and the scales and zero points that
+// quantization adds) per parameter of the model as imported: what a variant
+// costs per original weight.
+double bits_per_weight(const Model& out, const Model* imported) {
   uint64_t bits = 0, n = 0;
-  for (const auto& t : m.tensors) {
-    if (t.type == ElemType::String) continue;
-    bits += t.nbytes() * 8;
-    n += t.numel();
-  }
+  for (const auto& t : out.tensors)
+    if (t.type != ElemType::String) bits += t.nbytes() * 8;
+  for (const auto& t : (imported ? *imported : out).tensors)
+    if (t.type != ElemType::String) n += t.numel();
   return n ? static_cast<double>(bits) / static_cast<double>(n) : 0;
 }
 
 }  // namespace
 
 BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress) {
+  Progress& outer_progress = progress;
   const Manifest& m = *plan.manifest;
   auto t0 = Clock::now();
   BuildResult result;
@@ -185,8 +188,13 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
     for (size_t i = 0; i < N; ++i) remaining += state[i] == St::Needed;
     std::map<std::string, std::shared_ptr<const Model>> imports;  // model name -> imported (reference for evaluation)
 
+    // One progress task per node, alive until the build ends (lazy tensors
+    // made by a pass may report after the pass returned).
+    std::vector<std::unique_ptr<Progress>> tasks(N);
+    for (size_t i = 0; i < N; ++i) tasks[i] = progress.task();
     auto run_node = [&](size_t i) {
       const PlanNode& n = plan.nodes[i];
+      Progress& progress = tasks[i] ? *tasks[i] : outer_progress;
       auto start = Clock::now();
       std::shared_ptr<const Model> parent;
       std::map<std::string, double> inherited;
@@ -251,7 +259,11 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
           Status s = n.format->emit_model(counted, n.artifact, {});
           if (lazy) progress.end();
           if (!s.ok) throw Error(s.message);
-          my_bpw = bits_per_weight(*parent);
+          {
+            std::lock_guard<std::mutex> lk(mu);
+            auto it = imports.find(n.model);
+            my_bpw = bits_per_weight(*parent, it == imports.end() ? nullptr : it->second.get());
+          }
           if (cache) {
             CacheEntry e;
             e.files.push_back({"", stats.digest(n.artifact), fs::file_size(n.artifact)});

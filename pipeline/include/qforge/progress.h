@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace qforge {
@@ -15,6 +16,9 @@ class Progress {
   virtual void end() = 0;
   virtual void info(const std::string& line) = 0;
   virtual void warn(const std::string& line) = 0;
+  // A reporter for one task running beside others (each build step gets one),
+  // so that concurrent steps keep their own counts. Null: use this one.
+  virtual std::unique_ptr<Progress> task() { return nullptr; }
 };
 
 // Does nothing; for tests and library use.

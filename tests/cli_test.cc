@@ -245,3 +245,46 @@ TEST_CASE("every hostile file gets exit status 1 and a message, and no output", 
   }
   CHECK(n >= 40);
 }
+
+TEST_CASE("the quickstart builds; every artifact runs in ONNX Runtime or llama.cpp", "[cli][quickstart]") {
+  TempDir d("quickstart");
+  fs::copy_file(fs::path(QFORGE_SOURCE_DIR) / "examples/quickstart/qforge.toml", d.path / "qforge.toml");
+  REQUIRE(run("'" + bin_dir() + "/make_tiny_llama' models/tiny-llama.gguf --layers 2 --embd 256 --ff 768 --vocab 512 "
+              "--heads 4 --heads-kv 2", d.path).rc == 0);
+  REQUIRE(run("'" + bin_dir() + "/make_tiny_onnx' mlp models/mlp.onnx", d.path).rc == 0);
+  auto r = run(qforge() + " build", d.path);
+  INFO(r.err);
+  REQUIRE(r.rc == 0);
+  auto report = nlohmann::json::parse(slurp(d.path / "dist/report.json"));
+  REQUIRE(report["targets"].size() >= 4);
+  std::string py = std::getenv("QFORGE_PYTHON") ? std::getenv("QFORGE_PYTHON") : "python3";
+  std::string src = QFORGE_SOURCE_DIR;
+  size_t onnx = 0, gguf = 0;
+  for (const auto& t : report["targets"]) {
+    std::string artifact = t["artifact"];
+    INFO(artifact);
+    CHECK(t["status"] == "built");
+    if (t["format"] == "onnx") {
+      // Runs in ONNX Runtime, and stays close to the float model.
+      auto c = run("'" + py + "' '" + src + "/tests/tools/ort_compare.py' models/mlp.onnx " + artifact, d.path);
+      INFO(c.err);
+      REQUIRE(c.rc == 0);
+      CHECK(nlohmann::json::parse(c.out)["cosine"].get<double>() > 0.98);
+      ++onnx;
+    } else {
+      // Loads in llama.cpp and gives a probability distribution.
+      auto c = run("node '" + src + "/tests/tools/llama_probs.mjs' " + artifact, d.path);
+      INFO(c.err);
+      REQUIRE(c.rc == 0);
+      auto probs = nlohmann::json::parse(c.out)["probabilities"];
+      double sum = 0;
+      for (double p : probs) sum += p;
+      CHECK(sum == Approx(1.0).margin(1e-3));
+      ++gguf;
+    }
+  }
+  CHECK(onnx >= 1);
+  CHECK(gguf >= 1);
+  // A second build does nothing.
+  CHECK_THAT(run(qforge() + " build", d.path).out, Catch::Contains("(nothing to do)"));
+}

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -263,5 +264,42 @@ TEST_CASE("AtomicFile leaves nothing under the final name until commit", "[build
     f.commit();
   }
   CHECK(fs::file_size(final) == 3);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("the stat cache re-hashes a file only when its stat changes", "[build]") {
+  auto dir = fs::temp_directory_path() / ("qforge-statcache-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto file = dir / "big.bin";
+  std::ofstream(file) << std::string(1 << 20, 'x');
+  // Older than the racy window, so the digest may be remembered.
+  fs::last_write_time(file, fs::file_time_type::clock::now() - std::chrono::hours(1));
+  Digest first;
+  {
+    StatCache sc((dir / "stat-cache").string());
+    first = sc.digest(file.string());
+    CHECK(sc.misses == 1);
+    CHECK(sc.digest(file.string()) == first);
+    CHECK(sc.hits == 1);
+    sc.save();
+  }
+  {
+    StatCache sc((dir / "stat-cache").string());  // reloaded from disk
+    CHECK(sc.digest(file.string()) == first);
+    CHECK(sc.hits == 1);
+    CHECK(sc.misses == 0);
+  }
+  // Same size, new contents and mtime: hashed again, new digest.
+  std::ofstream(file) << std::string(1 << 20, 'y');
+  fs::last_write_time(file, fs::file_time_type::clock::now() - std::chrono::minutes(30));
+  {
+    StatCache sc((dir / "stat-cache").string());
+    CHECK(sc.digest(file.string()) != first);
+    CHECK(sc.misses == 1);
+  }
+  // A file of an unknown version is ignored, and said so.
+  std::ofstream(dir / "stat-cache") << "qforge-stat-cache 99\n";
+  StatCache sc((dir / "stat-cache").string());
+  CHECK_THAT(sc.note, Catch::Contains("unknown stat cache version"));
   fs::remove_all(dir);
 }

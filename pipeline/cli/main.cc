@@ -212,6 +212,7 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
   if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
   std::error_code ec;
   StatCache stats(a.no_cache ? std::string() : m.cache_dir + "/stat-cache");
+  if (!stats.note.empty()) std::fprintf(stderr, "note: %s\n", stats.note.c_str());
   Plan plan = make_plan(m, env.registry, env.profiles, stats, a.targets, diags);
   if (!diags.all().empty()) std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
   if (diags.has_errors()) return 1;

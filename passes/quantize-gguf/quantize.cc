@@ -309,6 +309,7 @@ QuantizeOptions options_from(const Options& o) {
   q.type = str_opt(o, "type");
   if (q.type.empty()) throw Error("quantize-gguf: option 'type' is required (e.g. \"Q4_K_M\")");
   q.imatrix = str_opt(o, "imatrix");
+  if (auto it = o.find("imatrix"); it != o.end()) q.imatrix_written = it->second.written;
   if (auto it = o.find("tensor_types"); it != o.end() && !it->second.is_null()) {
     if (it->second.kind != Value::Kind::Table)
       throw Error("quantize-gguf: option tensor_types: expected a table { regex = type }, found " +
@@ -486,7 +487,7 @@ QuantizeSummary quantize_model(Model& model, const QuantizeOptions& q, int threa
   for (auto& [key, v] : overrides) set_last(model, key, v);
   if (im) {
     auto trunc = [](const std::string& s) { return s.substr(0, std::min<size_t>(s.size(), 127)); };
-    set_last(model, "quantize.imatrix.file", MetaValue::of_string(trunc(q.imatrix)));
+    set_last(model, "quantize.imatrix.file", MetaValue::of_string(trunc(q.imatrix_written.empty() ? q.imatrix : q.imatrix_written)));
     if (!im->datasets.empty())
       set_last(model, "quantize.imatrix.dataset", MetaValue::of_string(trunc(im->datasets[0])));
     set_last(model, "quantize.imatrix.entries_count",

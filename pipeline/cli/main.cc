@@ -353,7 +353,9 @@ int main(int argc, char** argv) {
         return o + "]";
       };
       std::string opts = "pass = \"quantize-gguf\", type = " + esc(q_type);
-      if (!q_imatrix.empty()) opts += ", imatrix = " + esc(fs::absolute(q_imatrix).string());
+      // As typed: relative paths resolve against the working directory (the
+      // in-memory manifest's), and the metadata records the path as given.
+      if (!q_imatrix.empty()) opts += ", imatrix = " + esc(q_imatrix);
       if (!q_tensor_types.empty()) {
         opts += ", tensor_types = {";
         for (size_t i = 0; i < q_tensor_types.size(); ++i) {

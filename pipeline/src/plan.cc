@@ -146,6 +146,7 @@ bool coerce(const OptionSpec& spec, Value& v, const std::string& pass, const Man
         diags.error(v.loc, "option '" + spec.name + "' of pass '" + pass + "': file '" + v.s + "' does not exist (looked for " + abs + ")");
         return false;
       }
+      v.written = v.s;
       v.s = abs;
       return true;
     }

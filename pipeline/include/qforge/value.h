@@ -22,6 +22,7 @@ struct Value {
   int64_t i = 0;
   double f = 0;
   std::string s;
+  std::string written;  // Path options: the path as the user wrote it (`s` is absolute)
   std::vector<Value> list;
   std::vector<std::pair<std::string, Value>> table;  // in source order
   std::vector<SourceLoc> key_locs;                   // where each table key is written

@@ -983,3 +983,28 @@ TEST_CASE("quantize-gguf: pass options in manifest and command-line forms", "[qu
   o["pure"] = Value::of_string("yes");
   CHECK_THROWS_WITH(options_from(o), Catch::Contains("pure") && Catch::Contains("true or false"));
 }
+
+// Issue 3: real llama.cpp-written GGUF files (quantized by libllama, every
+// file type) import and re-emit byte for byte.
+TEST_CASE("gguf: files written by llama.cpp re-emit byte for byte", "[gguf][llamalib]") {
+  llama();
+  TempDir dir;
+  int checked = 0;
+  auto all = shapes();
+  for (size_t si = 0; si < 2 && si < all.size(); ++si) {
+    const Shape& s = all[si];
+    const std::string in = dir / (std::string(s.what) + ".gguf");
+    write_gguf(make_model(s), in);
+    for (const FT& ft : kFileTypesToCheck) {
+      INFO(s.what << " " << ft.name);
+      const std::string ref = dir / "llama.gguf", rt = dir / "roundtrip.gguf";
+      LlamaArgs a;
+      a.ftype = ft.ftype;
+      REQUIRE(llama_quantize(in, ref, a));
+      write_gguf(read_gguf(ref), rt);
+      CHECK(slurp(ref) == slurp(rt));
+      ++checked;
+    }
+  }
+  CHECK(checked == 2 * 18);
+}

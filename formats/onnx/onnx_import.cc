@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/unknown_field_set.h>
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 #include <boost/filesystem.hpp>
@@ -325,6 +326,13 @@ Attribute decode_attribute(ImportCtx& ctx, onnx::AttributeProto& ap, const std::
   a.ref_attr_name = ap.ref_attr_name();
   a.doc_string = ap.doc_string();
   int type = ap.type();
+  // An enum value this protobuf does not know lands in the unknown fields.
+  for (int k = 0; k < ap.unknown_fields().field_count(); ++k) {
+    const auto& uf = ap.unknown_fields().field(k);
+    if (uf.number() == AP::kTypeFieldNumber && uf.type() == google::protobuf::UnknownField::TYPE_VARINT)
+      throw Error(where + " attribute '" + a.name + "': unknown attribute type " + std::to_string(uf.varint()) +
+                  " (expected 1..14 of ONNX's AttributeType)");
+  }
   if (!ap.has_type()) {  // IR version 1 models: infer from the field set
     if (ap.has_f())
       type = AP::FLOAT;
@@ -352,6 +360,8 @@ Attribute decode_attribute(ImportCtx& ctx, onnx::AttributeProto& ap, const std::
   if (type < 0 || type > 14) {
     throw Error(where + " attribute '" + a.name + "': unknown attribute type " + std::to_string(type));
   }
+  if (type == AP::UNDEFINED && a.ref_attr_name.empty())
+    throw Error(where + " attribute '" + a.name + "' has no type and no value");
   a.type = static_cast<Attribute::Type>(type);
   const std::string at = where + " attribute '" + a.name + "'";
   switch (type) {
@@ -459,7 +469,24 @@ std::string run_checker(const ImportCtx& ctx, const onnx::ModelProto& mp) {
     onnx::checker::LexicalScopeContext lex;
     onnx::checker::check_graph(mp.graph(), cc, lex);
   } catch (const std::exception& e) {
-    return e.what();
+    std::string first = e.what();
+    if (first.find("is required but missing") == std::string::npos) return first;
+  }
+  // check_graph stops at its first complaint, and a missing type or shape on
+  // a graph input (common, and accepted by ONNX Runtime) would hide every
+  // later one: check each node on its own, with the names defined before it.
+  onnx::checker::LexicalScopeContext lex;
+  for (const auto& v : mp.graph().input()) lex.add(v.name());
+  for (const auto& t : mp.graph().initializer()) lex.add(t.name());
+  for (const auto& n : mp.graph().node()) {
+    try {
+      onnx::checker::check_node(n, cc, lex);
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      if (msg.find("is required but missing") == std::string::npos)
+        return "node '" + n.name() + "' (" + n.op_type() + "): " + msg;
+    }
+    for (const auto& o : n.output()) lex.add(o);
   }
   return {};
 }
@@ -495,6 +522,9 @@ Model import_onnx(const std::string& path) {
   file->release_pages();
   file.reset();
   if (!mp.has_ir_version()) fail(ctx, "ModelProto field 'ir_version' is missing; not an ONNX model?");
+  if (mp.ir_version() < 1)
+    fail(ctx, "ModelProto field 'ir_version' is " + std::to_string(mp.ir_version()) +
+                  "; expected a positive IR version (set it to the version the model was written for)");
   if (!mp.has_graph()) fail(ctx, "ModelProto field 'graph' is missing; the model has no graph");
   // The checker sees the intact proto; its complaint is reported only when
   // our own (more specific) checks below find nothing.
@@ -518,7 +548,13 @@ Model import_onnx(const std::string& path) {
   for (const auto& kv : mp.metadata_props()) {
     m.metadata.emplace_back(kv.key(), MetaValue::of_string(kv.value()));
   }
-  decode_graph(ctx, *mp.mutable_graph(), *g, &m, "");
+  try {
+    decode_graph(ctx, *mp.mutable_graph(), *g, &m, "");
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.rfind(path, 0) == 0) throw;
+    fail(ctx, msg);  // name the file
+  }
 
   std::vector<std::string> init_names;
   init_names.reserve(m.tensors.size());

@@ -25,6 +25,7 @@
 
 #include "onnx_builder.h"
 #include "onnx_format.h"
+#include "onnx_test_util.h"
 #include "qforge/graph.h"
 #include "qforge/plugin.h"
 #include "qforge/registry.h"
@@ -51,14 +52,7 @@ fs::path binary_dir() {
 #endif
 }
 
-fs::path source_dir() {
-  if (const char* s = std::getenv("QFORGE_SOURCE_DIR")) return s;
-#ifdef QFORGE_SOURCE_DIR
-  return QFORGE_SOURCE_DIR;
-#else
-  return fs::path(__FILE__).parent_path().parent_path();
-#endif
-}
+using qforge::testutil::source_dir;
 
 std::string python() {
   const char* p = std::getenv("QFORGE_PYTHON");

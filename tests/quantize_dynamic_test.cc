@@ -1,26 +1,19 @@
 // quantize-dynamic pass: DynamicQuantizeLinear + MatMulInteger rewrites,
 // checked in ONNX Runtime through tests/tools/ort_compare.py ($QFORGE_PYTHON).
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include "onnx_format.h"
 #include "onnx_quant_util.h"
+#include "onnx_test_util.h"
 #include "qforge/graph.h"
 #include "qforge/pass.h"
-#include "qforge/progress.h"
 #include "quantize_dynamic.h"
 
 namespace {
@@ -30,182 +23,32 @@ using Catch::Matchers::Contains;
 using namespace qforge;
 namespace q = qforge::quant;
 
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  float uniform() {  // [-1, 1)
-    s_ ^= s_ << 13;
-    s_ ^= s_ >> 7;
-    s_ ^= s_ << 17;
-    return static_cast<float>((s_ >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
-  }
+using namespace qforge::testutil;
 
- private:
-  uint64_t s_;
-};
-
-Tensor rand_tensor(const std::string& name, std::vector<int64_t> shape, Rng& rng, float scale,
-                   float offset = 0) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = rng.uniform() * scale + offset;
-  return q::make_f32_tensor(name, std::move(shape), v);
-}
-
-Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
-
-Model empty_model(int64_t opset = 13) {
-  Model m;
-  m.format = "onnx";
-  m.source = "dyn.onnx";
-  m.graph = std::make_shared<Graph>();
-  m.graph->name = "dyn";
-  m.graph->model.ir_version = opset >= 13 ? 7 : 6;
-  m.graph->model.opset_imports.push_back({"", opset});
-  return m;
-}
-
-ValueInfo io(const std::string& name, int64_t dim) {
-  ValueInfo v;
-  v.name = name;
-  std::vector<Dim> d(2);
-  d[0].param = "batch";
-  d[1].value = dim;
-  v.type = ValueType::tensor(ElemType::F32, d);
-  return v;
-}
+Model empty_model(int64_t opset = 13) { return onnx_model("dyn", opset, opset >= 13 ? 7 : 6); }
 
 // x[batch, dims[0]] -> (MatMul -> Add -> Relu)* -> y
 Model mlp(const std::vector<int64_t>& dims, uint64_t seed = 21, int64_t opset = 13) {
   Model m = empty_model(opset);
-  Graph& g = *m.graph;
-  Rng rng(seed);
-  g.inputs.push_back(io("x", dims.front()));
-  g.outputs.push_back(io("y", dims.back()));
-  std::string h = "x";
-  const size_t layers = dims.size() - 1;
-  for (size_t i = 0; i < layers; ++i) {
-    const std::string p = "fc" + std::to_string(i + 1);
-    const float s = 2.0f / std::sqrt(static_cast<float>(dims[i]));
-    // Off-centre weights make uint8 zero points non-trivial.
-    m.tensors.push_back(rand_tensor(p + ".weight", {dims[i], dims[i + 1]}, rng, s, 0.2f * s));
-    m.tensors.push_back(rand_tensor(p + ".bias", {dims[i + 1]}, rng, 0.1f));
-    g.nodes.push_back(make_node(p, "MatMul", {h, p + ".weight"}, {p + "_mm"}));
-    const bool last = i + 1 == layers;
-    g.nodes.push_back(make_node(p + "_add", "Add", {p + "_mm", p + ".bias"}, {last ? "y" : p + "_add_out"}));
-    if (!last) g.nodes.push_back(make_node(p + "_relu", "Relu", {p + "_add_out"}, {p + "_out"}));
-    h = p + "_out";
-  }
+  // Off-centre weights make uint8 zero points non-trivial.
+  add_mlp(m, dims, seed, 0.2f);
   return m;
 }
 
-Value list_of(std::vector<std::string> items) {
-  Value v;
-  v.kind = Value::Kind::List;
-  for (auto& s : items) v.list.push_back(Value::of_string(s));
-  return v;
-}
-
 PassResult quantize(Model& model, Options opts) {
-  const PassInfo info = passes::quantize_dynamic_pass_info();
-  for (const OptionSpec& s : info.options)
-    if (!opts.count(s.name) && !s.default_value.is_null()) opts[s.name] = s.default_value;
-  NullProgress progress;
-  PassContext ctx{opts, nullptr, "test", "", 1, progress, {}, nullptr};
-  return info.factory()->run(model, ctx);
+  return run_pass(passes::quantize_dynamic_pass_info(), model, std::move(opts));
 }
-
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    dir = fs::temp_directory_path() / ("qforge_qd_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
-  }
-  ~Scratch() {
-    if (!std::getenv("QFORGE_KEEP_TEST_FILES")) {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  }
-};
 
 fs::path scratch() {
-  static Scratch s;
+  static Scratch s("qforge_qd_test_");
   return s.dir;
 }
 
-fs::path source_dir() {
-  if (const char* s = std::getenv("QFORGE_SOURCE_DIR")) return s;
-#ifdef QFORGE_SOURCE_DIR
-  return QFORGE_SOURCE_DIR;
-#else
-  return fs::path(__FILE__).parent_path().parent_path();
-#endif
+void expect_ort_close(const fs::path& ref, const fs::path& cand, double min_cosine) {
+  check_ort_close(ort_python("[quantize-dynamic]"), ref, cand, min_cosine);
 }
 
-std::string python() {
-  const char* p = std::getenv("QFORGE_PYTHON");
-  if (!p || !*p)
-    FAIL(
-        "QFORGE_PYTHON is not set: it must name a Python with onnxruntime and numpy "
-        "(ctest sets it; by hand: QFORGE_PYTHON=python3 ./qforge_tests \"[quantize-dynamic]\")");
-  if (std::string(p).find('/') != std::string::npos && !fs::exists(p))
-    FAIL("QFORGE_PYTHON names '" << p
-                                 << "', which does not exist: run `make test` (it creates the venv) "
-                                    "or set QFORGE_PYTHON to a Python with onnxruntime and numpy");
-  return p;
-}
-
-struct Comparison {
-  int rc = -1;
-  std::string output;
-  double cosine = 0;
-};
-
-Comparison ort_compare(const fs::path& ref, const fs::path& cand) {
-  const std::string cmd = "'" + python() + "' '" + (source_dir() / "tests/tools/ort_compare.py").string() +
-                          "' '" + ref.string() + "' '" + cand.string() + "' 2>&1";
-  Comparison c;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, f)) c.output.append(buf, n);
-  int st = ::pclose(f);
-  c.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  if (c.rc == 0)
-    c.cosine = nlohmann::json::parse(c.output.substr(c.output.rfind('{'))).at("cosine").get<double>();
-  return c;
-}
-
-fs::path emit(const Model& m, const std::string& name) {
-  fs::path p = scratch() / name;
-  onnxfmt::emit_onnx(m, p.string(), {});
-  return p;
-}
-
-std::string file_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-const Node* find_op(const Graph& g, const std::string& op) {
-  for (const Node& n : g.nodes)
-    if (n.op_type == op) return &n;
-  return nullptr;
-}
-
-std::vector<uint8_t> bytes_of(const Tensor& t) {
-  BlobPtr b = t.bytes();
-  return std::vector<uint8_t>(b->data(), b->data() + b->size());
-}
+fs::path emit(const Model& m, const std::string& name) { return emit_to(scratch() / name, m); }
 
 }  // namespace
 
@@ -249,10 +92,7 @@ TEST_CASE("quantize-dynamic: int8/uint8, per tensor/per channel MLPs run in ONNX
         }
         fs::path b = emit(m, std::string("dyn_") + wt + (pc ? "_pc" : "_pt") + ".onnx");
         CHECK(fs::file_size(b) < fs::file_size(a) / 3);
-        Comparison c = ort_compare(a, b);
-        INFO(c.output);
-        REQUIRE(c.rc == 0);
-        CHECK(c.cosine >= 0.99);
+        expect_ort_close(a, b, 0.99);
       }
     }
   }
@@ -261,8 +101,7 @@ TEST_CASE("quantize-dynamic: int8/uint8, per tensor/per channel MLPs run in ONNX
 TEST_CASE("quantize-dynamic: exact weight codes (quant_utils arithmetic)", "[quantize-dynamic]") {
   Model m = empty_model();
   Graph& g = *m.graph;
-  g.inputs.push_back(io("x", 2));
-  g.outputs.push_back(io("y", 2));
+  add_io(g, "x", 2, "y", 2);
   // absmax 127/64 -> scale 1/64: -62.5 -> -62 and 2.5 -> 2 (ties to even).
   m.tensors.push_back(q::make_f32_tensor("w", {2, 2}, {1.984375f, -0.9765625f, 0.0390625f, 0.0f}));
   g.nodes.push_back(make_node("mm", "MatMul", {"x", "w"}, {"y"}));
@@ -307,18 +146,14 @@ TEST_CASE("quantize-dynamic: reduce_range keeps int8 codes in [-64, 64]", "[quan
   CHECK(lo >= -64);
   CHECK(hi <= 64);
   CHECK(std::max(-lo, hi) == 64);  // the extreme of each column maps to +-64
-  Comparison c = ort_compare(emit(orig, "dyn_rr_f32.onnx"), emit(m, "dyn_rr.onnx"));
-  INFO(c.output);
-  REQUIRE(c.rc == 0);
-  CHECK(c.cosine >= 0.99);
+  expect_ort_close(emit(orig, "dyn_rr_f32.onnx"), emit(m, "dyn_rr.onnx"), 0.99);
 }
 
 TEST_CASE("quantize-dynamic: one DynamicQuantizeLinear per activation, skips with notes",
           "[quantize-dynamic]") {
   Model m = empty_model();
   Graph& g = *m.graph;
-  g.inputs.push_back(io("x", 32));
-  g.outputs.push_back(io("y", 16));
+  add_io(g, "x", 32, "y", 16);
   Rng rng(5);
   m.tensors.push_back(rand_tensor("wa", {32, 16}, rng, 0.3f));
   m.tensors.push_back(rand_tensor("wb", {32, 16}, rng, 0.3f));
@@ -345,31 +180,15 @@ TEST_CASE("quantize-dynamic: one DynamicQuantizeLinear per activation, skips wit
   CHECK_THAT(r.notes[1], Contains("node 'd'") && Contains("'wd_neg'") && Contains("not an initializer"));
   CHECK(m.tensor("wc") != nullptr);
   CHECK(m.tensor("wa") == nullptr);
-  Comparison c = ort_compare(emit(orig, "dyn_shared_f32.onnx"), emit(m, "dyn_shared.onnx"));
-  INFO(c.output);
-  REQUIRE(c.rc == 0);
-  CHECK(c.cosine >= 0.99);
+  expect_ort_close(emit(orig, "dyn_shared_f32.onnx"), emit(m, "dyn_shared.onnx"), 0.99);
 }
 
 TEST_CASE("quantize-dynamic: 3-D activations (transformer-style MatMul)", "[quantize-dynamic]") {
   Model orig = empty_model();
-  Graph& g = *orig.graph;
-  std::vector<Dim> d(3);
-  d[0].param = "batch";
-  d[1].value = 7;
-  d[2].value = 48;
-  g.inputs.push_back(ValueInfo{"x", ValueType::tensor(ElemType::F32, d), "", ""});
-  d[2].value = 24;
-  g.outputs.push_back(ValueInfo{"y", ValueType::tensor(ElemType::F32, d), "", ""});
-  Rng rng(31);
-  orig.tensors.push_back(rand_tensor("wq", {48, 24}, rng, 0.25f));
-  g.nodes.push_back(make_node("proj", "MatMul", {"x", "wq"}, {"y"}));
+  add_projection(orig, 7, 48, 24, 31);
   Model m = orig;
   REQUIRE(quantize(m, {{"per_channel", Value::of_bool(true)}}).status.ok);
-  Comparison c = ort_compare(emit(orig, "dyn_proj_f32.onnx"), emit(m, "dyn_proj.onnx"));
-  INFO(c.output);
-  REQUIRE(c.rc == 0);
-  CHECK(c.cosine >= 0.99);
+  expect_ort_close(emit(orig, "dyn_proj_f32.onnx"), emit(m, "dyn_proj.onnx"), 0.99);
 }
 
 TEST_CASE("quantize-dynamic: raises opset 10 to 11", "[quantize-dynamic]") {
@@ -381,10 +200,7 @@ TEST_CASE("quantize-dynamic: raises opset 10 to 11", "[quantize-dynamic]") {
   bool noted = false;
   for (const std::string& n : r.notes) noted |= n.find("from 10 to 11") != std::string::npos;
   CHECK(noted);
-  Comparison c = ort_compare(emit(orig, "dyn_op10_f32.onnx"), emit(m, "dyn_op10.onnx"));
-  INFO(c.output);
-  REQUIRE(c.rc == 0);
-  CHECK(c.cosine >= 0.99);
+  expect_ort_close(emit(orig, "dyn_op10_f32.onnx"), emit(m, "dyn_op10.onnx"), 0.99);
 }
 
 TEST_CASE("quantize-dynamic: deterministic output", "[quantize-dynamic]") {
@@ -399,26 +215,14 @@ TEST_CASE("quantize-dynamic: deterministic output", "[quantize-dynamic]") {
 TEST_CASE("quantize-dynamic: bad options and unsupported models fail clearly", "[quantize-dynamic]") {
   Model m = mlp({16, 16, 4});
   auto fails = [&](Options o, const std::string& what) {
-    Model copy = m;
-    PassResult r = quantize(copy, std::move(o));
-    CHECK_FALSE(r.status.ok);
-    CHECK_FALSE(r.changed);
-    CHECK_THAT(r.status.message, Contains(what));
-    CHECK(copy.tensor("fc1.weight") != nullptr);
+    check_fails(passes::quantize_dynamic_pass_info(), m, std::move(o), what);
   };
   fails({{"weight_type", Value::of_string("int4")}}, "'weight_type' must be 'int8' or 'uint8', found 'int4'");
   fails({{"op_types", list_of({"MatMul", "Gemm"})}},
         "op type 'Gemm' in option 'op_types' is not implemented");
   fails({{"per_channel", Value::of_string("yes")}},
         "'per_channel' of pass 'quantize-dynamic' must be true or false");
-  SECTION("no graph") {
-    Model gguf;
-    gguf.format = "gguf";
-    gguf.source = "llm.gguf";
-    PassResult r = quantize(gguf, {});
-    CHECK_FALSE(r.status.ok);
-    CHECK_THAT(r.status.message, Contains("llm.gguf") && Contains("no graph"));
-  }
+  SECTION("no graph") { check_fails_without_graph(passes::quantize_dynamic_pass_info(), "llm.gguf"); }
   SECTION("opset move conflicts") {
     Model x = mlp({16, 16, 4}, 3, 9);
     Graph& g = *x.graph;

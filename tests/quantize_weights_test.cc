@@ -4,28 +4,22 @@
 // Models are built in the IR, quantized, written with the ONNX plugin and run
 // in ONNX Runtime next to the float original through tests/tools/ort_compare.py
 // ($QFORGE_PYTHON: a Python with onnxruntime and numpy).
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include "onnx_format.h"
 #include "onnx_quant_util.h"
+#include "onnx_test_util.h"
 #include "qforge/graph.h"
 #include "qforge/pass.h"
-#include "qforge/progress.h"
 #include "quantize_weights.h"
 
 namespace {
@@ -35,85 +29,20 @@ using Catch::Matchers::Contains;
 using namespace qforge;
 namespace q = qforge::quant;
 
+using namespace qforge::testutil;
+
 // ---------------------------------------------------------------- models
 
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  float uniform() {  // [-1, 1)
-    s_ ^= s_ << 13;
-    s_ ^= s_ >> 7;
-    s_ ^= s_ << 17;
-    return static_cast<float>((s_ >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
-  }
-
- private:
-  uint64_t s_;
-};
-
-Tensor rand_tensor(const std::string& name, std::vector<int64_t> shape, Rng& rng, float scale) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = rng.uniform() * scale;
-  return q::make_f32_tensor(name, std::move(shape), v);
-}
-
-Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
-
 Model empty_model(int64_t opset = 13) {
-  Model m;
-  m.format = "onnx";
-  m.source = "test.onnx";
-  m.graph = std::make_shared<Graph>();
-  m.graph->name = "test";
-  m.graph->model.ir_version = 7;
-  m.graph->model.opset_imports.push_back({"", opset});
+  Model m = onnx_model("test", opset, 7);
   m.graph->model.producer_name = "qforge-test";
   return m;
-}
-
-void add_io(Graph& g, const std::string& in, int64_t in_dim, const std::string& out, int64_t out_dim) {
-  ValueInfo x;
-  x.name = in;
-  std::vector<Dim> d(2);
-  d[0].param = "batch";
-  d[1].value = in_dim;
-  x.type = ValueType::tensor(ElemType::F32, d);
-  g.inputs.push_back(x);
-  ValueInfo y;
-  y.name = out;
-  d[1].value = out_dim;
-  y.type = ValueType::tensor(ElemType::F32, d);
-  g.outputs.push_back(y);
 }
 
 // x[batch, dims[0]] -> (MatMul -> Add -> Relu)* -> y[batch, dims.back()]
 Model mlp(const std::vector<int64_t>& dims, uint64_t seed = 7) {
   Model m = empty_model();
-  Graph& g = *m.graph;
-  Rng rng(seed);
-  add_io(g, "x", dims.front(), "y", dims.back());
-  std::string h = "x";
-  const size_t layers = dims.size() - 1;
-  for (size_t i = 0; i < layers; ++i) {
-    const std::string p = "fc" + std::to_string(i + 1);
-    const float s = 1.0f / std::sqrt(static_cast<float>(dims[i]));
-    m.tensors.push_back(rand_tensor(p + ".weight", {dims[i], dims[i + 1]}, rng, 2.0f * s));
-    m.tensors.push_back(rand_tensor(p + ".bias", {dims[i + 1]}, rng, 0.1f));
-    g.nodes.push_back(make_node(p, "MatMul", {h, p + ".weight"}, {p + "_mm"}));
-    const bool last = i + 1 == layers;
-    g.nodes.push_back(make_node(p + "_add", "Add", {p + "_mm", p + ".bias"}, {last ? "y" : p + "_add_out"}));
-    if (!last) g.nodes.push_back(make_node(p + "_relu", "Relu", {p + "_add_out"}, {p + "_out"}));
-    h = p + "_out";
-  }
+  add_mlp(m, dims, seed, 0.0f);
   return m;
 }
 
@@ -137,113 +66,23 @@ Model gemm_model(uint64_t seed = 11) {
 
 // ---------------------------------------------------------------- running
 
-Value list_of(std::vector<std::string> items) {
-  Value v;
-  v.kind = Value::Kind::List;
-  for (auto& s : items) v.list.push_back(Value::of_string(s));
-  return v;
-}
-
-PassResult run_pass(const PassInfo& info, Model& model, Options opts) {
-  for (const OptionSpec& s : info.options)
-    if (!opts.count(s.name) && !s.default_value.is_null()) opts[s.name] = s.default_value;
-  NullProgress progress;
-  PassContext ctx{opts, nullptr, "test", "", 1, progress, {}, nullptr};
-  std::unique_ptr<Pass> pass = info.factory();
-  return pass->run(model, ctx);
-}
-
 PassResult quantize(Model& m, Options opts) {
   return run_pass(passes::quantize_weights_pass_info(), m, opts);
 }
 
 // Emitted models go here; removed at exit unless QFORGE_KEEP_TEST_FILES is set.
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    dir = fs::temp_directory_path() / ("qforge_qw_test_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
-  }
-  ~Scratch() {
-    if (!std::getenv("QFORGE_KEEP_TEST_FILES")) {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  }
-};
-
 fs::path scratch() {
-  static Scratch s;
+  static Scratch s("qforge_qw_test_");
   return s.dir;
 }
 
-fs::path source_dir() {
-  if (const char* s = std::getenv("QFORGE_SOURCE_DIR")) return s;
-#ifdef QFORGE_SOURCE_DIR
-  return QFORGE_SOURCE_DIR;
-#else
-  return fs::path(__FILE__).parent_path().parent_path();
-#endif
+std::string python() { return ort_python("[quantize-weights]"); }
+
+void expect_ort_close(const fs::path& ref, const fs::path& cand, double min_cosine) {
+  check_ort_close(python(), ref, cand, min_cosine);
 }
 
-std::string python() {
-  const char* p = std::getenv("QFORGE_PYTHON");
-  if (!p || !*p)
-    FAIL(
-        "QFORGE_PYTHON is not set: it must name a Python with onnxruntime and numpy "
-        "(ctest sets it; by hand: QFORGE_PYTHON=python3 ./qforge_tests \"[quantize-weights]\")");
-  if (std::string(p).find('/') != std::string::npos && !fs::exists(p))
-    FAIL("QFORGE_PYTHON names '" << p
-                                 << "', which does not exist: run `make test` (it creates the venv) "
-                                    "or set QFORGE_PYTHON to a Python with onnxruntime and numpy");
-  return p;
-}
-
-struct Comparison {
-  int rc = -1;
-  std::string output;
-  double cosine = 0, max_abs = 0;
-};
-
-Comparison ort_compare(const fs::path& ref, const fs::path& cand) {
-  const std::string cmd = "'" + python() + "' '" + (source_dir() / "tests/tools/ort_compare.py").string() +
-                          "' '" + ref.string() + "' '" + cand.string() + "' 2>&1";
-  Comparison c;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, f)) c.output.append(buf, n);
-  int st = ::pclose(f);
-  c.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  if (c.rc == 0) {
-    auto j = nlohmann::json::parse(c.output.substr(c.output.rfind('{')));
-    c.cosine = j.at("cosine").get<double>();
-    c.max_abs = j.at("max_abs").get<double>();
-  }
-  return c;
-}
-
-fs::path emit(const Model& m, const std::string& name) {
-  fs::path p = scratch() / name;
-  onnxfmt::emit_onnx(m, p.string(), {});
-  return p;
-}
-
-std::string file_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-const Node* find_op(const Graph& g, const std::string& op) {
-  for (const Node& n : g.nodes)
-    if (n.op_type == op) return &n;
-  return nullptr;
-}
-
-std::vector<uint8_t> bytes_of(const Tensor& t) {
-  BlobPtr b = t.bytes();
-  return std::vector<uint8_t>(b->data(), b->data() + b->size());
-}
+fs::path emit(const Model& m, const std::string& name) { return emit_to(scratch() / name, m); }
 
 std::vector<float> floats_of(const Tensor& t) { return q::read_f32(t); }
 
@@ -509,10 +348,7 @@ TEST_CASE("quantize-weights: dq 8-bit per channel on an MLP runs in ONNX Runtime
 
   fs::path a = emit(orig, "mlp_f32.onnx"), b = emit(m, "mlp_dq8.onnx");
   CHECK(fs::file_size(b) < fs::file_size(a) / 3);
-  Comparison c = ort_compare(a, b);
-  INFO(c.output);
-  REQUIRE(c.rc == 0);
-  CHECK(c.cosine >= 0.999);
+  expect_ort_close(a, b, 0.999);
 }
 
 TEST_CASE("quantize-weights: dq 4-bit blocked (int4, uint4) raises the opset and runs",
@@ -544,10 +380,7 @@ TEST_CASE("quantize-weights: dq 4-bit blocked (int4, uint4) raises the opset and
       CHECK(raised);
       CHECK(r.metrics.at("weight_bytes_after") < r.metrics.at("weight_bytes_before") / 6);
       fs::path b = emit(m, std::string("mlp_dq4_") + (symmetric ? "s" : "a") + ".onnx");
-      Comparison c = ort_compare(a, b);
-      INFO(c.output);
-      REQUIRE(c.rc == 0);
-      CHECK(c.cosine >= 0.95);
+      expect_ort_close(a, b, 0.95);
     }
   }
 }
@@ -624,10 +457,7 @@ TEST_CASE("quantize-weights: matmulnbits 4 and 8 bits run in ONNX Runtime", "[qu
             r.metrics.at("weight_bytes_before") / (cs.bits == 4 ? 5 : 3));
       fs::path b = emit(m, "mlp_nbits_" + std::to_string(cs.bits) + (cs.symmetric ? "s" : "a") + ".onnx");
       CHECK(fs::file_size(b) < fs::file_size(a));
-      Comparison c = ort_compare(a, b);
-      INFO(c.output);
-      REQUIRE(c.rc == 0);
-      CHECK(c.cosine >= cs.min_cos);
+      expect_ort_close(a, b, cs.min_cos);
     }
   }
 }
@@ -660,27 +490,14 @@ TEST_CASE("quantize-weights: f16 weights keep f16 scales and run", "[quantize-we
           CHECK(m.tensor(n.inputs[n.op_type == "DequantizeLinear" ? 1 : 2])->type == ElemType::F16);
         }
       fs::path b = emit(m, std::string("mlp_f16_") + cs.fmt + std::to_string(cs.bits) + ".onnx");
-      Comparison c = ort_compare(a, b);
-      INFO(c.output);
-      REQUIRE(c.rc == 0);
-      CHECK(c.cosine >= cs.min_cos);
+      expect_ort_close(a, b, cs.min_cos);
     }
   }
 }
 
 TEST_CASE("quantize-weights: 3-D activations (transformer-style MatMul)", "[quantize-weights]") {
   Model orig = empty_model();
-  Graph& g = *orig.graph;
-  std::vector<Dim> d(3);
-  d[0].param = "batch";
-  d[1].value = 5;
-  d[2].value = 64;
-  g.inputs.push_back(ValueInfo{"x", ValueType::tensor(ElemType::F32, d), "", ""});
-  d[2].value = 32;
-  g.outputs.push_back(ValueInfo{"y", ValueType::tensor(ElemType::F32, d), "", ""});
-  Rng rng(17);
-  orig.tensors.push_back(rand_tensor("wq", {64, 32}, rng, 0.25f));
-  g.nodes.push_back(make_node("proj", "MatMul", {"x", "wq"}, {"y"}));
+  add_projection(orig, 5, 64, 32, 17);
   fs::path a = emit(orig, "proj_f32.onnx");
   for (const char* fmt : {"dq", "matmulnbits"}) {
     DYNAMIC_SECTION(fmt) {
@@ -689,10 +506,7 @@ TEST_CASE("quantize-weights: 3-D activations (transformer-style MatMul)", "[quan
           m,
           {{"bits", Value::of_int(4)}, {"block_size", Value::of_int(32)}, {"format", Value::of_string(fmt)}});
       REQUIRE(r.status.ok);
-      Comparison c = ort_compare(a, emit(m, std::string("proj_") + fmt + ".onnx"));
-      INFO(c.output);
-      REQUIRE(c.rc == 0);
-      CHECK(c.cosine >= 0.95);
+      expect_ort_close(a, emit(m, std::string("proj_") + fmt + ".onnx"), 0.95);
     }
   }
 }
@@ -732,10 +546,7 @@ TEST_CASE("quantize-weights: subgraph bodies are left alone, with a note", "[qua
   bool noted = false;
   for (const std::string& n : r.notes) noted |= n.find("subgraph bodies") != std::string::npos;
   CHECK(noted);
-  Comparison c = ort_compare(emit(orig, "if_f32.onnx"), emit(m, "if_dq8.onnx"));
-  INFO(c.output);
-  REQUIRE(c.rc == 0);
-  CHECK(c.cosine >= 0.99);
+  expect_ort_close(emit(orig, "if_f32.onnx"), emit(m, "if_dq8.onnx"), 0.99);
 }
 
 TEST_CASE("quantize-weights: K not a multiple of the block size", "[quantize-weights]") {
@@ -751,10 +562,7 @@ TEST_CASE("quantize-weights: K not a multiple of the block size", "[quantize-wei
       REQUIRE(r.status.ok);
       CHECK(r.metrics.at("quantized_weights") == 2);
       fs::path b = emit(m, std::string("mlp_k40_") + fmt + ".onnx");
-      Comparison c = ort_compare(a, b);
-      INFO(c.output);
-      REQUIRE(c.rc == 0);
-      CHECK(c.cosine >= 0.95);
+      expect_ort_close(a, b, 0.95);
     }
   }
 }
@@ -793,10 +601,7 @@ TEST_CASE("quantize-weights: Gemm with transB in both formats", "[quantize-weigh
         CHECK(q::count_ops(g, "Add") == 2);  // Gemm's C
       }
       fs::path b = emit(m, std::string("gemm_") + fmt + ".onnx");
-      Comparison c = ort_compare(a, b);
-      INFO(c.output);
-      REQUIRE(c.rc == 0);
-      CHECK(c.cosine >= 0.95);
+      expect_ort_close(a, b, 0.95);
     }
   }
 }
@@ -821,10 +626,7 @@ TEST_CASE("quantize-weights: Gemm with alpha or transA: dq only", "[quantize-wei
   fs::path a = emit(orig, "gemm_alpha_f32.onnx");
   for (const auto& mb :
        {std::make_pair(&nb, "gemm_alpha_nbits.onnx"), std::make_pair(&dq, "gemm_alpha_dq.onnx")}) {
-    Comparison c = ort_compare(a, emit(*mb.first, mb.second));
-    INFO(c.output);
-    REQUIRE(c.rc == 0);
-    CHECK(c.cosine >= 0.95);
+    expect_ort_close(a, emit(*mb.first, mb.second), 0.95);
   }
 }
 
@@ -880,11 +682,7 @@ TEST_CASE("quantize-weights: a shared weight is quantized once", "[quantize-weig
       CHECK(r.metrics.at("quantized_weights") == 1);
       CHECK(r.metrics.at("quantized_nodes") == 2);
       CHECK(q::count_ops(*mm.graph, "DequantizeLinear") == (std::string(fmt) == "dq" ? 1u : 0u));
-      Comparison c =
-          ort_compare(emit(orig, "shared_f32.onnx"), emit(mm, std::string("shared_") + fmt + ".onnx"));
-      INFO(c.output);
-      REQUIRE(c.rc == 0);
-      CHECK(c.cosine >= 0.95);
+      expect_ort_close(emit(orig, "shared_f32.onnx"), emit(mm, std::string("shared_") + fmt + ".onnx"), 0.95);
     }
   }
 }
@@ -905,12 +703,7 @@ TEST_CASE("quantize-weights: output is deterministic", "[quantize-weights]") {
 TEST_CASE("quantize-weights: bad options and unsupported models fail clearly", "[quantize-weights]") {
   Model m = mlp({32, 32, 8});
   auto fails = [&](Options o, const std::string& what) {
-    Model copy = m;
-    PassResult r = quantize(copy, std::move(o));
-    CHECK_FALSE(r.status.ok);
-    CHECK_FALSE(r.changed);
-    CHECK_THAT(r.status.message, Contains(what));
-    CHECK(copy.tensor("fc1.weight") != nullptr);  // untouched
+    check_fails(passes::quantize_weights_pass_info(), m, std::move(o), what);
   };
   fails({{"bits", Value::of_int(5)}}, "'bits' must be 4 or 8, found 5");
   fails({{"format", Value::of_string("matmulnbits")}, {"block_size", Value::of_int(0)}},
@@ -922,14 +715,7 @@ TEST_CASE("quantize-weights: bad options and unsupported models fail clearly", "
   fails({{"accuracy_level", Value::of_int(2)}}, "applies to format 'matmulnbits'");
   fails({{"bits", Value::of_string("4")}}, "'bits' of pass 'quantize-weights' must be an integer");
 
-  SECTION("no graph") {
-    Model gguf;
-    gguf.format = "gguf";
-    gguf.source = "tiny.gguf";
-    PassResult r = quantize(gguf, {});
-    CHECK_FALSE(r.status.ok);
-    CHECK_THAT(r.status.message, Contains("tiny.gguf") && Contains("no graph"));
-  }
+  SECTION("no graph") { check_fails_without_graph(passes::quantize_weights_pass_info(), "tiny.gguf"); }
   SECTION("opset 21 conflicts with a ReduceMean axes attribute") {
     Model x = mlp({32, 32, 8});
     Graph& g = *x.graph;

@@ -11,18 +11,9 @@
 namespace qforge::onnxfmt {
 namespace {
 
-class Rng {
+class Rng : public XorShiftRng {
  public:
-  explicit Rng(uint32_t seed) : s_(0x9E3779B97F4A7C15ull ^ seed) {}
-  float uniform() {  // [-1, 1)
-    s_ ^= s_ << 13;
-    s_ ^= s_ >> 7;
-    s_ ^= s_ << 17;
-    return static_cast<float>((s_ >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
-  }
-
- private:
-  uint64_t s_;
+  explicit Rng(uint32_t seed) : XorShiftRng(0x9E3779B97F4A7C15ull ^ seed) {}
 };
 
 Tensor weight(const std::string& name, std::vector<int64_t> shape, int64_t fan_in, Rng& rng) {
@@ -37,15 +28,6 @@ Tensor weight(const std::string& name, std::vector<int64_t> shape, int64_t fan_i
   std::memcpy(bytes.data(), v.data(), bytes.size());
   t.data = make_blob(std::move(bytes));
   return t;
-}
-
-Node node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
 }
 
 std::vector<Dim> dims(const std::vector<int64_t>& fixed) {
@@ -83,6 +65,15 @@ void add_io(Graph& g, const std::string& in, std::vector<int64_t> in_dims, const
 
 }  // namespace
 
+Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
+  Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op);
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  return n;
+}
+
 Model tiny_mlp_model(uint32_t seed) {
   Model m = new_model("tiny_mlp");
   Rng rng(seed);
@@ -92,11 +83,11 @@ Model tiny_mlp_model(uint32_t seed) {
   m.tensors.push_back(weight("fc1.bias", {32}, 16, rng));
   m.tensors.push_back(weight("fc2.weight", {32, 8}, 32, rng));
   m.tensors.push_back(weight("fc2.bias", {8}, 32, rng));
-  g.nodes.push_back(node("fc1", "MatMul", {"x", "fc1.weight"}, {"fc1_mm"}));
-  g.nodes.push_back(node("fc1_add", "Add", {"fc1_mm", "fc1.bias"}, {"fc1_out"}));
-  g.nodes.push_back(node("relu1", "Relu", {"fc1_out"}, {"relu1_out"}));
-  g.nodes.push_back(node("fc2", "MatMul", {"relu1_out", "fc2.weight"}, {"fc2_mm"}));
-  g.nodes.push_back(node("fc2_add", "Add", {"fc2_mm", "fc2.bias"}, {"y"}));
+  g.nodes.push_back(make_node("fc1", "MatMul", {"x", "fc1.weight"}, {"fc1_mm"}));
+  g.nodes.push_back(make_node("fc1_add", "Add", {"fc1_mm", "fc1.bias"}, {"fc1_out"}));
+  g.nodes.push_back(make_node("relu1", "Relu", {"fc1_out"}, {"relu1_out"}));
+  g.nodes.push_back(make_node("fc2", "MatMul", {"relu1_out", "fc2.weight"}, {"fc2_mm"}));
+  g.nodes.push_back(make_node("fc2_add", "Add", {"fc2_mm", "fc2.bias"}, {"y"}));
   return m;
 }
 
@@ -109,18 +100,18 @@ Model tiny_conv_model(uint32_t seed) {
   m.tensors.push_back(weight("conv.bias", {8}, 27, rng));
   m.tensors.push_back(weight("fc.weight", {8, 4}, 8, rng));
   m.tensors.push_back(weight("fc.bias", {4}, 8, rng));
-  Node conv = node("conv", "Conv", {"x", "conv.weight", "conv.bias"}, {"conv_out"});
+  Node conv = make_node("conv", "Conv", {"x", "conv.weight", "conv.bias"}, {"conv_out"});
   conv.attributes.push_back(Attribute::of_ints("kernel_shape", {3, 3}));
   conv.attributes.push_back(Attribute::of_ints("pads", {1, 1, 1, 1}));
   conv.attributes.push_back(Attribute::of_ints("strides", {1, 1}));
   g.nodes.push_back(conv);
-  g.nodes.push_back(node("relu", "Relu", {"conv_out"}, {"relu_out"}));
-  g.nodes.push_back(node("pool", "GlobalAveragePool", {"relu_out"}, {"pool_out"}));
-  Node flat = node("flatten", "Flatten", {"pool_out"}, {"flat_out"});
+  g.nodes.push_back(make_node("relu", "Relu", {"conv_out"}, {"relu_out"}));
+  g.nodes.push_back(make_node("pool", "GlobalAveragePool", {"relu_out"}, {"pool_out"}));
+  Node flat = make_node("flatten", "Flatten", {"pool_out"}, {"flat_out"});
   flat.attributes.push_back(Attribute::of_int("axis", 1));
   g.nodes.push_back(flat);
-  g.nodes.push_back(node("fc", "MatMul", {"flat_out", "fc.weight"}, {"fc_mm"}));
-  g.nodes.push_back(node("fc_add", "Add", {"fc_mm", "fc.bias"}, {"y"}));
+  g.nodes.push_back(make_node("fc", "MatMul", {"flat_out", "fc.weight"}, {"fc_mm"}));
+  g.nodes.push_back(make_node("fc_add", "Add", {"fc_mm", "fc.bias"}, {"y"}));
   return m;
 }
 

@@ -12,9 +12,31 @@
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
+#include "qforge/graph.h"
 #include "qforge/model.h"
 
 namespace qforge::onnxfmt {
+
+// The xorshift64 generator the tiny models' weights come from (tests use it
+// too): uniform() is in [-1, 1) with 24 bits of resolution.
+class XorShiftRng {
+ public:
+  explicit XorShiftRng(uint64_t state) : s_(state) {}
+  float uniform() {
+    s_ ^= s_ << 13;
+    s_ ^= s_ >> 7;
+    s_ ^= s_ << 17;
+    return static_cast<float>((s_ >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
+  }
+
+ private:
+  uint64_t s_;
+};
+
+// A node in the default domain.
+Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out);
 
 Model tiny_mlp_model(uint32_t seed = 1);
 Model tiny_conv_model(uint32_t seed = 2);

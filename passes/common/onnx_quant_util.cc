@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_set>
 
@@ -52,7 +53,9 @@ QRange qrange(ElemType type, bool symmetric, bool reduce_range) {
   throw Error(std::string("no integer quantization range for element type ") + name_of(type));
 }
 
-ScaleZp compute_scale_zp(float rmin, float rmax, QRange r, bool symmetric) {
+// quant_utils' range: widened to include 0, then made symmetric around 0
+// when `symmetric`.
+static void widen_range(float& rmin, float& rmax, bool symmetric) {
   rmin = std::min(rmin, 0.0f);
   rmax = std::max(rmax, 0.0f);
   if (symmetric) {
@@ -60,6 +63,10 @@ ScaleZp compute_scale_zp(float rmin, float rmax, QRange r, bool symmetric) {
     rmin = -absmax;
     rmax = absmax;
   }
+}
+
+ScaleZp compute_scale_zp(float rmin, float rmax, QRange r, bool symmetric) {
+  widen_range(rmin, rmax, symmetric);
   const double dr = static_cast<double>(rmax) - static_cast<double>(rmin);
   const double dq = static_cast<double>(r.qmax) - static_cast<double>(r.qmin);
   const double scale = dr / dq;
@@ -81,13 +88,7 @@ ScaleZp compute_scale_zp(float rmin, float rmax, QRange r, bool symmetric) {
 // compute_scale_zp_blocked: the range is subtracted in float32, the zero
 // point divides by the float32 scale, and is clipped.
 static ScaleZp compute_scale_zp_blocked(float rmin, float rmax, QRange r, bool symmetric) {
-  rmin = std::min(rmin, 0.0f);
-  rmax = std::max(rmax, 0.0f);
-  if (symmetric) {
-    float absmax = std::max(std::fabs(rmin), std::fabs(rmax));
-    rmin = -absmax;
-    rmax = absmax;
-  }
+  widen_range(rmin, rmax, symmetric);
   const double dr = static_cast<double>(rmax - rmin);
   const double dq = static_cast<double>(r.qmax) - static_cast<double>(r.qmin);
   const float raw = static_cast<float>(dr / dq);
@@ -409,15 +410,7 @@ std::vector<float> read_floats(const Tensor& t) {
 
 Tensor make_float_tensor(std::string name, std::vector<int64_t> shape, ElemType type,
                          const std::vector<float>& v) {
-  if (type == ElemType::F32) return make_f32_tensor(std::move(name), std::move(shape), v);
-  if (type != ElemType::F16) throw Error(std::string("float tensors are f32 or f16, not ") + name_of(type));
-  std::vector<uint8_t> bytes(v.size() * 2);
-  for (size_t i = 0; i < v.size(); ++i) {
-    const uint16_t h = float_to_half(v[i]);
-    bytes[2 * i] = static_cast<uint8_t>(h & 0xFF);
-    bytes[2 * i + 1] = static_cast<uint8_t>(h >> 8);
-  }
-  return make_tensor(std::move(name), std::move(shape), type, std::move(bytes));
+  return make_tensor(std::move(name), std::move(shape), type, float_bytes(v, type));
 }
 
 Tensor make_tensor(std::string name, std::vector<int64_t> shape, ElemType type, std::vector<uint8_t> bytes) {
@@ -430,9 +423,7 @@ Tensor make_tensor(std::string name, std::vector<int64_t> shape, ElemType type, 
 }
 
 Tensor make_f32_tensor(std::string name, std::vector<int64_t> shape, const std::vector<float>& v) {
-  std::vector<uint8_t> bytes(v.size() * sizeof(float));
-  if (!v.empty()) std::memcpy(bytes.data(), v.data(), bytes.size());
-  return make_tensor(std::move(name), std::move(shape), ElemType::F32, std::move(bytes));
+  return make_float_tensor(std::move(name), std::move(shape), ElemType::F32, v);
 }
 
 void check_float_data(const Tensor& t) {
@@ -525,49 +516,54 @@ static std::string where_of(const Value& v) {
   return v.loc.file + ":" + std::to_string(v.loc.line) + ":" + std::to_string(v.loc.column) + ": ";
 }
 
-bool opt_has(const Options& o, const std::string& name) {
-  auto it = o.find(name);
-  return it != o.end() && !it->second.is_null();
-}
-
 std::string opt_where(const Options& o, const std::string& name) {
   auto it = o.find(name);
   return it == o.end() ? std::string() : where_of(it->second);
 }
 
-bool opt_bool(const Options& o, const std::string& pass, const std::string& name, bool dflt) {
+namespace {
+
+// The option's value, or nullptr when it is absent or null.
+const Value* opt_value(const Options& o, const std::string& name) {
   auto it = o.find(name);
-  if (it == o.end() || it->second.is_null()) return dflt;
-  if (it->second.kind != Value::Kind::Bool)
-    throw Error(where_of(it->second) + "option '" + name + "' of pass '" + pass +
-                "' must be true or false, found " + it->second.display());
-  return it->second.b;
+  return it == o.end() || it->second.is_null() ? nullptr : &it->second;
+}
+
+// The option's value when it is present, checked to be of `kind`.
+const Value* opt_of_kind(const Options& o, const std::string& pass, const std::string& name, Value::Kind kind,
+                         const char* expected) {
+  const Value* v = opt_value(o, name);
+  if (v && v->kind != kind)
+    throw Error(where_of(*v) + "option '" + name + "' of pass '" + pass + "' must be " + expected +
+                ", found " + v->display());
+  return v;
+}
+
+}  // namespace
+
+bool opt_has(const Options& o, const std::string& name) { return opt_value(o, name) != nullptr; }
+
+bool opt_bool(const Options& o, const std::string& pass, const std::string& name, bool dflt) {
+  const Value* v = opt_of_kind(o, pass, name, Value::Kind::Bool, "true or false");
+  return v ? v->b : dflt;
 }
 
 int64_t opt_int(const Options& o, const std::string& pass, const std::string& name, int64_t dflt) {
-  auto it = o.find(name);
-  if (it == o.end() || it->second.is_null()) return dflt;
-  if (it->second.kind != Value::Kind::Int)
-    throw Error(where_of(it->second) + "option '" + name + "' of pass '" + pass +
-                "' must be an integer, found " + it->second.display());
-  return it->second.i;
+  const Value* v = opt_of_kind(o, pass, name, Value::Kind::Int, "an integer");
+  return v ? v->i : dflt;
 }
 
 std::string opt_string(const Options& o, const std::string& pass, const std::string& name,
                        const std::string& dflt) {
-  auto it = o.find(name);
-  if (it == o.end() || it->second.is_null()) return dflt;
-  if (it->second.kind != Value::Kind::String)
-    throw Error(where_of(it->second) + "option '" + name + "' of pass '" + pass +
-                "' must be a string, found " + it->second.display());
-  return it->second.s;
+  const Value* v = opt_of_kind(o, pass, name, Value::Kind::String, "a string");
+  return v ? v->s : dflt;
 }
 
 std::vector<std::string> opt_list(const Options& o, const std::string& pass, const std::string& name,
                                   std::vector<std::string> dflt) {
-  auto it = o.find(name);
-  if (it == o.end() || it->second.is_null()) return dflt;
-  const Value& v = it->second;
+  const Value* pv = opt_value(o, name);
+  if (!pv) return dflt;
+  const Value& v = *pv;
   if (v.kind == Value::Kind::String) return {v.s};
   if (v.kind != Value::Kind::List)
     throw Error(where_of(v) + "option '" + name + "' of pass '" + pass +
@@ -582,12 +578,45 @@ std::vector<std::string> opt_list(const Options& o, const std::string& pass, con
   return out;
 }
 
+OptionSpec option_spec(std::string name, OptType type, std::string help, Value dflt,
+                       std::vector<std::string> choices) {
+  OptionSpec s;
+  s.name = std::move(name);
+  s.type = type;
+  s.help = std::move(help);
+  s.default_value = std::move(dflt);
+  s.choices = std::move(choices);
+  return s;
+}
+
+Value string_list(const std::vector<std::string>& items) {
+  Value v;
+  v.kind = Value::Kind::List;
+  for (const std::string& s : items) v.list.push_back(Value::of_string(s));
+  return v;
+}
+
 // ---------------------------------------------------------------- graphs
 
 std::string node_label(const Node& n, size_t index) {
   std::string op = (n.domain.empty() ? "" : n.domain + ".") + n.op_type;
   if (!n.name.empty()) return "node '" + n.name + "' (" + op + ")";
   return "node #" + std::to_string(index) + " (" + op + ")";
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
+  Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op);
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  return n;
 }
 
 namespace {
@@ -719,6 +748,64 @@ size_t count_subgraph_nodes(const Graph& g) {
         break;
       }
   return n;
+}
+
+// ---------------------------------------------------------------- rewriting passes
+
+PassResult RewritePass::run(Model& model, PassContext& ctx) {
+  PassResult res;
+  res.status = guard([&] { run_impl(model, ctx, res); });
+  if (!res.status.ok) res.changed = false;
+  return res;
+}
+
+Model working_copy(const Model& model, const std::string& what_pass_needs) {
+  if (!model.graph)
+    throw Error("model '" + model.source + "' (" + model.format + ") has no graph; " + what_pass_needs);
+  Model work = model;
+  work.graph = std::make_shared<Graph>(*model.graph);
+  return work;
+}
+
+std::string constant_weight_problem(const Model& m, const std::string& w) {
+  if (!m.tensor(w))
+    return "weight '" + w + "' is not an initializer (computed or a graph input); left in float";
+  if (m.graph && m.graph->is_input(w))
+    return "weight '" + w + "' is also a graph input (can be overridden at run time); left in float";
+  return "";
+}
+
+void note_subgraph_bodies(const Graph& g, std::vector<std::string>& notes) {
+  const size_t sub = count_subgraph_nodes(g);
+  if (sub)
+    notes.push_back(std::to_string(sub) +
+                    " node(s) with subgraph bodies (If/Loop/Scan): their bodies "
+                    "are left unquantized");
+}
+
+void raise_default_opset_noted(Graph& g, int64_t want, const std::string& pass, const std::string& why,
+                               std::vector<std::string>& notes) {
+  const int64_t before = raise_default_opset(g, want, pass, why);
+  if (before < want)
+    notes.push_back("raised the default ONNX opset from " + std::to_string(before) + " to " +
+                    std::to_string(want) + " for " + why);
+}
+
+void commit_rewrite(Model& model, Model& work, const std::vector<std::string>& replaced,
+                    const RewriteStats& stats, PassResult& res) {
+  drop_unused_initializers(work, replaced);
+  std::vector<std::string> init_names;
+  for (const Tensor& t : work.tensors) init_names.push_back(t.name);
+  work.graph->validate({}, init_names);
+
+  res.notes.insert(res.notes.end(), stats.skipped.begin(), stats.skipped.end());
+  res.metrics["quantized_weights"] = static_cast<double>(stats.quantized_weights);
+  res.metrics["quantized_nodes"] = static_cast<double>(stats.quantized_nodes);
+  res.metrics["skipped_nodes"] = static_cast<double>(stats.skipped.size());
+  res.metrics["weight_bytes_before"] = static_cast<double>(stats.bytes_before);
+  res.metrics["weight_bytes_after"] = static_cast<double>(stats.bytes_after);
+  res.changed = stats.quantized_nodes > 0;
+  if (res.changed) model = std::move(work);
 }
 
 }  // namespace qforge::quant

@@ -37,6 +37,7 @@
 
 #include "qforge/graph.h"
 #include "qforge/model.h"
+#include "qforge/pass.h"
 #include "qforge/types.h"
 #include "qforge/value.h"
 
@@ -172,9 +173,67 @@ bool opt_has(const Options& o, const std::string& name);
 // "manifest.toml:12:5: " when the option's value came from a file, else "".
 std::string opt_where(const Options& o, const std::string& name);
 
+// An entry of a pass's option schema (PassInfo::options).
+OptionSpec option_spec(std::string name, OptType type, std::string help, Value dflt = {},
+                       std::vector<std::string> choices = {});
+// A Value of kind List holding `items` as strings.
+Value string_list(const std::vector<std::string>& items);
+
 // ---------------------------------------------------------------- graphs
 // "node 'fc1' (MatMul)" / "node #3 (MatMul)".
 std::string node_label(const Node& n, size_t index);
+// "[32, 16]".
+std::string shape_str(const std::vector<int64_t>& s);
+// A node in the default domain.
+Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out);
+
+// ---------------------------------------------------------------- rewriting passes
+// The frame every ONNX rewriting pass shares: run() calls run_impl with a
+// fresh result, turns an exception into a failed status, and reports no
+// change when it failed.
+class RewritePass : public Pass {
+ public:
+  PassResult run(Model& model, PassContext& ctx) final;
+
+ protected:
+  virtual void run_impl(Model& model, PassContext& ctx, PassResult& res) = 0;
+};
+
+// A copy of `model` with its own graph, for a pass to edit and hand back
+// only when everything succeeded. Throws Error naming the model when it has
+// no graph: "model 'a.gguf' (gguf) has no graph; <what_pass_needs>".
+Model working_copy(const Model& model, const std::string& what_pass_needs);
+
+// Why the weight input `w` of a node is not quantized as a constant: it is
+// not an initializer, or it is also a graph input. "" when it is a constant.
+std::string constant_weight_problem(const Model& m, const std::string& w);
+
+// The note for nodes whose subgraph bodies a pass leaves alone, added to
+// `notes` when there are any.
+void note_subgraph_bodies(const Graph& g, std::vector<std::string>& notes);
+
+// raise_default_opset, adding "raised the default ONNX opset from 13 to 21
+// for <why>" to `notes` when it raised it.
+void raise_default_opset_noted(Graph& g, int64_t want, const std::string& pass, const std::string& why,
+                               std::vector<std::string>& notes);
+
+// What a weight-quantizing pass did, for commit_rewrite.
+struct RewriteStats {
+  std::vector<std::string> skipped;  // one note per node left alone
+  size_t quantized_weights = 0;
+  size_t quantized_nodes = 0;
+  uint64_t bytes_before = 0;  // stored bytes of the quantized weights
+  uint64_t bytes_after = 0;   // stored bytes of what replaces them
+};
+
+// Ends a rewrite on `work` (its new initializers already added): drops the
+// `replaced` weights nothing reads any more, validates the graph, appends
+// the skip notes to res.notes, sets the metrics quantized_weights,
+// quantized_nodes, skipped_nodes, weight_bytes_before and
+// weight_bytes_after, and moves `work` into `model` when a node was
+// rewritten (res.changed).
+void commit_rewrite(Model& model, Model& work, const std::vector<std::string>& replaced,
+                    const RewriteStats& stats, PassResult& res);
 
 // Raises the default-domain opset to at least `want` (the graph's own
 // ModelInfo). Before changing anything, checks every node, in subgraphs

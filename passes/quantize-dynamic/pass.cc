@@ -58,21 +58,6 @@ Config parse_config(const Options& o) {
   return c;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
-
 struct QuantWeight {
   std::string weight;
   std::string q, scale, zp;  // initializer names
@@ -85,28 +70,17 @@ struct QuantActivation {
   bool emitted = false;
 };
 
-class QuantizeDynamicPass : public Pass {
- public:
-  PassResult run(Model& model, PassContext& ctx) override {
-    PassResult res;
-    res.status = guard([&] { run_impl(model, ctx, res); });
-    if (!res.status.ok) res.changed = false;
-    return res;
-  }
-
+class QuantizeDynamicPass : public quant::RewritePass {
  private:
-  void run_impl(Model& model, PassContext& ctx, PassResult& res) {
+  void run_impl(Model& model, PassContext& ctx, PassResult& res) override {
     const Config cfg = parse_config(ctx.options);
-    if (!model.graph)
-      throw Error("model '" + model.source + "' (" + model.format +
-                  ") has no graph; quantize-dynamic rewrites ONNX graphs");
-    Model work = model;
-    work.graph = std::make_shared<Graph>(*model.graph);
+    Model work = quant::working_copy(model, "quantize-dynamic rewrites ONNX graphs");
     Graph& g = *work.graph;
 
     // ---------------------------------------------------------------- plan
     std::vector<size_t> chosen;
-    std::vector<std::string> skipped;
+    quant::RewriteStats stats;
+    std::vector<std::string>& skipped = stats.skipped;
     for (size_t i = 0; i < g.nodes.size(); ++i) {
       const Node& n = g.nodes[i];
       if (!(n.domain.empty() || n.domain == "ai.onnx") || n.op_type != "MatMul") continue;
@@ -121,22 +95,19 @@ class QuantizeDynamicPass : public Pass {
         continue;
       }
       const std::string& w = n.inputs[1];
+      const std::string problem = quant::constant_weight_problem(work, w);
+      if (!problem.empty()) {
+        skip(problem);
+        continue;
+      }
       const Tensor* t = work.tensor(w);
-      if (!t) {
-        skip("weight '" + w + "' is not an initializer (computed or a graph input); left in float");
-        continue;
-      }
-      if (g.is_input(w)) {
-        skip("weight '" + w + "' is also a graph input (can be overridden at run time); left in float");
-        continue;
-      }
       if (t->type != ElemType::F32) {
         skip("weight '" + w + "' is " + name_of(t->type) +
              "; DynamicQuantizeLinear and MatMulInteger's rescale need f32 (convert the model to f32)");
         continue;
       }
       if (t->shape.size() != 2 || t->shape[0] <= 0 || t->shape[1] <= 0) {
-        skip("weight '" + w + "' has shape " + shape_str(t->shape) +
+        skip("weight '" + w + "' has shape " + quant::shape_str(t->shape) +
              "; only non-empty 2-D weights are quantized");
         continue;
       }
@@ -148,25 +119,14 @@ class QuantizeDynamicPass : public Pass {
       }
       chosen.push_back(i);
     }
-    const size_t sub = quant::count_subgraph_nodes(g);
-    if (sub)
-      res.notes.push_back(std::to_string(sub) +
-                          " node(s) with subgraph bodies (If/Loop/Scan): their bodies "
-                          "are left unquantized");
-
-    if (!chosen.empty()) {
-      const int64_t before = quant::raise_default_opset(g, 11, kPass, "DynamicQuantizeLinear");
-      if (before < 11)
-        res.notes.push_back("raised the default ONNX opset from " + std::to_string(before) +
-                            " to 11 for DynamicQuantizeLinear");
-    }
+    quant::note_subgraph_bodies(g, res.notes);
+    if (!chosen.empty()) quant::raise_default_opset_noted(g, 11, kPass, "DynamicQuantizeLinear", res.notes);
 
     // ---------------------------------------------------------------- quantize
     NameAllocator names(work);
     std::map<std::string, QuantWeight> weights;
     std::vector<std::string> weight_order;
     std::map<std::string, QuantActivation> acts;
-    uint64_t bytes_before = 0, bytes_after = 0;
     ctx.progress.begin("quantize-dynamic", chosen.size(), "tensors");
     for (size_t i : chosen) {
       const Node& n = g.nodes[i];
@@ -178,8 +138,8 @@ class QuantizeDynamicPass : public Pass {
           throw Error(quant::node_label(n, i) + ", weight '" + w + "': " + e.what());
         }
         weight_order.push_back(w);
-        bytes_before += work.tensor(w)->numel() * sizeof(float);
-        for (const Tensor& t : weights.at(w).tensors) bytes_after += quant::stored_bytes(t);
+        stats.bytes_before += work.tensor(w)->numel() * sizeof(float);
+        for (const Tensor& t : weights.at(w).tensors) stats.bytes_after += quant::stored_bytes(t);
       }
       const std::string& a = n.inputs[0];
       if (!acts.count(a)) {
@@ -187,8 +147,8 @@ class QuantizeDynamicPass : public Pass {
         qa.q = names.fresh(a + "_quantized");
         qa.scale = names.fresh(a + "_scale");
         qa.zp = names.fresh(a + "_zero_point");
-        qa.node = make_node(names.fresh(a + "_QuantizeLinear"), "DynamicQuantizeLinear", {a},
-                            {qa.q, qa.scale, qa.zp});
+        qa.node = quant::make_node(names.fresh(a + "_QuantizeLinear"), "DynamicQuantizeLinear", {a},
+                                   {qa.q, qa.scale, qa.zp});
         acts.emplace(a, std::move(qa));
       }
       ctx.progress.advance(1);
@@ -215,15 +175,16 @@ class QuantizeDynamicPass : public Pass {
       const std::string base = n.name.empty() ? y : n.name;
       const std::string mm_name = names.fresh(base + "_quant");
       const std::string mm_out = names.fresh(y + "_output_quantized");
-      Node mm = make_node(mm_name, "MatMulInteger", {qa.q, qw.q, qa.zp, qw.zp}, {mm_out});
+      Node mm = quant::make_node(mm_name, "MatMulInteger", {qa.q, qw.q, qa.zp, qw.zp}, {mm_out});
       mm.doc_string = n.doc_string;
       const std::string cast_out = names.fresh(mm_out + "_cast_output");
-      Node cast = make_node(names.fresh(mm_out + "_cast"), "Cast", {mm_out}, {cast_out});
+      Node cast = quant::make_node(names.fresh(mm_out + "_cast"), "Cast", {mm_out}, {cast_out});
       cast.attributes.push_back(Attribute::of_int("to", 1));  // FLOAT
       const std::string scales_name = names.fresh(mm_name + "_scales_mul");
       const std::string scales_out = names.fresh(scales_name + ":0");
-      Node scales = make_node(scales_name, "Mul", {qa.scale, qw.scale}, {scales_out});
-      Node mul = make_node(names.fresh(mm_name + "_output_scale_mul"), "Mul", {cast_out, scales_out}, {y});
+      Node scales = quant::make_node(scales_name, "Mul", {qa.scale, qw.scale}, {scales_out});
+      Node mul =
+          quant::make_node(names.fresh(mm_name + "_output_scale_mul"), "Mul", {cast_out, scales_out}, {y});
       out.push_back(std::move(scales));  // ORT's order
       out.push_back(std::move(mm));
       out.push_back(std::move(cast));
@@ -232,21 +193,10 @@ class QuantizeDynamicPass : public Pass {
     g.nodes = std::move(out);
     for (const std::string& w : weight_order)
       for (Tensor& t : weights.at(w).tensors) work.tensors.push_back(std::move(t));
-    quant::drop_unused_initializers(work, weight_order);
-
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    g.validate({}, init_names);
-
-    res.notes.insert(res.notes.end(), skipped.begin(), skipped.end());
-    res.metrics["quantized_weights"] = static_cast<double>(weight_order.size());
-    res.metrics["quantized_nodes"] = static_cast<double>(chosen.size());
+    stats.quantized_weights = weight_order.size();
+    stats.quantized_nodes = chosen.size();
+    quant::commit_rewrite(model, work, weight_order, stats, res);
     res.metrics["dynamic_quantize_nodes"] = static_cast<double>(acts.size());
-    res.metrics["skipped_nodes"] = static_cast<double>(skipped.size());
-    res.metrics["weight_bytes_before"] = static_cast<double>(bytes_before);
-    res.metrics["weight_bytes_after"] = static_cast<double>(bytes_after);
-    res.changed = !chosen.empty();
-    if (res.changed) model = std::move(work);
   }
 
   // The bytes of the quantized weight, its scale and zero point.
@@ -289,17 +239,6 @@ class QuantizeDynamicPass : public Pass {
   }
 };
 
-OptionSpec opt(std::string name, OptType type, std::string help, Value dflt = {},
-               std::vector<std::string> choices = {}) {
-  OptionSpec s;
-  s.name = std::move(name);
-  s.type = type;
-  s.help = std::move(help);
-  s.default_value = std::move(dflt);
-  s.choices = std::move(choices);
-  return s;
-}
-
 }  // namespace
 
 PassInfo quantize_dynamic_pass_info() {
@@ -310,18 +249,17 @@ PassInfo quantize_dynamic_pass_info() {
       "quantize_dynamic does";
   info.version = 1;
   info.needs_graph = true;
-  Value ops;
-  ops.kind = Value::Kind::List;
-  ops.list.push_back(Value::of_string("MatMul"));
+  using quant::option_spec;
   info.options = {
-      opt("weight_type", OptType::Enum, "weight codes: int8 or uint8", Value::of_string("int8"),
-          {"int8", "uint8"}),
-      opt("per_channel", OptType::Bool, "one scale per output column instead of one per weight",
-          Value::of_bool(false)),
-      opt("op_types", OptType::List, "op types to quantize (MatMul)", ops),
-      opt("symmetric", OptType::Bool, "symmetric weights (default: true for int8, false for uint8)"),
-      opt("reduce_range", OptType::Bool, "7-bit weight range (for CPUs without VNNI)", Value::of_bool(false)),
-      opt("exclude_nodes", OptType::List, "node names to leave in float"),
+      option_spec("weight_type", OptType::Enum, "weight codes: int8 or uint8", Value::of_string("int8"),
+                  {"int8", "uint8"}),
+      option_spec("per_channel", OptType::Bool, "one scale per output column instead of one per weight",
+                  Value::of_bool(false)),
+      option_spec("op_types", OptType::List, "op types to quantize (MatMul)", quant::string_list({"MatMul"})),
+      option_spec("symmetric", OptType::Bool, "symmetric weights (default: true for int8, false for uint8)"),
+      option_spec("reduce_range", OptType::Bool, "7-bit weight range (for CPUs without VNNI)",
+                  Value::of_bool(false)),
+      option_spec("exclude_nodes", OptType::List, "node names to leave in float"),
   };
   info.factory = [] { return std::unique_ptr<Pass>(new QuantizeDynamicPass()); };
   return info;

@@ -105,12 +105,6 @@ Config parse_config(const Options& o) {
   return c;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 int64_t int_attr(const Node& n, const char* name, int64_t dflt) {
   const Attribute* a = n.attr(name);
   return a ? a->i : dflt;
@@ -139,30 +133,19 @@ struct Quantized {
   bool dq_emitted = false;
 };
 
-class QuantizeWeightsPass : public Pass {
- public:
-  PassResult run(Model& model, PassContext& ctx) override {
-    PassResult res;
-    res.status = guard([&] { run_impl(model, ctx, res); });
-    if (!res.status.ok) res.changed = false;
-    return res;
-  }
-
+class QuantizeWeightsPass : public quant::RewritePass {
  private:
-  void run_impl(Model& model, PassContext& ctx, PassResult& res) {
+  void run_impl(Model& model, PassContext& ctx, PassResult& res) override {
     const Config cfg = parse_config(ctx.options);
-    if (!model.graph)
-      throw Error("model '" + model.source + "' (" + model.format +
-                  ") has no graph; quantize-weights rewrites ONNX graphs (use quantize-gguf for GGUF)");
-
     // Work on a copy: the caller's model is replaced only on success.
-    Model work = model;
-    work.graph = std::make_shared<Graph>(*model.graph);
+    Model work =
+        quant::working_copy(model, "quantize-weights rewrites ONNX graphs (use quantize-gguf for GGUF)");
     Graph& g = *work.graph;
 
     // ---------------------------------------------------------------- plan
     std::vector<Decision> decisions;
-    std::vector<std::string> skipped;
+    quant::RewriteStats stats;
+    std::vector<std::string>& skipped = stats.skipped;
     for (size_t i = 0; i < g.nodes.size(); ++i) {
       const Node& n = g.nodes[i];
       if (!(n.domain.empty() || n.domain == "ai.onnx")) continue;
@@ -194,27 +177,23 @@ class QuantizeWeightsPass : public Pass {
           }
         }
       }
+      const std::string problem = quant::constant_weight_problem(work, d.weight);
+      if (!problem.empty()) {
+        skip(problem);
+        continue;
+      }
       const Tensor* w = work.tensor(d.weight);
-      if (!w) {
-        skip("weight '" + d.weight + "' is not an initializer (computed or a graph input); left in float");
-        continue;
-      }
-      if (g.is_input(d.weight)) {
-        skip("weight '" + d.weight +
-             "' is also a graph input (can be overridden at run time); left in float");
-        continue;
-      }
       if (w->type != ElemType::F32 && w->type != ElemType::F16) {
         skip("weight '" + d.weight + "' is " + name_of(w->type) + "; only f32 and f16 weights are quantized");
         continue;
       }
       if (w->shape.size() != 2) {
-        skip("weight '" + d.weight + "' has shape " + shape_str(w->shape) +
+        skip("weight '" + d.weight + "' has shape " + quant::shape_str(w->shape) +
              "; only 2-D weights are quantized");
         continue;
       }
       if (w->shape[0] <= 0 || w->shape[1] <= 0) {
-        skip("weight '" + d.weight + "' is empty " + shape_str(w->shape));
+        skip("weight '" + d.weight + "' is empty " + quant::shape_str(w->shape));
         continue;
       }
       if (static_cast<int64_t>(w->numel()) < cfg.min_elements) {
@@ -234,12 +213,7 @@ class QuantizeWeightsPass : public Pass {
       decisions.push_back(d);
     }
 
-    const size_t sub = quant::count_subgraph_nodes(g);
-    if (sub) {
-      res.notes.push_back(std::to_string(sub) +
-                          " node(s) with subgraph bodies (If/Loop/Scan): their bodies "
-                          "are left unquantized");
-    }
+    quant::note_subgraph_bodies(g, res.notes);
 
     // ---------------------------------------------------------------- opsets
     if (!decisions.empty()) {
@@ -252,10 +226,7 @@ class QuantizeWeightsPass : public Pass {
                                                          : "DequantizeLinear with block_size")
                                 : half  ? "DequantizeLinear with f16 scales"
                                         : "per-axis DequantizeLinear";
-        const int64_t before = quant::raise_default_opset(g, want, kPass, why);
-        if (before < want)
-          res.notes.push_back("raised the default ONNX opset from " + std::to_string(before) + " to " +
-                              std::to_string(want) + " for " + why);
+        quant::raise_default_opset_noted(g, want, kPass, why, res.notes);
         quant::ensure_ir_version(g, want >= 21 ? 10 : want >= 19 ? 9 : 7);
       } else {
         quant::ensure_opset(g, "com.microsoft", 1);
@@ -266,7 +237,6 @@ class QuantizeWeightsPass : public Pass {
     NameAllocator names(work);
     std::map<std::string, Quantized> done;
     std::vector<std::string> order;  // keys in first-use order
-    uint64_t bytes_before = 0, bytes_after = 0;
     ctx.progress.begin("quantize-weights", decisions.size(), "tensors");
     for (const Decision& d : decisions) {
       if (!done.count(d.key)) {
@@ -279,8 +249,8 @@ class QuantizeWeightsPass : public Pass {
         } catch (const Error& e) {
           throw Error(quant::node_label(n, d.node) + ", weight '" + d.weight + "': " + e.what());
         }
-        bytes_before += quant::stored_bytes(w);
-        for (const Tensor& t : q.tensors) bytes_after += quant::stored_bytes(t);
+        stats.bytes_before += quant::stored_bytes(w);
+        for (const Tensor& t : q.tensors) stats.bytes_after += quant::stored_bytes(t);
         done.emplace(d.key, std::move(q));
         order.push_back(d.key);
       }
@@ -349,20 +319,9 @@ class QuantizeWeightsPass : public Pass {
       old_weights.push_back(q.weight);
       for (Tensor& t : q.tensors) work.tensors.push_back(std::move(t));
     }
-    quant::drop_unused_initializers(work, old_weights);
-
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    g.validate({}, init_names);
-
-    res.notes.insert(res.notes.end(), skipped.begin(), skipped.end());
-    res.metrics["quantized_weights"] = static_cast<double>(order.size());
-    res.metrics["quantized_nodes"] = static_cast<double>(decisions.size());
-    res.metrics["skipped_nodes"] = static_cast<double>(skipped.size());
-    res.metrics["weight_bytes_before"] = static_cast<double>(bytes_before);
-    res.metrics["weight_bytes_after"] = static_cast<double>(bytes_after);
-    res.changed = !decisions.empty();
-    if (res.changed) model = std::move(work);
+    stats.quantized_weights = order.size();
+    stats.quantized_nodes = decisions.size();
+    quant::commit_rewrite(model, work, old_weights, stats, res);
   }
 
   static quant::QuantSpec dq_spec(const Tensor& w, const Config& cfg) {
@@ -410,14 +369,20 @@ class QuantizeWeightsPass : public Pass {
     return out;
   }
 
-  static Quantized quantize_dq(const Tensor& w, const Decision& d, const Node& n, const Config& cfg,
-                               NameAllocator& names) {
+  // A Quantized for `d`'s weight with its logical [K, N], after checking the data.
+  static Quantized quantized_for(const Tensor& w, const Decision& d) {
     quant::check_float_data(w);
     Quantized q;
     q.weight = d.weight;
     q.transposed = d.transposed;
     q.K = d.transposed ? w.shape[1] : w.shape[0];
     q.N = d.transposed ? w.shape[0] : w.shape[1];
+    return q;
+  }
+
+  static Quantized quantize_dq(const Tensor& w, const Decision& d, const Node& n, const Config& cfg,
+                               NameAllocator& names) {
+    Quantized q = quantized_for(w, d);
     const ElemType code_type = dq_spec(w, cfg).type;
     const int64_t n_blocks = cfg.block_size > 0 ? (q.K + cfg.block_size - 1) / cfg.block_size : 1;
     std::vector<int64_t> sshape;
@@ -485,12 +450,7 @@ class QuantizeWeightsPass : public Pass {
 
   static Quantized quantize_nbits(const Tensor& w, const Decision& d, const Config& cfg,
                                   NameAllocator& names) {
-    quant::check_float_data(w);
-    Quantized q;
-    q.weight = d.weight;
-    q.transposed = d.transposed;
-    q.K = d.transposed ? w.shape[1] : w.shape[0];
-    q.N = d.transposed ? w.shape[0] : w.shape[1];
+    Quantized q = quantized_for(w, d);
     const int64_t n_blocks = (q.K + cfg.block_size - 1) / cfg.block_size;
     const int64_t blob = cfg.block_size * cfg.bits / 8;
     const bool has_zp = !cfg.symmetric;
@@ -512,24 +472,6 @@ class QuantizeWeightsPass : public Pass {
   }
 };
 
-OptionSpec opt(std::string name, OptType type, std::string help, Value dflt = {},
-               std::vector<std::string> choices = {}) {
-  OptionSpec s;
-  s.name = std::move(name);
-  s.type = type;
-  s.help = std::move(help);
-  s.default_value = std::move(dflt);
-  s.choices = std::move(choices);
-  return s;
-}
-
-Value string_list(const std::vector<std::string>& items) {
-  Value v;
-  v.kind = Value::Kind::List;
-  for (const std::string& s : items) v.list.push_back(Value::of_string(s));
-  return v;
-}
-
 }  // namespace
 
 PassInfo quantize_weights_pass_info() {
@@ -540,20 +482,23 @@ PassInfo quantize_weights_pass_info() {
       "as ONNX Runtime's MatMulNBitsQuantizer does";
   info.version = 1;
   info.needs_graph = true;
+  using quant::option_spec;
+  using quant::string_list;
   info.options = {
-      opt("bits", OptType::Int, "bits per weight: 4 or 8", Value::of_int(4)),
-      opt("block_size", OptType::Int,
-          "weights per scale along K; 0 = one scale per output channel (format 'dq' only). "
-          "Default: 0 for 'dq', 32 for 'matmulnbits'"),
-      opt("symmetric", OptType::Bool, "symmetric codes without zero points", Value::of_bool(true)),
-      opt("format", OptType::Enum, "dq: DequantizeLinear + MatMul; matmulnbits: com.microsoft.MatMulNBits",
-          Value::of_string("dq"), {"dq", "matmulnbits"}),
-      opt("op_types", OptType::List, "op types whose weights are quantized", string_list({"MatMul"}),
-          {"MatMul", "Gemm"}),
-      opt("exclude_nodes", OptType::List, "node names to leave in float"),
-      opt("min_elements", OptType::Int, "skip weights with fewer elements (ONNX Runtime skips none)",
-          Value::of_int(0)),
-      opt("accuracy_level", OptType::Int, "MatMulNBits accuracy_level (0-4); omitted when unset"),
+      option_spec("bits", OptType::Int, "bits per weight: 4 or 8", Value::of_int(4)),
+      option_spec("block_size", OptType::Int,
+                  "weights per scale along K; 0 = one scale per output channel (format 'dq' only). "
+                  "Default: 0 for 'dq', 32 for 'matmulnbits'"),
+      option_spec("symmetric", OptType::Bool, "symmetric codes without zero points", Value::of_bool(true)),
+      option_spec("format", OptType::Enum,
+                  "dq: DequantizeLinear + MatMul; matmulnbits: com.microsoft.MatMulNBits",
+                  Value::of_string("dq"), {"dq", "matmulnbits"}),
+      option_spec("op_types", OptType::List, "op types whose weights are quantized", string_list({"MatMul"}),
+                  {"MatMul", "Gemm"}),
+      option_spec("exclude_nodes", OptType::List, "node names to leave in float"),
+      option_spec("min_elements", OptType::Int, "skip weights with fewer elements (ONNX Runtime skips none)",
+                  Value::of_int(0)),
+      option_spec("accuracy_level", OptType::Int, "MatMulNBits accuracy_level (0-4); omitted when unset"),
   };
   info.factory = [] { return std::unique_ptr<Pass>(new QuantizeWeightsPass()); };
   return info;

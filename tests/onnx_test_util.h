@@ -51,7 +51,7 @@ inline Tensor rand_tensor(const std::string& name, std::vector<int64_t> shape, R
   return quant::make_f32_tensor(name, std::move(shape), v);
 }
 
-using onnxfmt::make_node;
+using qforge::make_node;
 
 // An ONNX model `name` (source "<name>.onnx") with an empty graph.
 inline Model onnx_model(const std::string& name, int64_t opset, int64_t ir_version) {

@@ -65,14 +65,6 @@ void add_io(Graph& g, const std::string& in, std::vector<int64_t> in_dims, const
 
 }  // namespace
 
-Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
 
 Model tiny_mlp_model(uint32_t seed) {
   Model m = new_model("tiny_mlp");

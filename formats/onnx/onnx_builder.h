@@ -35,8 +35,6 @@ class XorShiftRng {
   uint64_t s_;
 };
 
-// A node in the default domain.
-Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out);
 
 Model tiny_mlp_model(uint32_t seed = 1);
 Model tiny_conv_model(uint32_t seed = 2);

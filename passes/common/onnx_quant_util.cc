@@ -610,14 +610,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
-Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
-  Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  return n;
-}
 
 namespace {
 

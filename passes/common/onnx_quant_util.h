@@ -184,8 +184,6 @@ Value string_list(const std::vector<std::string>& items);
 std::string node_label(const Node& n, size_t index);
 // "[32, 16]".
 std::string shape_str(const std::vector<int64_t>& s);
-// A node in the default domain.
-Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out);
 
 // ---------------------------------------------------------------- rewriting passes
 // The frame every ONNX rewriting pass shares: run() calls run_impl with a

@@ -147,7 +147,7 @@ class QuantizeDynamicPass : public quant::RewritePass {
         qa.q = names.fresh(a + "_quantized");
         qa.scale = names.fresh(a + "_scale");
         qa.zp = names.fresh(a + "_zero_point");
-        qa.node = quant::make_node(names.fresh(a + "_QuantizeLinear"), "DynamicQuantizeLinear", {a},
+        qa.node = qforge::make_node(names.fresh(a + "_QuantizeLinear"), "DynamicQuantizeLinear", {a},
                                    {qa.q, qa.scale, qa.zp});
         acts.emplace(a, std::move(qa));
       }
@@ -175,16 +175,16 @@ class QuantizeDynamicPass : public quant::RewritePass {
       const std::string base = n.name.empty() ? y : n.name;
       const std::string mm_name = names.fresh(base + "_quant");
       const std::string mm_out = names.fresh(y + "_output_quantized");
-      Node mm = quant::make_node(mm_name, "MatMulInteger", {qa.q, qw.q, qa.zp, qw.zp}, {mm_out});
+      Node mm = qforge::make_node(mm_name, "MatMulInteger", {qa.q, qw.q, qa.zp, qw.zp}, {mm_out});
       mm.doc_string = n.doc_string;
       const std::string cast_out = names.fresh(mm_out + "_cast_output");
-      Node cast = quant::make_node(names.fresh(mm_out + "_cast"), "Cast", {mm_out}, {cast_out});
+      Node cast = qforge::make_node(names.fresh(mm_out + "_cast"), "Cast", {mm_out}, {cast_out});
       cast.attributes.push_back(Attribute::of_int("to", 1));  // FLOAT
       const std::string scales_name = names.fresh(mm_name + "_scales_mul");
       const std::string scales_out = names.fresh(scales_name + ":0");
-      Node scales = quant::make_node(scales_name, "Mul", {qa.scale, qw.scale}, {scales_out});
+      Node scales = qforge::make_node(scales_name, "Mul", {qa.scale, qw.scale}, {scales_out});
       Node mul =
-          quant::make_node(names.fresh(mm_name + "_output_scale_mul"), "Mul", {cast_out, scales_out}, {y});
+          qforge::make_node(names.fresh(mm_name + "_output_scale_mul"), "Mul", {cast_out, scales_out}, {y});
       out.push_back(std::move(scales));  // ORT's order
       out.push_back(std::move(mm));
       out.push_back(std::move(cast));

@@ -483,4 +483,13 @@ std::string NameAllocator::fresh(const std::string& base) {
   }
 }
 
+Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out) {
+  Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op);
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  return n;
+}
+
 }  // namespace qforge

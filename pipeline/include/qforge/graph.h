@@ -115,6 +115,9 @@ struct Node {
   std::vector<std::string> implicit_inputs() const;
 };
 
+// A node of the default domain with no attributes (add them to .attributes).
+Node make_node(std::string name, std::string op, std::vector<std::string> in, std::vector<std::string> out);
+
 struct OpsetImport {
   std::string domain;  // "" (or "ai.onnx") is the default domain
   int64_t version = 0;

@@ -110,6 +110,13 @@ Digest StatCache::digest(const std::string& file) {
   if (::stat(file.c_str(), &st) != 0) throw Error(file + ": cannot stat: " + std::strerror(errno));
   uint64_t mt = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000000000ull + st.st_mtim.tv_nsec;
   uint64_t ct = static_cast<uint64_t>(st.st_ctim.tv_sec) * 1000000000ull + st.st_ctim.tv_nsec;
+  if (path_.empty()) {
+    // No cache to serve (--no-cache, `qforge quantize`): keys only need to
+    // tell this build's inputs apart, so don't read the file.
+    std::string id = file + "\n" + std::to_string(st.st_size) + " " + std::to_string(mt) + " " +
+                     std::to_string(ct) + " " + std::to_string(st.st_ino);
+    return hash_string(id);
+  }
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = entries_.find(file);
@@ -136,7 +143,7 @@ Digest StatCache::digest(const std::string& file) {
 
 void StatCache::save() {
   std::lock_guard<std::mutex> lk(mu_);
-  if (!dirty_) return;
+  if (!dirty_ || path_.empty()) return;
   std::ostringstream os;
   os << kStatHeader << "\n";
   for (const auto& [file, e] : entries_)

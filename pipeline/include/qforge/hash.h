@@ -41,7 +41,8 @@ Digest hash_file(const std::string& path);
 class StatCache {
  public:
   // Loads `path` if it exists; a file of another version is ignored, and
-  // `note` says so.
+  // `note` says so. An empty path means no cache is kept: digest() then
+  // identifies a file by its path and stat without reading it.
   explicit StatCache(std::string path);
   // The digest of a file, re-hashed only when its stat changed.
   Digest digest(const std::string& file);

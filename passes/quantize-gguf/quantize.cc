@@ -1,4 +1,3 @@
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -6,10 +5,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "imatrix.h"
@@ -125,71 +122,41 @@ void set_last(Model& m, const std::string& key, MetaValue v) {
   m.metadata.emplace_back(key, std::move(v));
 }
 
-// Drops the pages of a read-only file mapping range by range while a tensor is being
-// quantized, so that a large tensor's source never sits in memory whole. Only used when
-// /proc/self/maps shows that the whole range belongs to one file mapping without write
-// permission: there MADV_DONTNEED just unmaps clean pages (they are read again from the
-// file if touched), whereas on anonymous memory it would discard data.
+// Drops the source's pages range by range while a tensor is being quantized, so
+// that a large tensor never sits in memory whole (a no-op for blobs that are not
+// views of a file mapping).
 class RangeReleaser {
  public:
-  RangeReleaser(const uint8_t* p, uint64_t n) : base_(reinterpret_cast<uintptr_t>(p)), n_(n) {
-    std::ifstream maps("/proc/self/maps");
-    std::string line;
-    while (std::getline(maps, line)) {
-      std::istringstream ls(line);
-      std::string range, perms, offset, dev, inode, path;
-      ls >> range >> perms >> offset >> dev >> inode >> path;
-      const auto dash = range.find('-');
-      if (dash == std::string::npos) continue;
-      const uintptr_t lo = std::stoull(range.substr(0, dash), nullptr, 16);
-      const uintptr_t hi = std::stoull(range.substr(dash + 1), nullptr, 16);
-      if (base_ >= lo && base_ + n_ <= hi) {
-        ok_ = perms.size() >= 2 && perms[1] != 'w' && !path.empty() && path[0] == '/' && inode != "0";
-        lo_ = lo;
-        hi_ = hi;
-        break;
-      }
-    }
-    page_ = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  }
-  // Releases [0, upto) of the range (rounded inward to pages), beyond what was released.
+  explicit RangeReleaser(BlobPtr src) : src_(std::move(src)) {}
+  // Releases [0, upto) of the source, beyond what was released, in batches of at
+  // least 4 MiB.
   void release_upto(uint64_t upto) {
-    if (!ok_) return;
-    const uint64_t begin = (base_ + done_ + page_ - 1) / page_ * page_;
-    const uint64_t end = (base_ + upto) / page_ * page_;
-    if (end <= begin || end - begin < (4u << 20)) return;  // batch: at least 4 MiB at a time
-    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-    done_ = end - base_;
+    if (upto <= done_ || upto - done_ < (4u << 20)) return;
+    src_->release_range(done_, upto - done_);
+    done_ = upto;
   }
-  // Releases the whole file mapping the range belongs to. Page-cache folios can be larger
-  // than a page (2 MiB ones get mapped with one PMD), so touching one tensor can map pages
+  // Releases the whole file the source views: page-cache folios can be larger than
+  // a page (2 MiB ones are mapped with one PMD), so reading one tensor can map pages
   // of neighbours that were already released; dropping the whole mapping after each
-  // tensor keeps peak memory independent of the number of tensors. Other readers of the
-  // mapping only fault the pages in again (same bytes: the mapping is read-only).
-  void release_mapping() {
-    if (ok_ && hi_ > lo_) ::madvise(reinterpret_cast<void*>(lo_), hi_ - lo_, MADV_DONTNEED);
-  }
+  // tensor keeps peak memory independent of the number of tensors. The mapping is
+  // read-only, so other readers only fault the same bytes in again.
+  void release_mapping() { src_->release_source(); }
 
  private:
-  uintptr_t base_;
-  uint64_t n_;
+  BlobPtr src_;
   uint64_t done_ = 0;
-  uint64_t page_ = 4096;
-  uintptr_t lo_ = 0, hi_ = 0;
-  bool ok_ = false;
 };
 
 // A view that drops the source's pages when the writer is done with it.
 class ReleasingBlob : public Blob {
  public:
   explicit ReleasingBlob(BlobPtr inner) : inner_(std::move(inner)) {}
-  ~ReleasingBlob() override {
-    inner_->release_pages();
-    RangeReleaser(inner_->data(), inner_->size()).release_mapping();
-  }
+  ~ReleasingBlob() override { inner_->release_source(); }
   const uint8_t* data() const override { return inner_->data(); }
   uint64_t size() const override { return inner_->size(); }
   void release_pages() const override { inner_->release_pages(); }
+  void release_range(uint64_t offset, uint64_t n) const override { inner_->release_range(offset, n); }
+  void release_source() const override { inner_->release_source(); }
 
  private:
   BlobPtr inner_;
@@ -242,7 +209,7 @@ BlobPtr run_job(const Job& j) {
   size_t err_chunk = chunks.size();
   std::string err;
   // Chunks finish out of order; the source below the first unfinished chunk is released.
-  RangeReleaser releaser(src->data(), row_src * static_cast<uint64_t>(nrows_total));
+  RangeReleaser releaser(src);
   std::vector<char> finished(chunks.size(), 0);
   size_t low_water = 0;
   std::mutex done_mu;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -112,9 +113,12 @@ class SliceBlob : public Blob {
   SliceBlob(BlobPtr parent, uint64_t off, uint64_t n) : parent_(std::move(parent)), off_(off), n_(n) {}
   const uint8_t* data() const override { return parent_->data() + off_; }
   uint64_t size() const override { return n_; }
-  void release_pages() const override {
-    if (auto* m = dynamic_cast<const MappedFile*>(parent_.get())) m->release_range(off_, n_);
+  void release_pages() const override { parent_->release_range(off_, n_); }
+  void release_range(uint64_t offset, uint64_t n) const override {
+    if (offset >= n_) return;
+    parent_->release_range(off_ + offset, std::min(n, n_ - offset));
   }
+  void release_source() const override { parent_->release_source(); }
 
  private:
   BlobPtr parent_;

@@ -74,8 +74,17 @@ class Blob {
   virtual const uint8_t* data() const = 0;
   virtual uint64_t size() const = 0;
   // Tells the OS the bytes are no longer needed (mapped files drop their
-  // pages; owned buffers do nothing). The blob stays valid and readable.
+  // pages; owned buffers do nothing). The blob stays valid and readable:
+  // dropped pages of a read-only file mapping are read again if touched.
   virtual void release_pages() const {}
+  // The same for [offset, offset + n) of this blob, rounded inward to pages.
+  virtual void release_range(uint64_t offset, uint64_t n) const {
+    (void)offset;
+    (void)n;
+  }
+  // Drops every page of the file this blob is a view of (the kernel may map
+  // a large page-cache folio whole, bringing in neighbours of what was read).
+  virtual void release_source() const { release_pages(); }
 };
 using BlobPtr = std::shared_ptr<const Blob>;
 
@@ -92,8 +101,7 @@ class MappedFile : public Blob {
   const uint8_t* data() const override { return data_; }
   uint64_t size() const override { return size_; }
   void release_pages() const override;
-  // Drops the pages of [offset, offset+n) (rounded inward to pages).
-  void release_range(uint64_t offset, uint64_t n) const;
+  void release_range(uint64_t offset, uint64_t n) const override;
   const std::string& path() const { return path_; }
 
  private:

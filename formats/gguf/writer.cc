@@ -246,8 +246,7 @@ void write_gguf(const Model& model, const std::string& path, uint32_t requested)
       throw Error(path + ": cannot write GGUF: tensor '" + t.name + "': expected " + u64s(sizes[i]) +
                   " bytes (" + name_of(t.type) + ", " + u64s(t.shape.size()) + " dims), found " +
                   u64s(blob->size()));
-    out.write(blob->data(), static_cast<size_t>(blob->size()));
-    blob->release_pages();
+    write_releasing(*blob, [&](const uint8_t* d, size_t n) { out.write(d, n); });
     blob.reset();
     uint64_t pad = align_up(sizes[i], alignment) - sizes[i];
     while (pad) {

@@ -464,8 +464,7 @@ void emit_onnx(const Model& model, const std::string& path, const EmitOptions& o
         off = w.offset();
       }
       BlobPtr b = checked_bytes(*p.tensor, p.nbytes, ctx + " initializer");
-      w.put(b->data(), static_cast<size_t>(b->size()));
-      b->release_pages();
+      write_releasing(*b, [&](const uint8_t* d, size_t n) { w.put(d, n); });
       p.header.set_data_location(onnx::TensorProto::EXTERNAL);
       auto add = [&](const char* k, const std::string& v) {
         auto* e = p.header.add_external_data();
@@ -499,8 +498,7 @@ void emit_onnx(const Model& model, const std::string& path, const EmitOptions& o
     w.varint((9u << 3) | 2);  // TensorProto.raw_data
     w.varint(p.nbytes);
     BlobPtr b = checked_bytes(*p.tensor, p.nbytes, ctx + " initializer");
-    w.put(b->data(), static_cast<size_t>(b->size()));
-    b->release_pages();
+    write_releasing(*b, [&](const uint8_t* d, size_t n) { w.put(d, n); });
   }
   w.flush();
   out.commit();

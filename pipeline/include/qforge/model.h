@@ -88,6 +88,20 @@ class Blob {
 };
 using BlobPtr = std::shared_ptr<const Blob>;
 
+// Hands `blob` to `sink(const uint8_t* data, size_t n)` in consecutive pieces
+// of 64 MiB, releasing each piece's pages after it (then the whole blob's), so
+// that writing a large memory-mapped tensor never keeps it resident whole.
+template <class Sink>
+void write_releasing(const Blob& blob, Sink&& sink) {
+  constexpr uint64_t kPiece = uint64_t{64} << 20;
+  for (uint64_t off = 0; off < blob.size(); off += kPiece) {
+    const uint64_t n = blob.size() - off < kPiece ? blob.size() - off : kPiece;
+    sink(blob.data() + off, static_cast<size_t>(n));
+    blob.release_range(off, n);
+  }
+  blob.release_pages();
+}
+
 BlobPtr make_blob(std::vector<uint8_t> bytes);
 BlobPtr make_blob(const void* bytes, uint64_t n);  // copies
 // A view of [offset, offset+size) of another blob, keeping it alive.

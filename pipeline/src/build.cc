@@ -106,7 +106,13 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
     for (const auto& t : plan.targets) dirs.insert(fs::path(t.artifact).parent_path().string());
     size_t swept = 0;
     for (const auto& d : dirs) swept += sweep_stale_temps(d);
-    if (cache) swept += sweep_stale_temps(cache->dir() + "/keys");
+    if (cache) {
+      swept += sweep_stale_temps(cache->dir() + "/keys");
+      swept += sweep_stale_temps(cache->dir() + "/targets");
+      std::error_code ec;
+      for (const auto& sub : fs::directory_iterator(cache->dir() + "/objects", ec))
+        if (sub.is_directory()) swept += sweep_stale_temps(sub.path().string());
+    }
     if (swept) progress.info("removed " + std::to_string(swept) + " temporary file(s) left by an interrupted build");
   }
 

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -519,24 +521,8 @@ TEST_CASE("gguf: tiny llama model is well formed", "[gguf]") {
 }
 
 namespace {
-std::string run(const std::string& cmd, int& status) {
-  std::string out;
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) {
-    status = -1;
-    return out;
-  }
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  status = ::pclose(p);
-  return out;
-}
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using qforge::test::run_capture;
+using qforge::test::shell_quote;
 }  // namespace
 
 TEST_CASE("gguf: llama.cpp gives identical next-token probabilities after re-emit", "[gguf][llama]") {
@@ -560,12 +546,12 @@ TEST_CASE("gguf: llama.cpp gives identical next-token probabilities after re-emi
   REQUIRE(slurp(a) == slurp(b));
 
   int sa = 0, sb = 0;
-  std::string cmd = "QFORGE_NPM_DIR=" + quote(npm) + " node " + quote(script) + " ";
+  std::string cmd = "QFORGE_NPM_DIR=" + shell_quote(npm) + " node " + shell_quote(script) + " ";
   std::string err = dir / "stderr.txt";
-  std::string oa = run(cmd + quote(a) + " 2>" + quote(err), sa);
+  std::string oa = run_capture(cmd + shell_quote(a) + " 2>" + shell_quote(err), sa);
   std::vector<uint8_t> eb = slurp(err);
   std::string ea(eb.begin(), eb.end());
-  std::string ob = run(cmd + quote(b) + " 2>" + quote(err), sb);
+  std::string ob = run_capture(cmd + shell_quote(b) + " 2>" + shell_quote(err), sb);
   INFO("llama_probs output: " << oa.substr(0, 400) << "\nstderr: " << ea.substr(0, 2000));
   REQUIRE(sa == 0);
   REQUIRE(sb == 0);
@@ -579,7 +565,7 @@ TEST_CASE("gguf: llama.cpp gives identical next-token probabilities after re-emi
   std::string c = (dir.path / "tiny7.gguf").string();
   write_gguf(make_tiny_llama(o2), c);
   int sc = 0;
-  std::string oc = run(cmd + quote(c), sc);
+  std::string oc = run_capture(cmd + shell_quote(c), sc);
   REQUIRE(sc == 0);
   auto logits = [](const std::string& s) { return s.substr(s.find("\"logits\"")); };
   CHECK(logits(oc) != logits(oa));

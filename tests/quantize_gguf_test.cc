@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -852,24 +854,8 @@ TEST_CASE("quantize-gguf: the pass runs through qforge quantize", "[quantize-ggu
 }
 
 namespace {
-std::string run_cmd(const std::string& cmd, int& status) {
-  std::string out;
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) {
-    status = -1;
-    return out;
-  }
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  status = ::pclose(p);
-  return out;
-}
-std::string shq(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using qforge::test::run_capture;
+using qforge::test::shell_quote;
 }  // namespace
 
 TEST_CASE("quantize-gguf: llama.cpp gives qforge's Q4_K_M and Q8_0 the same next-token probabilities",
@@ -893,11 +879,11 @@ TEST_CASE("quantize-gguf: llama.cpp gives qforge's Q4_K_M and Q8_0 the same next
     a.ftype = ft.ftype;
     REQUIRE(llama_quantize(in, ref, a));
     qforge_quantize(in, out, qopts(ft.name));
-    const std::string cmd = "QFORGE_NPM_DIR=" + shq(npm) + " node " + shq(script) + " ";
+    const std::string cmd = "QFORGE_NPM_DIR=" + shell_quote(npm) + " node " + shell_quote(script) + " ";
     int s1 = 0, s2 = 0, s3 = 0;
-    const std::string o1 = run_cmd(cmd + shq(ref) + " 2>&1", s1);
-    const std::string o2 = run_cmd(cmd + shq(out) + " 2>&1", s2);
-    const std::string o3 = run_cmd(cmd + shq(in) + " 2>&1", s3);
+    const std::string o1 = run_capture(cmd + shell_quote(ref) + " 2>&1", s1);
+    const std::string o2 = run_capture(cmd + shell_quote(out) + " 2>&1", s2);
+    const std::string o3 = run_capture(cmd + shell_quote(in) + " 2>&1", s3);
     INFO(ft.name << ": " << o2.substr(0, 600));
     REQUIRE(s1 == 0);
     REQUIRE(s2 == 0);

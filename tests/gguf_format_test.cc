@@ -29,26 +29,10 @@ using namespace qforge;
 namespace {
 
 // A fresh directory per test case, removed afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() /
-           ("qforge_gguf_test_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : qforge::test::TempDir {
+  TempDir() : qforge::test::TempDir("qforge_gguf_test_") {}
 };
-
-std::vector<uint8_t> slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
+using qforge::test::slurp;
 
 std::string parse_error(const std::vector<uint8_t>& bytes, const std::string& name = "x.gguf") {
   try {

@@ -164,26 +164,10 @@ Llama& llama() {
 }
 
 // ------------------------------------------------------------------ helpers
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() /
-           ("quantize_gguf_test_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : qforge::test::TempDir {
+  TempDir() : qforge::test::TempDir("quantize_gguf_test_") {}
 };
-
-std::vector<uint8_t> slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
+using qforge::test::slurp;
 
 // The first difference between two GGUF files, in words ("" when the bytes are equal).
 std::string gguf_diff(const std::string& a, const std::string& b) {

@@ -1,8 +1,16 @@
 // Small helpers shared by tests that drive external programs.
 #pragma once
 
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <system_error>
+#include <vector>
 
 namespace qforge::test {
 
@@ -27,6 +35,32 @@ inline std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
+}
+
+// A fresh directory per test case (unique per process and instance), removed
+// afterwards.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix = "qforge_test_") {
+    static int n = 0;
+    path = std::filesystem::temp_directory_path() /
+           (prefix + std::to_string(::getpid()) + "_" + std::to_string(n++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// The bytes of a file (empty when it cannot be read).
+inline std::vector<uint8_t> slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
 }  // namespace qforge::test

@@ -23,27 +23,11 @@
 #include "gguf/tiny_llama.h"
 #include "qforge/status.h"
 #include "quantize_gguf.h"
+#include "tools/llama_abi.h"
 
 namespace {
 
-// llama.h of llama.cpp v0.5.0 (node-llama-cpp 3.22.1): llama_model_quantize_params.
-struct llama_model_quantize_params {
-  int32_t nthread;
-  int ftype;
-  int output_tensor_type;
-  int token_embedding_type;
-  bool allow_requantize;
-  bool quantize_output_tensor;
-  bool only_copy;
-  bool pure;
-  bool keep_split;
-  bool dry_run;
-  const void* imatrix;
-  const void* kv_overrides;
-  const void* tt_overrides;
-  const int32_t* prune_layers;
-  size_t max_buf_size;
-};
+using namespace qforge::llama_abi;
 
 int usage() {
   std::fprintf(stderr,

@@ -433,14 +433,14 @@ TEST_CASE("gguf: writer refuses bad models and leaves no output", "[gguf]") {
     Model m = sample_model();
     Tensor& t = m.tensors[3];
     t.data = nullptr;
-    t.producer = [] { return make_blob(std::vector<uint8_t>(100)); };
+    t.producer = [](std::string&) { return make_blob(std::vector<uint8_t>(100)); };
     expect(m, "tensor 'w.q4_k': expected 144 bytes");
   }
   {
     Model m = sample_model();
     m.tensors[0].data = nullptr;
-    m.tensors[0].producer = []() -> BlobPtr { throw Error("quantizer failed"); };
-    expect(m, "tensor 'w.f32': quantizer failed");
+    m.tensors[0].producer = guarded_producer("quantize-x", "w.f32", []() -> BlobPtr { throw Error("quantizer failed"); });
+    expect(m, "quantize-x: tensor 'w.f32': quantizer failed");
   }
 }
 
@@ -452,7 +452,7 @@ TEST_CASE("gguf: emit runs each lazy producer once, in order", "[gguf]") {
     BlobPtr data = t.data;
     std::string name = t.name;
     t.data = nullptr;
-    t.producer = [data, name, calls] {
+    t.producer = [data, name, calls](std::string&) {
       calls->push_back(name);
       return data;
     };

@@ -33,7 +33,7 @@ Tensor random_tensor(const std::string& name, std::vector<int64_t> shape, uint64
   uint64_t n = 1;
   for (int64_t d : t.shape) n *= static_cast<uint64_t>(d);
   uint64_t s0 = fnv1a(name) ^ (seed * 0x2545f4914f6cdd1dull);
-  t.producer = [n, s0, center, scale]() {
+  t.producer = [n, s0, center, scale](std::string&) {
     std::vector<uint8_t> bytes(n * 4);
     uint64_t s = s0;
     for (uint64_t i = 0; i < n; ++i) {

@@ -477,12 +477,12 @@ std::vector<std::function<BlobPtr()>> lazy_parts(size_t n,
 }
 
 Tensor make_lazy_tensor(std::string name, std::vector<int64_t> shape, ElemType type,
-                        std::function<BlobPtr()> producer) {
+                        std::function<BlobPtr()> producer, const std::string& pass) {
   Tensor t;
+  t.producer = guarded_producer(pass, name, std::move(producer));
   t.name = std::move(name);
   t.shape = std::move(shape);
   t.type = type;
-  t.producer = std::move(producer);
   return t;
 }
 

@@ -151,9 +151,10 @@ void check_float_data(const Tensor& t);
 // them.
 std::vector<std::function<BlobPtr()>> lazy_parts(size_t n,
                                                  std::function<std::vector<std::vector<uint8_t>>()> compute);
-// A tensor whose bytes come from `producer`.
+// A tensor whose bytes come from `producer` (which may throw: its errors
+// become the tensor's error, naming `pass` and the tensor).
 Tensor make_lazy_tensor(std::string name, std::vector<int64_t> shape, ElemType type,
-                        std::function<BlobPtr()> producer);
+                        std::function<BlobPtr()> producer, const std::string& pass);
 // The bytes of `v` as f32 or f16.
 std::vector<uint8_t> float_bytes(const std::vector<float>& v, ElemType type);
 

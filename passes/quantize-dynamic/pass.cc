@@ -232,9 +232,9 @@ class QuantizeDynamicPass : public quant::RewritePass {
     q.q = names.fresh(w.name + "_quantized");
     q.scale = names.fresh(w.name + "_scale");
     q.zp = names.fresh(w.name + "_zero_point");
-    q.tensors.push_back(quant::make_lazy_tensor(q.q, w.shape, cfg.weight_type, parts[0]));
-    q.tensors.push_back(quant::make_lazy_tensor(q.scale, pshape, ElemType::F32, parts[1]));
-    q.tensors.push_back(quant::make_lazy_tensor(q.zp, pshape, cfg.weight_type, parts[2]));
+    q.tensors.push_back(quant::make_lazy_tensor(q.q, w.shape, cfg.weight_type, parts[0], kPass));
+    q.tensors.push_back(quant::make_lazy_tensor(q.scale, pshape, ElemType::F32, parts[1], kPass));
+    q.tensors.push_back(quant::make_lazy_tensor(q.zp, pshape, cfg.weight_type, parts[2], kPass));
     return q;
   }
 };

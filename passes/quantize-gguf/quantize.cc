@@ -183,14 +183,19 @@ struct Job {
   std::vector<int64_t> shape;
   E from, to;
   BlobPtr src;  // or:
-  std::function<BlobPtr()> src_producer;
+  Producer src_producer;
   std::shared_ptr<const Imatrix> imatrix_owner;
   const float* imatrix = nullptr;  // ne0 * n_experts values, or null
   int threads = 1;
 };
 
 BlobPtr run_job(const Job& j) {
-  BlobPtr src = j.src ? j.src : j.src_producer();
+  BlobPtr src = j.src;
+  if (!src) {
+    std::string error;
+    src = j.src_producer(error);
+    if (!src) throw Error(error);
+  }
   const int64_t n_per_row = j.shape.back();
   int64_t numel = 1;
   for (int64_t d : j.shape) numel *= d;
@@ -424,7 +429,7 @@ QuantizeSummary quantize_model(Model& model, const QuantizeOptions& q, int threa
     if (d.to == d.from) {
       if (t.data) {
         BlobPtr src = t.data;
-        n.producer = [src]() -> BlobPtr { return std::make_shared<ReleasingBlob>(src); };
+        n.producer = [src](std::string&) -> BlobPtr { return std::make_shared<ReleasingBlob>(src); };
       } else {
         n.producer = t.producer;
       }
@@ -439,7 +444,7 @@ QuantizeSummary quantize_model(Model& model, const QuantizeOptions& q, int threa
       job->imatrix_owner = im;
       job->imatrix = imatrix_of[k];
       job->threads = threads;
-      n.producer = [job]() { return run_job(*job); };
+      n.producer = guarded_producer("quantize-gguf", t.name, [job]() { return run_job(*job); });
     }
     out.push_back(std::move(n));
   }

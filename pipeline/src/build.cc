@@ -229,7 +229,7 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
         } else if (n.kind == PlanNode::Kind::Pass) {
           auto model = std::make_shared<Model>(*parent);
           auto pass = n.pass->factory();
-          PassContext ctx{n.options, n.profile, n.targets.front(), m.dir, pass_threads, progress, {}, nullptr};
+          PassContext ctx{n.options, n.profile, n.targets.front(), m.dir, pass_threads, progress, {}, nullptr, {}};
           for (const auto& spec : n.pass->options)
             if (spec.type == OptType::Dataset) {
               auto it = n.options.find(spec.name);
@@ -255,8 +255,8 @@ BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& sta
           for (auto& t : counted.tensors)
             if (!t.data && t.producer) {
               ++lazy;
-              t.producer = [inner = t.producer, &progress]() {
-                BlobPtr b = inner();
+              t.producer = [inner = t.producer, &progress](std::string& error) {
+                BlobPtr b = inner(error);
                 progress.advance(1);
                 return b;
               };

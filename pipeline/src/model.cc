@@ -207,8 +207,9 @@ int64_t Tensor::rows() const {
 BlobPtr Tensor::bytes() const {
   if (data) return data;
   if (producer) {
-    BlobPtr b = producer();
-    if (!b) throw Error("tensor '" + name + "': its producer returned no data");
+    std::string error;
+    BlobPtr b = producer(error);
+    if (!b) throw Error(error.empty() ? "tensor '" + name + "': its producer returned no data" : error);
     return b;
   }
   throw Error("tensor '" + name + "' has no data");

@@ -34,6 +34,42 @@ const char* name_of(OptType t) {
   return "?";
 }
 
+const char* name_of(ArtifactKind k) {
+  switch (k) {
+    case ArtifactKind::Model: return "model";
+    case ArtifactKind::Table: return "table";
+    case ArtifactKind::File: return "file";
+  }
+  return "?";
+}
+
+bool parse_size(const std::string& text, SizeValue& out) {
+  static const std::regex re(R"(^\s*([0-9]+(\.[0-9]+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|bpw)?\s*$)");
+  std::smatch mt;
+  if (!std::regex_match(text, mt, re)) return false;
+  const double v = std::strtod(mt[1].str().c_str(), nullptr);
+  const std::string unit = mt[3].str();
+  if (unit == "bpw") {
+    if (v <= 0 || v > 64) return false;
+    out = {SizeValue::Unit::BitsPerWeight, v};
+    return true;
+  }
+  double mult = 1;
+  if (unit == "KB") mult = 1e3;
+  else if (unit == "MB") mult = 1e6;
+  else if (unit == "GB") mult = 1e9;
+  else if (unit == "TB") mult = 1e12;
+  else if (unit == "KiB") mult = 1024.0;
+  else if (unit == "MiB") mult = 1024.0 * 1024;
+  else if (unit == "GiB") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "TiB") mult = 1024.0 * 1024 * 1024 * 1024;
+  if (unit.empty() && mt[2].matched) return false;  // fractional bytes
+  const double bytes = std::floor(v * mult);
+  if (bytes < 1 || bytes > 9.0e18) return false;
+  out = {SizeValue::Unit::Bytes, bytes};
+  return true;
+}
+
 namespace {
 
 bool parse_int(const std::string& s, int64_t& out) {

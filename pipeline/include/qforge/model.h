@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -125,18 +126,44 @@ class MappedFile : public Blob {
   std::string path_;
 };
 
+// ---------------------------------------------------------------- lazy data
+// Lazy tensor data: returns the bytes, or null with `error` set to what went
+// wrong. A producer is made by one plugin (a pass) and run by another (a
+// format's emit), so it must never throw: make it with guarded_producer.
+using Producer = std::function<BlobPtr(std::string& error)>;
+
+// Wraps `fn` (a callable returning BlobPtr, which may throw) into a Producer
+// that catches inside the library that defines `fn` (this is a template, so it
+// is compiled there) and reports "<who>: tensor '<tensor>': <message>".
+template <class Fn>
+Producer guarded_producer(std::string who, std::string tensor, Fn fn) {
+  return [who = std::move(who), tensor = std::move(tensor), fn = std::move(fn)](std::string& error) -> BlobPtr {
+    try {
+      BlobPtr b = fn();
+      if (!b) error = who + ": tensor '" + tensor + "': no data was produced";
+      return b;
+    } catch (const std::exception& e) {
+      error = who + ": tensor '" + tensor + "': " + e.what();
+    } catch (...) {
+      error = who + ": tensor '" + tensor + "': unknown error";
+    }
+    return nullptr;
+  };
+}
+
 // ---------------------------------------------------------------- tensor
 struct Tensor {
   std::string name;
   std::vector<int64_t> shape;  // outermost first; the last dimension is contiguous
   ElemType type = ElemType::F32;
   BlobPtr data;                         // null while a producer is pending
-  std::function<BlobPtr()> producer;    // lazy data (e.g. a quantized tensor)
+  Producer producer;                    // lazy data (e.g. a quantized tensor)
 
   uint64_t numel() const;
   uint64_t nbytes() const;  // from type and shape
   // The tensor's bytes, running the producer if needed (not cached here:
-  // emit calls it once, then drops the result).
+  // emit calls it once, then drops the result). Throws qforge::Error with the
+  // producer's message; use it inside a library, never across a boundary.
   BlobPtr bytes() const;
   // Rows for row-wise encodings: numel / shape.back(); 1 for scalars.
   int64_t row_length() const { return shape.empty() ? 1 : shape.back(); }

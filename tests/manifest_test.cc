@@ -26,9 +26,65 @@ pipeline = [ { pass = "quantize-gguf", type = "{type}", n = "{ctx}" } ]
   CHECK(m.targets[1].name == "llm-Q4_K_M-2");
   CHECK(m.targets[3].name == "llm-Q8_0-2");
   CHECK(m.targets[2].pipeline[0].options.at("type").s == "Q8_0");
-  CHECK(m.targets[2].pipeline[0].options.at("n").s == "1");
+  // A whole-string placeholder takes the matrix value's type.
+  CHECK(m.targets[2].pipeline[0].options.at("n").kind == Value::Kind::Int);
+  CHECK(m.targets[2].pipeline[0].options.at("n").i == 1);
   CHECK(m.output_dir == "/tmp/qforge-test/dist");
   CHECK(m.cache_dir == "/tmp/qforge-test/.qforge/cache");
+}
+
+TEST_CASE("matrix everywhere: model, dataset names, typed values, literal braces", "[manifest]") {
+  Diagnostics d;
+  auto m = parse(R"(
+[models.a]
+path = "/dev/null"
+[models.b]
+path = "/dev/null"
+[datasets.cal-a]
+files = ["/dev/null"]
+[datasets.cal-b]
+files = ["/dev/null"]
+[[targets]]
+name = "{m}-w{bits}-{sym}-{p}"
+model = "{m}"
+matrix = { m = ["a", "b"], bits = [4, 8], sym = [true], p = [99.9] }
+output = "out/{m}/{bits}.onnx"
+pipeline = [ { pass = "x", id = "step-{m}", bits = "{bits}", symmetric = "{sym}", pct = "{p}", dataset = "cal-{m}", rule = "blk\\.[0-9]{2}\\.attn={{literal}}", inputs = ["{m}-w4-true-99.9/step-{m}"] } ]
+)", d);
+  INFO(d.render());
+  REQUIRE_FALSE(d.has_errors());
+  REQUIRE(m.targets.size() == 4);
+  const TargetDecl& t = m.targets[3];
+  CHECK(t.name == "b-w8-true-99.9");
+  CHECK(t.model == "b");
+  CHECK(t.output == "/tmp/qforge-test/out/b/8.onnx");
+  const StepDecl& s = t.pipeline[0];
+  CHECK(s.id == "step-b");
+  CHECK(s.options.at("bits").kind == Value::Kind::Int);
+  CHECK(s.options.at("bits").i == 8);
+  CHECK(s.options.at("symmetric").kind == Value::Kind::Bool);
+  CHECK(s.options.at("pct").kind == Value::Kind::Float);
+  CHECK(s.options.at("pct").f == 99.9);
+  CHECK(s.options.at("dataset").s == "cal-b");
+  // {2} is a regex quantifier, not a placeholder; {{ and }} write one brace.
+  CHECK(s.options.at("rule").s == "blk\\.[0-9]{2}\\.attn={literal}");
+  REQUIRE(s.inputs.size() == 1);
+  CHECK(s.inputs[0].target == "b-w4-true-99.9");
+  CHECK(s.inputs[0].step == "step-b");
+
+  Diagnostics d2;
+  parse(R"(
+[models.a]
+path = "/dev/null"
+[[targets]]
+name = "t-{m}"
+model = "{m}"
+matrix = { m = ["a", "c"] }
+pipeline = [ { pass = "x", opt = "{mm}" } ]
+)", d2);
+  const std::string text = d2.render();
+  CHECK_THAT(text, Catch::Contains("6:9: error: unknown model 'c' (in variant 't-c') (did you mean 'a'?)"));
+  CHECK_THAT(text, Catch::Contains("8:34: error: placeholder '{mm}' has no value: the matrix defines 'm' (did you mean 'm'?)"));
 }
 
 TEST_CASE("every mistake is reported with file:line:col and a suggestion", "[manifest]") {

@@ -890,11 +890,10 @@ TEST_CASE("quantize-gguf: peak memory does not grow with the number of layers",
 TEST_CASE("quantize-gguf: pass options in manifest and command-line forms", "[quantize-gguf]") {
   Options o;
   o["type"] = Value::of_string("q4_k_m");
-  Value tt;
-  tt.kind = Value::Kind::Table;
-  tt.table = {{"attn_v", Value::of_string("q8_0")},            // manifest: regex = type
-              {"1", Value::of_string("ffn_down=q5_K")},        // CLI: "REGEX=TYPE" values
-              {"2", Value::of_string("blk\\.(0|1)\\.=f16")}};  // split at the first '='
+  Value tt;  // "REGEX=TYPE" rules in order, as a manifest list and --tensor-type give them
+  tt.kind = Value::Kind::List;
+  tt.list = {Value::of_string("attn_v=q8_0"), Value::of_string("ffn_down=q5_K"),
+             Value::of_string("blk\\.(0|1)\\.=f16")};  // split at the first '='
   o["tensor_types"] = tt;
   Value inc;
   inc.kind = Value::Kind::List;

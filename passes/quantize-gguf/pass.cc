@@ -1,10 +1,14 @@
 // The quantize-gguf pass and its built-in plugin registration.
+#include <cctype>
 #include <memory>
+#include <regex>
 #include <string>
 
+#include "qforge/diag.h"
 #include "qforge/pass.h"
 #include "qforge/plugin.h"
 #include "qforge/status.h"
+#include "kernels/quants.h"
 #include "quantize_gguf.h"
 
 namespace qforge::gguf_quant {
@@ -30,6 +34,56 @@ class QuantizeGgufPass : public Pass {
   }
 };
 
+// Checks what can be checked before a model is read: the type names and the
+// rule patterns (at `qforge plan` time, with a suggestion for a misspelling).
+std::vector<OptionProblem> validate_options(const Options& o) {
+  std::vector<OptionProblem> out;
+  std::vector<std::string> file_type_names, tensor_type_names;
+  for (const auto& r : file_types()) file_type_names.push_back(r.name);
+  for (ElemType t : all_elem_types())
+    if (traits(t).ggml_id >= 0 && gguf::can_quantize(t)) tensor_type_names.push_back(name_of(t));
+  auto text = [&](const char* key) -> std::string {
+    auto it = o.find(key);
+    return it == o.end() || it->second.kind != Value::Kind::String ? "" : it->second.s;
+  };
+  auto upper = [](std::string s) {
+    for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return s;
+  };
+  auto tensor_type = [&](const std::string& option, const std::string& name, const std::string& context) {
+    auto t = elem_from_name(name);
+    if (!t || traits(*t).ggml_id < 0 || !gguf::can_quantize(*t))
+      out.push_back({option, context + "unknown tensor type '" + name + "'" + did_you_mean(name, tensor_type_names)});
+  };
+  if (const std::string type = text("type"); !type.empty()) {
+    try {
+      parse_file_type(type);
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      if (msg.rfind("quantize-gguf: ", 0) == 0) msg = msg.substr(15);
+      const std::string hint = did_you_mean(upper(type), file_type_names);
+      const auto semi = msg.find("; expected");
+      if (!hint.empty() && semi != std::string::npos) msg = msg.substr(0, semi) + hint + msg.substr(semi);
+      out.push_back({"type", msg});
+    }
+  }
+  if (const std::string t = text("output_tensor_type"); !t.empty()) tensor_type("output_tensor_type", t, "");
+  if (const std::string t = text("token_embedding_type"); !t.empty()) tensor_type("token_embedding_type", t, "");
+  if (auto it = o.find("tensor_types"); it != o.end() && it->second.kind == Value::Kind::List)
+    for (const Value& rule : it->second.list) {
+      const auto eq = rule.s.find('=');
+      if (eq == std::string::npos) continue;  // the pattern check reports it
+      try {
+        std::regex re(rule.s.substr(0, eq));
+      } catch (const std::regex_error& e) {
+        out.push_back({"tensor_types", "rule '" + rule.s + "': '" + rule.s.substr(0, eq) + "' is not a valid regex (" +
+                                           e.what() + ")"});
+      }
+      tensor_type("tensor_types", rule.s.substr(eq + 1), "rule '" + rule.s + "': ");
+    }
+  return out;
+}
+
 OptionSpec opt(const char* name, OptType type, const char* help, bool required = false) {
   OptionSpec s;
   s.name = name;
@@ -52,8 +106,9 @@ PassInfo quantize_gguf_info() {
           "IQ4_NL, IQ4_XS, F16, BF16, F32; aliases Q3_K, Q4_K, Q5_K) or a tensor type naming one",
           true),
       opt("imatrix", OptType::Path, "importance matrix (llama-imatrix GGUF or legacy .dat)"),
-      opt("tensor_types", OptType::Table,
-          "per-tensor type overrides { regex = type } (first match wins; beats the mixture rules)"),
+      opt("tensor_types", OptType::List,
+          "per-tensor type overrides [\"REGEX=TYPE\", ...], in order: the first matching rule wins, and "
+          "rules beat the mixture rules"),
       opt("output_tensor_type", OptType::String, "type of output.weight"),
       opt("token_embedding_type", OptType::String, "type of token_embd.weight"),
       opt("leave_output_tensor", OptType::Bool, "leave output.weight unquantized"),
@@ -64,6 +119,12 @@ PassInfo quantize_gguf_info() {
       opt("exclude_weights", OptType::List, "do not use the imatrix for tensors containing these"),
       opt("override_kv", OptType::List, "metadata overrides KEY=TYPE:VALUE (int, float, bool, str)"),
   };
+  for (auto& o : p.options)
+    if (o.name == "tensor_types") {
+      o.pattern = "[^=]+=[^=]+";
+      o.pattern_help = "REGEX=TYPE (e.g. \"attn_v=Q6_K\")";
+    }
+  p.validate = validate_options;
   p.factory = [] { return std::make_unique<QuantizeGgufPass>(); };
   return p;
 }

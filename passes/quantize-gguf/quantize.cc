@@ -282,20 +282,13 @@ QuantizeOptions options_from(const Options& o) {
   if (q.type.empty()) throw Error("quantize-gguf: option 'type' is required (e.g. \"Q4_K_M\")");
   q.imatrix = str_opt(o, "imatrix");
   if (auto it = o.find("imatrix"); it != o.end()) q.imatrix_written = it->second.written;
-  if (auto it = o.find("tensor_types"); it != o.end() && !it->second.is_null()) {
-    if (it->second.kind != Value::Kind::Table)
-      throw Error("quantize-gguf: option tensor_types: expected a table { regex = type }, found " +
-                  it->second.display());
-    for (const auto& [key, v] : it->second.table) {
-      if (v.kind != Value::Kind::String)
-        throw Error("quantize-gguf: tensor_types." + key + ": expected a type name, found " + v.display());
-      // The CLI passes "REGEX=TYPE" values under keys "0", "1", ...; a manifest writes
-      // regex = type. llama-quantize splits at the first '='.
-      if (const auto eq = v.s.find('='); eq != std::string::npos)
-        q.tensor_types.emplace_back(v.s.substr(0, eq), v.s.substr(eq + 1));
-      else
-        q.tensor_types.emplace_back(key, v.s);
-    }
+  // An ordered list of "REGEX=TYPE" rules, first match wins (the order is
+  // part of the cache key; a table, which has no order, is refused at plan time).
+  for (const std::string& rule : list_opt(o, "tensor_types")) {
+    const auto eq = rule.find('=');  // as llama-quantize splits --tensor-type
+    if (eq == std::string::npos)
+      throw Error("quantize-gguf: tensor_types: '" + rule + "' is not of the form REGEX=TYPE");
+    q.tensor_types.emplace_back(rule.substr(0, eq), rule.substr(eq + 1));
   }
   q.output_tensor_type = str_opt(o, "output_tensor_type");
   q.token_embedding_type = str_opt(o, "token_embedding_type");

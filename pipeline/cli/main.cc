@@ -1,4 +1,4 @@
-// qforge: the command line (DESIGN.md, "Command line").
+// qforge: the command line (docs/manifest.md, "Command line").
 // Exit status: 0 success, 1 build or input error, 2 usage error.
 #include <fcntl.h>
 #include <unistd.h>
@@ -192,7 +192,9 @@ struct BuildArgs {
   std::string manifest = "qforge.toml";
   std::vector<std::string> targets;
   int jobs = 0, threads = 0;
-  bool dry_run = false, explain = false, no_cache = false, json = false, verbose = false;
+  bool dry_run = false, explain = false, no_cache = false, json = false, verbose = false, strict = false;
+  bool summary_only = false;  // `qforge quantize`: one line, not the target table
+  bool plan_only = false;     // `qforge plan`
 };
 
 Manifest load_checked(const BuildArgs& a, Diagnostics& diags) {
@@ -216,25 +218,43 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
   Plan plan = make_plan(m, env.registry, env.profiles, stats, a.targets, diags);
   if (!diags.all().empty()) std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
   if (diags.has_errors()) return 1;
-  auto progress = make_console_progress(a.verbose || a.explain || a.dry_run);
+  if ((a.strict || m.strict) && !diags.all().empty()) {
+    std::fputs("error: warnings are errors (--strict)\n", stderr);
+    return 1;
+  }
+  const bool quiet_plan = a.json || (!a.dry_run && a.plan_only);
+  auto progress = quiet_plan ? std::unique_ptr<Progress>(new NullProgress()) : make_console_progress(a.verbose || a.explain || a.dry_run);
   BuildOptions bo;
   bo.jobs = a.jobs;
   bo.threads = a.threads;
-  bo.dry_run = a.dry_run;
+  bo.dry_run = a.dry_run || a.plan_only;
   bo.explain = a.explain;
   bo.no_cache = a.no_cache;
-  if (!a.no_cache) fs::create_directories(m.cache_dir, ec);
+  bo.strict = a.strict;
+  if (!a.no_cache && !bo.dry_run) fs::create_directories(m.cache_dir, ec);
   BuildResult r = run_build(plan, bo, stats, *progress);
-  if (!a.no_cache) stats.save();
+  if (!a.no_cache && !bo.dry_run) stats.save();
+  if (a.plan_only) {
+    std::fputs((a.json ? plan_json(plan, r) : plan_text(plan, r)).c_str(), stdout);
+    return 0;
+  }
   if (a.dry_run) {
     size_t run = 0;
     for (const auto& s : r.steps) run += s.status == "planned";
-    for (const auto& t : r.targets) run += t.status == "planned";
     std::printf("dry run: %zu of %zu nodes would run\n", run, plan.nodes.size());
     return 0;
   }
   if (write_reports_flag) write_reports(r, m);
-  std::fputs(report_table(r, m.dir).c_str(), stdout);
+  if (a.summary_only) {
+    for (const auto& t : r.targets) {
+      for (const auto& w : t.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+      if (!t.error.empty()) std::fprintf(stderr, "error: %s\n", t.error.c_str());
+      else std::printf("wrote %s (%llu bytes, %.2f bits per weight) in %.2fs\n", t.artifact.c_str(),
+                       (unsigned long long)t.bytes, t.bits_per_weight, r.seconds);
+    }
+  } else {
+    std::fputs(report_table(r, m.dir).c_str(), stdout);
+  }
   if (write_reports_flag) std::printf("report: %s/report.json, %s/report.md\n", m.output_dir.c_str(), m.output_dir.c_str());
   return r.ok() ? 0 : 1;
 }
@@ -257,6 +277,11 @@ int main(int argc, char** argv) {
   build->add_flag("--dry-run", b.dry_run, "Show what would run, do nothing");
   build->add_flag("--explain", b.explain, "Say why each node runs");
   build->add_flag("--no-cache", b.no_cache, "Neither read nor write the cache");
+  build->add_option("-t,--threads", b.threads,
+                    "Thread budget of the build: steps at once times the threads each uses never exceeds it "
+                    "(default: [build] threads, else the number of cores)")
+      ->check(CLI::Range(1, 1024));
+  build->add_flag("--strict", b.strict, "Warnings are errors (also [build] strict = true)");
   build->add_flag("-v,--verbose", b.verbose, "Print a line per step");
 
   BuildArgs p;
@@ -328,16 +353,45 @@ int main(int argc, char** argv) {
         std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
         return 1;
       }
-      for (const auto& path : m.plugin_paths) env.load_path(path);
-      for (const auto& d : m.profile_paths) env.profiles.load_dir(d, diags);
-      StatCache stats(m.cache_dir + "/stat-cache");
-      Plan pl = make_plan(m, env.registry, env.profiles, stats, p.targets, diags);
-      if (!diags.all().empty()) std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
-      if (diags.has_errors()) return 1;
-      std::fputs((p.json ? plan_json(pl, m.cache_dir, false) : plan_text(pl, m.cache_dir, false)).c_str(), stdout);
-      return 0;
+      p.plan_only = true;
+      return run_manifest(env, m, diags, p, false);
     }
     if (*quantize) {
+      // Usage errors first, against the pass's own schema and checks: exit 2, with a suggestion.
+      if (const PassInfo* qg = env.registry.pass("quantize-gguf")) {
+        const std::map<std::string, std::string> flag_of = {{"type", "--type"},
+                                                            {"tensor_types", "--tensor-type"},
+                                                            {"output_tensor_type", "--output-tensor-type"},
+                                                            {"token_embedding_type", "--token-embedding-type"}};
+        Options given;
+        given["type"] = Value::of_string(q_type);
+        if (!q_tensor_types.empty()) {
+          Value l;
+          l.kind = Value::Kind::List;
+          for (const auto& tt : q_tensor_types) l.list.push_back(Value::of_string(tt));
+          given["tensor_types"] = l;
+        }
+        if (!q_out_type.empty()) given["output_tensor_type"] = Value::of_string(q_out_type);
+        if (!q_embd_type.empty()) given["token_embedding_type"] = Value::of_string(q_embd_type);
+        std::vector<std::string> problems;
+        for (auto& [name, v] : given)
+          for (const auto& spec : qg->options) {
+            Diagnostics d;
+            if (spec.name != name || check_option_value(spec, v, "quantize-gguf", ".", nullptr, d)) continue;
+            std::string msg = d.all().empty() ? " is invalid" : d.all().front().message;
+            const std::string prefix = "option '" + name + "' of pass 'quantize-gguf'";
+            if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+            problems.push_back(flag_of.at(name) + (msg.rfind(": ", 0) == 0 ? msg : ":" + msg));
+          }
+        if (problems.empty() && qg->validate)
+          for (const auto& pr : qg->validate(given))
+            problems.push_back((flag_of.count(pr.option) ? flag_of.at(pr.option) : "--" + pr.option) + ": " + pr.message);
+        if (!problems.empty()) {
+          for (const auto& pr : problems) std::fprintf(stderr, "error: %s\n", pr.c_str());
+          std::fprintf(stderr, "Run with --help for more information.\n");
+          return 2;
+        }
+      }
       // The same pipeline as `build`: a one-target manifest made in memory.
       auto esc = [](const std::string& s) {
         std::string o = "'";
@@ -356,15 +410,7 @@ int main(int argc, char** argv) {
       // As typed: relative paths resolve against the working directory (the
       // in-memory manifest's), and the metadata records the path as given.
       if (!q_imatrix.empty()) opts += ", imatrix = " + esc(q_imatrix);
-      if (!q_tensor_types.empty()) {
-        opts += ", tensor_types = {";
-        for (size_t i = 0; i < q_tensor_types.size(); ++i) {
-          auto eq = q_tensor_types[i].rfind('=');
-          if (eq == std::string::npos) throw Error("--tensor-type " + q_tensor_types[i] + ": expected REGEX=TYPE");
-          opts += (i ? ", " : "") + std::string("\"") + std::to_string(i) + "\" = " + esc(q_tensor_types[i]);
-        }
-        opts += "}";
-      }
+      if (!q_tensor_types.empty()) opts += ", tensor_types = " + list(q_tensor_types);
       if (!q_include.empty()) opts += ", include_weights = " + list(q_include);
       if (!q_exclude.empty()) opts += ", exclude_weights = " + list(q_exclude);
       if (!q_override_kv.empty()) opts += ", override_kv = " + list(q_override_kv);
@@ -387,6 +433,7 @@ int main(int argc, char** argv) {
       qa.no_cache = true;
       qa.jobs = 1;  // one target: its pass uses --threads
       qa.threads = q_threads;
+      qa.summary_only = true;
       return run_manifest(env, m, diags, qa, false);
     }
   } catch (const Error& e) {

@@ -1,5 +1,12 @@
-// Executing a plan: decide what the cache already holds, run the rest on a
-// pool of workers (a node runs once its parent is done), store results.
+// Executing a plan (docs/architecture.md, "Running a build"). Stages:
+//   sweep    temporary files left by killed builds
+//   decide   top-down from each target: an artifact that is current is
+//            skipped, one in the cache is restored, else it must be built;
+//            each input of a node that runs is loaded from the cache when
+//            stored there (Tables, expensive Models), else run too
+//   execute  ready nodes on a pool of workers within one thread budget
+//   collect  per step and per target results for the reports
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -7,32 +14,95 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
 
 #include "qforge/atomic_file.h"
 #include "qforge/build.h"
 #include "qforge/cache.h"
 #include "qforge/dataset.h"
+#include "qforge/graph.h"
 #include "qforge/progress.h"
 #include "qforge/status.h"
 
 namespace fs = std::filesystem;
 
 namespace qforge {
+
+// ------------------------------------------------------------------ step logs
+void StepLog::merge(const StepLog& o) {
+  for (const auto& [k, v] : o.metrics) metrics[k] = v;
+  auto add = [](std::vector<std::string>& to, const std::vector<std::string>& from) {
+    for (const auto& l : from)
+      if (std::find(to.begin(), to.end(), l) == to.end()) to.push_back(l);
+  };
+  add(notes, o.notes);
+  add(warnings, o.warnings);
+  for (const auto& s : o.skipped)
+    if (std::none_of(skipped.begin(), skipped.end(), [&](const SkipRecord& x) {
+          return x.pass == s.pass && x.reason == s.reason && x.what == s.what;
+        }))
+      skipped.push_back(s);
+}
+
+std::vector<std::string> summarize_skips(const std::vector<SkipRecord>& skipped, size_t first_few) {
+  // Group by (pass, reason) in order of first appearance.
+  std::vector<std::pair<std::pair<std::string, std::string>, std::vector<std::string>>> groups;
+  for (const auto& s : skipped) {
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const auto& g) { return g.first.first == s.pass && g.first.second == s.reason; });
+    if (it == groups.end()) groups.push_back({{s.pass, s.reason}, {s.what}});
+    else it->second.push_back(s.what);
+  }
+  std::vector<std::string> out;
+  for (const auto& [pr, whats] : groups) {
+    std::string line = pr.first + " skipped " + std::to_string(whats.size()) + " (" + pr.second + "): ";
+    for (size_t i = 0; i < whats.size() && i < first_few; ++i) line += (i ? ", " : "") + whats[i];
+    if (whats.size() > first_few) line += " and " + std::to_string(whats.size() - first_few) + " more";
+    out.push_back(line);
+  }
+  return out;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::vector<int> chain_of(const Plan& plan, int node) {
-  std::vector<int> chain;
-  for (int n = node; n >= 0; n = plan.nodes[n].parent) chain.push_back(n);
-  std::reverse(chain.begin(), chain.end());
-  return chain;
+StepLog log_of(const CacheEntry& e) {
+  StepLog l;
+  l.metrics = e.metrics;
+  l.notes = e.notes;
+  l.warnings = e.warnings;
+  for (const auto& s : e.skipped) l.skipped.push_back({s.pass, s.reason, s.what});
+  return l;
 }
 
+CacheEntry entry_of(const StepLog& l) {
+  CacheEntry e;
+  e.metrics = l.metrics;
+  e.notes = l.notes;
+  e.warnings = l.warnings;
+  for (const auto& s : l.skipped) e.skipped.push_back({s.pass, s.reason, s.what});
+  return e;
+}
+
+// Every node `node` depends on, itself included, in plan order.
+std::vector<int> ancestors(const Plan& plan, int node) {
+  std::set<int> seen;
+  std::vector<int> stack{node};
+  while (!stack.empty()) {
+    int n = stack.back();
+    stack.pop_back();
+    if (n < 0 || !seen.insert(n).second) continue;
+    for (int in : plan.nodes[n].inputs) stack.push_back(in);
+  }
+  return {seen.begin(), seen.end()};
+}
+
+// What produced a target, one line per node, for --explain next time.
 std::string record_of(const Plan& plan, int emit) {
   std::string s;
-  for (int n : chain_of(plan, emit)) s += plan.nodes[n].fingerprint + "\n";
+  for (int n : ancestors(plan, emit)) s += plan.nodes[n].fingerprint + "\n";
   return s;
 }
 
@@ -49,350 +119,618 @@ std::string why_rebuild(const Plan& plan, int emit, const std::optional<std::str
   if (!previous) return "not cached (first build of this target)";
   auto before = lines(*previous);
   auto now = lines(record_of(plan, emit));
-  for (size_t i = 0; i < std::max(before.size(), now.size()); ++i) {
-    std::string b = i < before.size() ? before[i] : "";
-    std::string a = i < now.size() ? now[i] : "";
-    if (a == b) continue;
-    if (a.rfind("import ", 0) == 0 && b.rfind("import ", 0) == 0) {
-      auto path = plan.nodes[chain_of(plan, emit).front()].path;
-      return "input changed: " + path + " (its contents differ from the last build)";
+  std::vector<std::string> added, removed;
+  for (const auto& a : now)
+    if (std::find(before.begin(), before.end(), a) == before.end()) added.push_back(a);
+  for (const auto& b : before)
+    if (std::find(now.begin(), now.end(), b) == now.end()) removed.push_back(b);
+  if (added.empty() && removed.empty())
+    return "not cached (same recipe as the last build, but its cache entry is gone)";
+  for (const auto& a : added) {
+    if (a.rfind("import ", 0) == 0)
+      for (const auto& b : removed)
+        if (b.rfind("import ", 0) == 0) {
+          for (int n : ancestors(plan, emit))
+            if (plan.nodes[n].kind == PlanNode::Kind::Import && plan.nodes[n].fingerprint == a)
+              return "input changed: " + plan.nodes[n].path + " (its contents differ from the last build)";
+        }
+    if (a.rfind("pass ", 0) == 0) {
+      const std::string an = a.substr(5, a.find(' ', 5) - 5);
+      for (const auto& b : removed)
+        if (b.rfind("pass " + an + " ", 0) == 0)
+          return "pass options changed: " + an + " " + b.substr(b.find('{')) + " -> " + a.substr(a.find('{'));
     }
-    if (a.rfind("pass ", 0) == 0 && b.rfind("pass ", 0) == 0) {
-      auto an = a.substr(5, a.find(' ', 5) - 5), bn = b.substr(5, b.find(' ', 5) - 5);
-      if (an == bn) return "pass options changed: " + an + " " + b.substr(b.find('{')) + " -> " + a.substr(a.find('{'));
-      return "pipeline changed: '" + bn + "' became '" + an + "'";
-    }
-    if (a.empty() || b.empty()) return "pipeline changed: a step was " + std::string(a.empty() ? "removed" : "added");
-    return "build recipe changed: '" + b + "' -> '" + a + "'";
   }
-  return "not cached (same recipe as the last build, but its cache entry is gone)";
+  if (!added.empty() && !removed.empty()) return "build recipe changed: '" + removed[0] + "' -> '" + added[0] + "'";
+  return "pipeline changed: a step was " + std::string(added.empty() ? "removed" : "added") + ": '" +
+         (added.empty() ? removed[0] : added[0]) + "'";
 }
 
-// Bits of the emitted tensors (weights, and the scales and zero points that
-// quantization adds) per parameter of the model as imported: what a variant
-// costs per original weight.
-double bits_per_weight(const Model& out, const Model* imported) {
+// Tensors that carry weights (not shapes, indices or strings).
+bool weight_like(ElemType t) {
+  switch (t) {
+    case ElemType::I32:
+    case ElemType::U32:
+    case ElemType::I64:
+    case ElemType::U64:
+    case ElemType::Bool:
+    case ElemType::String:
+    case ElemType::Complex64:
+    case ElemType::Complex128: return false;
+    default: return true;
+  }
+}
+
+// Bits and elements of a model's weights: its tensors and the tensors of
+// Constant nodes (exporters that write weights as nodes).
+std::pair<uint64_t, uint64_t> weight_bits(const Model& m) {
   uint64_t bits = 0, n = 0;
-  for (const auto& t : out.tensors)
-    if (t.type != ElemType::String) bits += t.nbytes() * 8;
-  for (const auto& t : (imported ? *imported : out).tensors)
-    if (t.type != ElemType::String) n += t.numel();
+  auto add = [&](const Tensor& t) {
+    if (!weight_like(t.type)) return;
+    bits += t.nbytes() * 8;
+    n += t.numel();
+  };
+  for (const auto& t : m.tensors) add(t);
+  if (m.graph)
+    for (const auto& node : m.graph->nodes)
+      if (node.op_type == "Constant" && (node.domain.empty() || node.domain == "ai.onnx"))
+        for (const auto& a : node.attributes)
+          if (a.type == Attribute::Type::Tensor)
+            for (const auto& t : a.tensors) add(t);
+  return {bits, n};
+}
+
+// Bits of the emitted weights (with the scales and zero points quantization
+// adds) per weight of the model as imported: what a variant costs per
+// original weight (32 for an f32 model, 16 for f16).
+double bits_per_weight(const Model& out, const Model* imported) {
+  const uint64_t bits = weight_bits(out).first;
+  const uint64_t n = weight_bits(imported ? *imported : out).second;
   return n ? static_cast<double>(bits) / static_cast<double>(n) : 0;
 }
 
-}  // namespace
+// The format a model node's result is written in when stored: its import's.
+const Format* source_format(const Plan& plan, int node) {
+  for (int n = node; n >= 0; n = plan.nodes[n].model_input())
+    if (plan.nodes[n].kind == PlanNode::Kind::Import) return plan.nodes[n].format;
+  return nullptr;
+}
 
-BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress) {
-  Progress& outer_progress = progress;
-  const Manifest& m = *plan.manifest;
-  auto t0 = Clock::now();
-  BuildResult result;
-  const size_t N = plan.nodes.size();
-  std::unique_ptr<Cache> cache;
-  if (!opts.no_cache) cache = std::make_unique<Cache>(m.cache_dir);
-
-  enum class St { Idle, Needed, Cached, Built, Failed, Skipped };
-  std::vector<St> state(N, St::Idle);
-  std::vector<std::string> why(N);
-  std::vector<double> secs(N, 0);
-  std::vector<std::map<std::string, double>> metrics(N);
-  std::vector<std::vector<std::string>> notes(N);
-  std::vector<std::string> errors(N);
-  std::vector<double> bpw(N, 0);
-
-  // 0. Temporary files of builds that were killed.
-  if (!opts.dry_run) {
-    std::set<std::string> dirs;
-    for (const auto& t : plan.targets) dirs.insert(fs::path(t.artifact).parent_path().string());
-    size_t swept = 0;
-    for (const auto& d : dirs) swept += sweep_stale_temps(d);
-    if (cache) {
-      swept += sweep_stale_temps(cache->dir() + "/keys");
-      swept += sweep_stale_temps(cache->dir() + "/targets");
-      std::error_code ec;
-      for (const auto& sub : fs::directory_iterator(cache->dir() + "/objects", ec))
-        if (sub.is_directory()) swept += sweep_stale_temps(sub.path().string());
-    }
-    if (swept) progress.info("removed " + std::to_string(swept) + " temporary file(s) left by an interrupted build");
+class Builder {
+ public:
+  Builder(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress)
+      : plan_(plan), m_(*plan.manifest), opts_(opts), stats_(stats), progress_(progress), st_(plan.nodes.size()) {
+    if (!opts.no_cache) cache_ = std::make_unique<Cache>(m_.cache_dir);
+    strict_ = opts.strict || m_.strict;
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    budget_ = opts.threads > 0 ? opts.threads : m_.threads > 0 ? m_.threads : cores;
+    const int jobs = opts.jobs > 0 ? opts.jobs : m_.jobs > 0 ? m_.jobs : budget_;
+    concurrency_ = std::max(1, std::min(jobs, budget_));
+    if (jobs > budget_)
+      progress_.info("running " + std::to_string(concurrency_) + " steps at once, not " + std::to_string(jobs) +
+                     ": the thread budget is " + std::to_string(budget_));
   }
 
-  // 1. What the cache holds.
-  for (const auto& t : plan.targets) {
-    const PlanNode& e = plan.nodes[t.emit];
-    std::optional<CacheEntry> entry;
-    if (cache) entry = cache->lookup(e.key);
-    if (entry) {
-      bool current = true;
-      for (const auto& f : entry->files) {
-        std::error_code ec;
-        std::string p = e.artifact + f.suffix;
-        if (!fs::is_regular_file(p, ec) || fs::file_size(p, ec) != f.size || stats.digest(p) != f.digest) {
-          current = false;
-          break;
-        }
-      }
-      if (current) {
-        state[t.emit] = St::Cached;
-        why[t.emit] = "up to date";
-      } else if (opts.dry_run) {
-        state[t.emit] = St::Cached;
-        why[t.emit] = "restore from cache: " + e.artifact + " is missing or differs";
-      } else {
-        fs::create_directories(fs::path(e.artifact).parent_path());
-        std::string err = cache->restore(*entry, e.artifact);
-        if (err.empty()) {
-          state[t.emit] = St::Cached;
-          why[t.emit] = "restored from cache: " + e.artifact + " was missing or differed";
+  BuildResult run() {
+    auto t0 = Clock::now();
+    if (!opts_.dry_run) sweep();
+    decide();
+    if (opts_.explain || opts_.dry_run) explain();
+    if (!opts_.dry_run) execute();
+    BuildResult r = collect();
+    r.seconds = since(t0);
+    return r;
+  }
+
+ private:
+  enum class St { Unneeded, Cached, Load, Run, Done, Loaded, Failed, Skipped };
+  struct NodeState {
+    St st = St::Unneeded;
+    std::string why;
+    std::optional<CacheEntry> entry;  // Load, Cached
+    StepLog log;                      // what this node's steps said (own + inputs')
+    double secs = 0, bpw = 0;
+    int threads = 0;
+    std::string error;
+    std::shared_ptr<const Model> model;
+    std::shared_ptr<const Table> table;
+    bool started = false;
+    int waiting_consumers = 0;
+  };
+
+  // ------------------------------------------------------------ sweep
+  void sweep() {
+    std::set<std::string> dirs;
+    for (const auto& t : plan_.targets) dirs.insert(fs::path(t.artifact).parent_path().string());
+    size_t swept = 0;
+    for (const auto& d : dirs) swept += sweep_stale_temps(d);
+    if (cache_) {
+      for (const char* sub : {"/keys", "/targets", "/work"}) swept += sweep_stale_temps(cache_->dir() + sub);
+      std::error_code ec;
+      for (const auto& sub : fs::directory_iterator(cache_->dir() + "/objects", ec))
+        if (sub.is_directory()) swept += sweep_stale_temps(sub.path().string());
+    }
+    if (swept) progress_.info("removed " + std::to_string(swept) + " temporary file(s) left by an interrupted build");
+  }
+
+  // ------------------------------------------------------------ decide
+  bool artifact_current(const PlanNode& e, const CacheEntry& entry) {
+    for (const auto& f : entry.files) {
+      std::error_code ec;
+      std::string p = e.artifact + f.suffix;
+      if (!fs::is_regular_file(p, ec) || fs::file_size(p, ec) != f.size || stats_.digest(p) != f.digest) return false;
+    }
+    return true;
+  }
+
+  void decide() {
+    for (const auto& t : plan_.targets) {
+      const PlanNode& e = plan_.nodes[t.emit];
+      NodeState& s = st_[t.emit];
+      std::string why_not;
+      std::optional<CacheEntry> entry;
+      if (cache_) entry = cache_->lookup(e.key, &why_not);
+      if (entry) {
+        if (artifact_current(e, *entry)) {
+          s.st = St::Cached;
+          s.why = "up to date";
+        } else if (opts_.dry_run) {
+          s.st = St::Cached;
+          s.why = "restore from cache: " + e.artifact + " is missing or differs";
         } else {
-          progress.warn(err + "; rebuilding target '" + t.decl.name + "'");
-          state[t.emit] = St::Needed;
-          why[t.emit] = "cache entry corrupt (" + err + ")";
-          entry.reset();
+          fs::create_directories(fs::path(e.artifact).parent_path());
+          std::string err = cache_->restore(*entry, e.artifact);
+          if (err.empty()) {
+            s.st = St::Cached;
+            s.why = "restored from cache: " + e.artifact + " was missing or differed";
+          } else {
+            progress_.warn(err + "; rebuilding target '" + t.decl.name + "'");
+            s.why = "cache entry corrupt (" + err + ")";
+            entry.reset();
+          }
         }
       }
       if (entry) {
-        metrics[t.emit] = entry->metrics;
-        notes[t.emit] = entry->notes;
-        bpw[t.emit] = entry->bits_per_weight;
-        secs[t.emit] = 0;
+        s.entry = entry;
+        s.log = log_of(*entry);
+        s.bpw = entry->bits_per_weight;
+        continue;
       }
-    } else {
-      state[t.emit] = St::Needed;
-      why[t.emit] = opts.no_cache ? "--no-cache" : why_rebuild(plan, t.emit, cache ? cache->read_record(t.decl.name) : std::nullopt);
+      s.st = St::Run;
+      if (s.why.empty())
+        s.why = opts_.no_cache ? "--no-cache"
+                : why_not.rfind("its cache record", 0) == 0
+                    ? why_not
+                    : why_rebuild(plan_, t.emit, cache_ ? cache_->read_record(t.decl.name) : std::nullopt);
+      for (int in : e.inputs) demand(in, t.emit);
     }
   }
-  // 2. Ancestors of what must be built.
-  for (int i = static_cast<int>(N) - 1; i >= 0; --i) {
-    if (state[i] != St::Needed) continue;
-    int p = plan.nodes[i].parent;
-    if (p >= 0 && state[p] != St::Needed) {
-      state[p] = St::Needed;
-      why[p] = "needed by " + plan.nodes[i].label;
+
+  // Node `i`'s result is needed by node `by`: load it from the cache or run it.
+  void demand(int i, int by) {
+    if (i < 0 || st_[i].st != St::Unneeded) return;
+    const PlanNode& n = plan_.nodes[i];
+    NodeState& s = st_[i];
+    std::string why_not = "not in the cache";
+    if (n.store && cache_) {
+      if (auto entry = cache_->lookup(n.key, &why_not)) {
+        std::string err = cache_->verify(*entry);
+        if (err.empty()) {
+          s.st = St::Load;
+          s.why = "cached " + std::string(name_of(n.produces)) + " " + n.key.substr(0, 12) + " (made by an earlier build)";
+          s.entry = entry;
+          return;
+        }
+        progress_.warn(err + "; recomputing " + n.label);
+        why_not = "cache entry corrupt (" + err + ")";
+      }
+    }
+    s.st = St::Run;
+    const std::string need = "needed by " + plan_.nodes[by].label;
+    s.why = opts_.no_cache ? need + " (--no-cache)" : n.store ? need + " (" + why_not + ")" : need + " (" + n.store_why + ")";
+    for (int in : n.inputs) demand(in, i);
+  }
+
+  void explain() {
+    for (size_t i = 0; i < st_.size(); ++i) {
+      const NodeState& s = st_[i];
+      const PlanNode& n = plan_.nodes[i];
+      std::string verb;
+      if (s.st == St::Run) verb = opts_.dry_run ? "would run " : "run ";
+      else if (s.st == St::Load) verb = opts_.dry_run ? "would load " : "load ";
+      else if (n.kind == PlanNode::Kind::Emit) verb = "skip ";
+      else continue;
+      progress_.info(verb + n.label + ": " + s.why);
     }
   }
-  for (size_t i = 0; i < N; ++i)
-    if (state[i] == St::Idle) state[i] = St::Cached;
 
-  if (opts.explain || opts.dry_run)
-    for (size_t i = 0; i < N; ++i)
-      if (state[i] == St::Needed || plan.nodes[i].kind == PlanNode::Kind::Emit)
-        progress.info((state[i] == St::Needed ? (opts.dry_run ? "would run " : "run ") : "skip ") + plan.nodes[i].label +
-                      ": " + why[i]);
+  // ------------------------------------------------------------ execute
+  bool ready(size_t i) const {
+    const NodeState& s = st_[i];
+    if (s.started || (s.st != St::Run && s.st != St::Load)) return false;
+    if (s.st == St::Load) return true;
+    for (int in : plan_.nodes[i].inputs)
+      if (in >= 0 && st_[in].st != St::Done && st_[in].st != St::Loaded) return false;
+    return true;
+  }
 
-  // 3. Run.
-  if (!opts.dry_run) {
-    int jobs = opts.jobs > 0 ? opts.jobs : (m.jobs > 0 ? m.jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    const int pass_threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<std::shared_ptr<const Model>> out(N);
-    std::vector<int> pending_children(N, 0);
+  bool doomed(size_t i) const {
+    if (st_[i].st != St::Run) return false;
+    for (int in : plan_.nodes[i].inputs)
+      if (in >= 0 && (st_[in].st == St::Failed || st_[in].st == St::Skipped)) return true;
+    return false;
+  }
+
+  void execute() {
+    const size_t N = st_.size();
     for (size_t i = 0; i < N; ++i)
-      if (state[i] == St::Needed && plan.nodes[i].parent >= 0) ++pending_children[plan.nodes[i].parent];
-    std::mutex mu;
-    std::condition_variable cv;
-    std::vector<bool> started(N, false);
+      if (st_[i].st == St::Run)
+        for (int in : plan_.nodes[i].inputs)
+          if (in >= 0) ++st_[in].waiting_consumers;
     size_t remaining = 0;
-    for (size_t i = 0; i < N; ++i) remaining += state[i] == St::Needed;
-    std::map<std::string, std::shared_ptr<const Model>> imports;  // model name -> imported (reference for evaluation)
-
+    for (const auto& s : st_) remaining += s.st == St::Run || s.st == St::Load;
     // One progress task per node, alive until the build ends (lazy tensors
     // made by a pass may report after the pass returned).
-    std::vector<std::unique_ptr<Progress>> tasks(N);
-    for (size_t i = 0; i < N; ++i) tasks[i] = progress.task();
-    auto run_node = [&](size_t i) {
-      const PlanNode& n = plan.nodes[i];
-      Progress& progress = tasks[i] ? *tasks[i] : outer_progress;
-      auto start = Clock::now();
-      std::shared_ptr<const Model> parent;
-      std::map<std::string, double> inherited;
-      std::vector<std::string> inherited_notes;
-      {
-        std::lock_guard<std::mutex> lk(mu);
-        if (n.parent >= 0) {
-          parent = out[n.parent];
-          inherited = metrics[n.parent];
-          inherited_notes = notes[n.parent];
-        }
-      }
-      std::string error;
-      std::shared_ptr<const Model> produced;
-      std::map<std::string, double> my_metrics = inherited;
-      std::vector<std::string> my_notes = inherited_notes;
-      double my_bpw = 0;
-      try {
-        if (n.kind == PlanNode::Kind::Import) {
-          auto model = std::make_shared<Model>();
-          Status s = n.format->import_model(n.path, *model);
-          if (!s.ok) throw Error(s.message);
-          if (model->format.empty()) model->format = n.format->name();
-          model->source = n.path;
-          produced = model;
-        } else if (n.kind == PlanNode::Kind::Pass) {
-          auto model = std::make_shared<Model>(*parent);
-          auto pass = n.pass->factory();
-          PassContext ctx{n.options, n.profile, n.targets.front(), m.dir, pass_threads, progress, {}, nullptr, {}};
-          for (const auto& spec : n.pass->options)
-            if (spec.type == OptType::Dataset) {
-              auto it = n.options.find(spec.name);
-              if (it != n.options.end()) ctx.datasets[it->second.s] = &plan.datasets.at(it->second.s);
-            }
-          {
-            std::lock_guard<std::mutex> lk(mu);
-            auto it = imports.find(n.model);
-            ctx.reference = it == imports.end() ? nullptr : it->second.get();
-          }
-          PassResult r = pass->run(*model, ctx);
-          pass.reset();
-          if (!r.status.ok) throw Error(n.pass->name + ": " + r.status.message);
-          for (const auto& [k, v] : r.metrics) my_metrics[k] = v;
-          for (const auto& l : r.notes) my_notes.push_back(l);
-          produced = model;
-        } else {
-          fs::create_directories(fs::path(n.artifact).parent_path());
-          // Lazy tensors (e.g. quantized on demand) are the slow part of an
-          // emit: count them as they are produced.
-          Model counted = *parent;
-          uint64_t lazy = 0;
-          for (auto& t : counted.tensors)
-            if (!t.data && t.producer) {
-              ++lazy;
-              t.producer = [inner = t.producer, &progress](std::string& error) {
-                BlobPtr b = inner(error);
-                progress.advance(1);
-                return b;
-              };
-            }
-          if (lazy) progress.begin(n.label, lazy, "tensors");
-          Status s = n.format->emit_model(counted, n.artifact, {});
-          if (lazy) progress.end();
-          if (!s.ok) throw Error(s.message);
-          {
-            std::lock_guard<std::mutex> lk(mu);
-            auto it = imports.find(n.model);
-            my_bpw = bits_per_weight(*parent, it == imports.end() ? nullptr : it->second.get());
-          }
-          if (cache) {
-            CacheEntry e;
-            e.files.push_back({"", stats.digest(n.artifact), fs::file_size(n.artifact)});
-            std::error_code ec;
-            if (fs::is_regular_file(n.artifact + ".data", ec))
-              e.files.push_back({".data", stats.digest(n.artifact + ".data"), fs::file_size(n.artifact + ".data")});
-            e.metrics = my_metrics;
-            e.notes = my_notes;
-            e.bits_per_weight = my_bpw;
-            e.seconds = since(start);
-            cache->store(n.key, n.artifact, e);
-          }
-        }
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-      std::lock_guard<std::mutex> lk(mu);
-      secs[i] = since(start);
-      if (!error.empty()) {
-        state[i] = St::Failed;
-        errors[i] = error;
-        progress.warn("error: " + n.label + ": " + error);
-      } else {
-        state[i] = St::Built;
-        out[i] = produced;
-        metrics[i] = my_metrics;
-        notes[i] = my_notes;
-        bpw[i] = my_bpw;
-        if (n.kind == PlanNode::Kind::Import) imports[n.model] = produced;
-        progress.info("done " + n.label + " (" + std::to_string(static_cast<int>(secs[i] * 1000)) + " ms)");
-      }
-      if (n.parent >= 0 && --pending_children[n.parent] == 0) {
-        // Keep imports as evaluation references; release everything else.
-        if (plan.nodes[n.parent].kind != PlanNode::Kind::Import) out[n.parent].reset();
-      }
-      --remaining;
-      cv.notify_all();
-    };
+    tasks_.resize(N);
+    for (size_t i = 0; i < N; ++i) tasks_[i] = progress_.task();
+    int free_threads = budget_, running = 0;
 
     std::vector<std::thread> workers;
-    for (int w = 0; w < jobs; ++w)
+    for (int w = 0; w < concurrency_; ++w)
       workers.emplace_back([&] {
-        std::unique_lock<std::mutex> lk(mu);
+        std::unique_lock<std::mutex> lk(mu_);
         for (;;) {
           if (remaining == 0) {
-            cv.notify_all();
+            cv_.notify_all();
             return;
           }
-          // The first ready node in plan order (a deterministic preference).
-          size_t pick = N;
-          for (size_t i = 0; i < N && pick == N; ++i) {
-            if (state[i] != St::Needed || started[i]) continue;
-            int p = plan.nodes[i].parent;
-            if (p >= 0 && (state[p] == St::Failed || state[p] == St::Skipped)) {
-              started[i] = true;
-              state[i] = St::Skipped;
-              errors[i] = "not run: an earlier step failed";
+          size_t pick = N, n_ready = 0;
+          for (size_t i = 0; i < N; ++i) {
+            if (st_[i].started) continue;
+            if (doomed(i)) {
+              st_[i].started = true;
+              st_[i].st = St::Skipped;
+              st_[i].error = "not run: an earlier step failed";
               --remaining;
-              cv.notify_all();
-            } else if (p < 0 || state[p] == St::Built) {
-              pick = i;
+              cv_.notify_all();
+              continue;
+            }
+            if (ready(i)) {
+              ++n_ready;
+              if (pick == N) pick = i;
             }
           }
-          if (pick == N) {
-            if (remaining > 0) cv.wait(lk);
+          if (pick == N || free_threads < 1 || running >= concurrency_) {
+            if (remaining > 0) cv_.wait(lk);
             continue;
           }
-          started[pick] = true;
+          // A fair share of the free threads among what can start now.
+          const int slots = std::max(1, std::min<int>(static_cast<int>(n_ready), concurrency_ - running));
+          const int share = std::max(1, free_threads / slots);
+          st_[pick].started = true;
+          st_[pick].threads = share;
+          free_threads -= share;
+          ++running;
           lk.unlock();
-          run_node(pick);
+          run_node(pick, share);
           lk.lock();
+          free_threads += share;
+          --running;
+          --remaining;
+          for (int in : plan_.nodes[pick].inputs)
+            if (in >= 0 && --st_[in].waiting_consumers == 0 && plan_.nodes[in].kind != PlanNode::Kind::Import) {
+              st_[in].model.reset();  // imports stay: they are the reference for evaluation
+              st_[in].table.reset();
+            }
+          cv_.notify_all();
         }
       });
     for (auto& w : workers) w.join();
   }
 
-  // 4. Results.
-  for (size_t i = 0; i < N; ++i) {
-    const PlanNode& n = plan.nodes[i];
-    StepResult s;
-    s.key = n.key;
-    s.pass = n.kind == PlanNode::Kind::Import ? "import" : n.kind == PlanNode::Kind::Emit ? "emit" : n.pass->name;
-    s.model = n.model;
-    s.label = n.label;
-    s.targets = n.targets;
-    s.status = state[i] == St::Built ? "built" : state[i] == St::Failed ? "failed" : state[i] == St::Skipped ? "skipped"
-             : state[i] == St::Needed ? "planned" : "cached";
-    s.seconds = secs[i];
-    s.why = why[i];
-    result.steps.push_back(s);
-  }
-  for (const auto& t : plan.targets) {
-    const PlanNode& e = plan.nodes[t.emit];
-    TargetResult r;
-    r.name = t.decl.name;
-    r.model = t.decl.model;
-    r.profile = t.profile;
-    r.format = t.format;
-    r.artifact = t.artifact;
-    std::error_code ec;
-    r.bytes = fs::is_regular_file(e.artifact, ec) ? fs::file_size(e.artifact, ec) : 0;
-    if (fs::is_regular_file(e.artifact + ".data", ec)) r.bytes += fs::file_size(e.artifact + ".data", ec);
-    r.bits_per_weight = bpw[t.emit];
-    r.metrics = metrics[t.emit];
-    r.notes = notes[t.emit];
-    for (int n : chain_of(plan, t.emit)) r.seconds += state[n] == St::Built ? secs[n] : 0;
-    St st = state[t.emit];
-    r.status = st == St::Built ? "built" : st == St::Cached ? "cached" : st == St::Needed ? "planned" : "failed";
-    if (st == St::Failed || st == St::Skipped) {
-      for (int n : chain_of(plan, t.emit))
-        if (state[n] == St::Failed) r.error = plan.nodes[n].label + ": " + errors[n];
-      r.status = "failed";
-      ++result.failed;
-    } else if (st == St::Built) {
-      ++result.built;
-    } else if (st == St::Cached) {
-      ++result.cached;
+  Progress& task_progress(size_t i) { return tasks_[i] ? *tasks_[i] : progress_; }
+
+  void run_node(size_t i, int threads) {
+    const PlanNode& n = plan_.nodes[i];
+    const bool load = st_[i].st == St::Load;
+    auto start = Clock::now();
+    StepLog log, own;
+    std::shared_ptr<const Model> model;
+    std::shared_ptr<const Table> table;
+    std::vector<std::shared_ptr<const Table>> in_tables;
+    std::shared_ptr<const Model> in_model;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        const int in = n.inputs[k];
+        if (in < 0) {
+          if (k > 0) in_tables.push_back(nullptr);
+          continue;
+        }
+        if (!load) log.merge(st_[in].log);
+        if (k == 0) in_model = st_[in].model;
+        else in_tables.push_back(st_[in].table);
+      }
     }
-    result.targets.push_back(r);
-    if (cache && st == St::Built) cache->write_record(t.decl.name, record_of(plan, t.emit));
+    std::string error;
+    double bpw = 0;
+    try {
+      if (load) {
+        std::tie(model, table) = load_node(i);
+        log = log_of(*st_[i].entry);
+      } else if (n.kind == PlanNode::Kind::Import) {
+        auto m = std::make_shared<Model>();
+        Status s = n.format->import_model(n.path, *m);
+        if (!s.ok) throw Error(s.message);
+        if (m->format.empty()) m->format = n.format->name();
+        m->source = n.path;
+        model = m;
+      } else if (n.kind == PlanNode::Kind::Pass) {
+        std::tie(model, table) = run_pass(i, *in_model, in_tables, threads, own);
+        log.merge(own);
+        if (strict_ && !own.warnings.empty())
+          throw Error("warnings are errors (--strict): " + own.warnings.front() +
+                      (own.warnings.size() > 1 ? " (and " + std::to_string(own.warnings.size() - 1) + " more)" : ""));
+        if (n.store && cache_) store_node(i, model, table, log, since(start));
+      } else {
+        bpw = emit(i, *in_model, log, start);
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    NodeState& s = st_[i];
+    s.secs = since(start);
+    if (!error.empty()) {
+      s.st = St::Failed;
+      s.error = error;
+      progress_.warn("error: " + n.label + ": " + error);
+      return;
+    }
+    s.st = load ? St::Loaded : St::Done;
+    s.model = model;
+    s.table = table;
+    s.log = log;
+    if (n.kind == PlanNode::Kind::Emit) s.bpw = bpw;
+    if (n.kind == PlanNode::Kind::Import) imports_[n.model] = model;
+    for (const auto& w : own.warnings) progress_.warn("warning: " + n.label + ": " + w);
+    for (const auto& l : summarize_skips(own.skipped)) progress_.info(l);
+    progress_.info(std::string(load ? "loaded " : "done ") + n.label + " (" +
+                   std::to_string(static_cast<int>(s.secs * 1000)) + " ms)");
   }
-  result.seconds = since(t0);
-  return result;
+
+  std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Table>> run_pass(
+      size_t i, const Model& input, const std::vector<std::shared_ptr<const Table>>& tables, int threads, StepLog& own) {
+    const PlanNode& n = plan_.nodes[i];
+    auto model = std::make_shared<Model>(input);
+    auto pass = n.pass->factory();
+    PassContext ctx{n.options, n.profile, n.targets.empty() ? std::string() : n.targets.front(), m_.dir, threads,
+                    task_progress(i), {}, nullptr, tables};
+    for (const auto& spec : n.pass->options)
+      if (spec.type == OptType::Dataset)
+        if (auto it = n.options.find(spec.name); it != n.options.end())
+          ctx.datasets[it->second.s] = &plan_.datasets.at(it->second.s);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = imports_.find(n.model);
+      ctx.reference = it == imports_.end() ? nullptr : it->second.get();
+    }
+    PassResult r = pass->run(*model, ctx);
+    pass.reset();
+    if (!r.status.ok) {
+      // A pass often names itself in its message already.
+      const std::string& msg = r.status.message;
+      throw Error(msg.rfind(n.pass->name + ":", 0) == 0 ? msg : n.pass->name + ": " + msg);
+    }
+    own.metrics = r.metrics;
+    own.notes = r.notes;
+    for (const auto& w : r.warnings) own.warnings.push_back(n.pass->name + ": " + w);
+    for (const auto& s : r.skipped) own.skipped.push_back({n.pass->name, s.reason, s.what});
+    if (n.produces == ArtifactKind::Table) {
+      if (!r.table) throw Error(n.pass->name + ": the pass returned no table (a bug in the pass)");
+      return {nullptr, r.table};
+    }
+    if (!r.changed) {
+      std::string w = n.pass->name + ": changed nothing in model '" + n.model + "'";
+      const auto sk = summarize_skips(own.skipped, 2);
+      if (!sk.empty()) w += " (" + sk.front() + (sk.size() > 1 ? "; ..." : "") + ")";
+      own.warnings.insert(own.warnings.begin(), w);
+    }
+    return {model, nullptr};
+  }
+
+  // Writes a stored node's result into the cache: a Table's bytes, or a Model
+  // emitted in its source format.
+  void store_node(size_t i, const std::shared_ptr<const Model>& model, const std::shared_ptr<const Table>& table,
+                  const StepLog& log, double seconds) {
+    const PlanNode& n = plan_.nodes[i];
+    CacheEntry e = entry_of(log);
+    e.seconds = seconds;
+    if (table) {
+      cache_->store_bytes(n.key, table->to_bytes(), e);
+      return;
+    }
+    const Format* fmt = source_format(plan_, static_cast<int>(i));
+    if (!fmt || !model) return;
+    const std::string dir = cache_->dir() + "/work";
+    fs::create_directories(dir);
+    const std::string path = dir + "/" + n.key + fmt->extension();
+    Status s = fmt->emit_model(*model, path, {});
+    if (!s.ok) throw Error("storing the result of " + n.label + " in the cache: " + s.message);
+    std::error_code ec;
+    e.files.push_back({"", stats_.digest(path), fs::file_size(path)});
+    if (fs::is_regular_file(path + ".data", ec))
+      e.files.push_back({".data", stats_.digest(path + ".data"), fs::file_size(path + ".data")});
+    cache_->store(n.key, path, e);
+    for (const auto& f : e.files) fs::remove(path + f.suffix, ec);
+  }
+
+  std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Table>> load_node(size_t i) {
+    const PlanNode& n = plan_.nodes[i];
+    const CacheEntry& e = *st_[i].entry;
+    if (n.produces == ArtifactKind::Table) {
+      auto t = std::make_shared<Table>(Table::from_bytes(cache_->read_object(e.files.front()), n.label + " (cache)"));
+      return {nullptr, t};
+    }
+    const Format* fmt = source_format(plan_, static_cast<int>(i));
+    if (!fmt) throw Error(n.label + ": no format to read its cached model with");
+    // A model with sidecar files is read from copies named as its format expects.
+    std::string path = cache_->object_path(e.files.front().digest);
+    if (e.files.size() > 1) {
+      const std::string dir = cache_->dir() + "/work";
+      fs::create_directories(dir);
+      path = dir + "/" + n.key + "-" + std::to_string(::getpid()) + fmt->extension();
+      std::string err = cache_->restore(e, path);
+      if (!err.empty()) throw Error(n.label + ": " + err);
+      scratch_.push_back(path);
+      for (const auto& f : e.files)
+        if (!f.suffix.empty()) scratch_.push_back(path + f.suffix);
+    }
+    auto m = std::make_shared<Model>();
+    Status s = fmt->import_model(path, *m);
+    if (!s.ok) throw Error(n.label + ": reading its cached model: " + s.message);
+    if (m->format.empty()) m->format = fmt->name();
+    return {m, nullptr};
+  }
+
+  double emit(size_t i, const Model& input, const StepLog& log, Clock::time_point start) {
+    const PlanNode& n = plan_.nodes[i];
+    Progress& progress = task_progress(i);
+    fs::create_directories(fs::path(n.artifact).parent_path());
+    // Lazy tensors (e.g. quantized on demand) are the slow part of an emit:
+    // count them as they are produced.
+    Model counted = input;
+    uint64_t lazy = 0;
+    for (auto& t : counted.tensors)
+      if (!t.data && t.producer) {
+        ++lazy;
+        t.producer = [inner = t.producer, &progress](std::string& error) {
+          BlobPtr b = inner(error);
+          progress.advance(1);
+          return b;
+        };
+      }
+    if (lazy) progress.begin(n.label, lazy, "tensors");
+    Status s = n.format->emit_model(counted, n.artifact, {});
+    if (lazy) progress.end();
+    if (!s.ok) throw Error(s.message);
+    double bpw = 0;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = imports_.find(n.model);
+      bpw = bits_per_weight(input, it == imports_.end() ? nullptr : it->second.get());
+    }
+    if (cache_) {
+      CacheEntry e = entry_of(log);
+      e.files.push_back({"", stats_.digest(n.artifact), fs::file_size(n.artifact)});
+      std::error_code ec;
+      if (fs::is_regular_file(n.artifact + ".data", ec))
+        e.files.push_back({".data", stats_.digest(n.artifact + ".data"), fs::file_size(n.artifact + ".data")});
+      e.bits_per_weight = bpw;
+      e.seconds = since(start);
+      cache_->store(n.key, n.artifact, e);
+    }
+    return bpw;
+  }
+
+  // ------------------------------------------------------------ collect
+  static const char* status_of(St s) {
+    switch (s) {
+      case St::Done: return "built";
+      case St::Failed: return "failed";
+      case St::Skipped: return "skipped";
+      case St::Run:
+      case St::Load: return "planned";
+      default: return "cached";
+    }
+  }
+
+  BuildResult collect() {
+    BuildResult result;
+    for (const auto& p : scratch_) {
+      std::error_code ec;
+      fs::remove(p, ec);
+    }
+    for (size_t i = 0; i < st_.size(); ++i) {
+      const PlanNode& n = plan_.nodes[i];
+      StepResult s;
+      s.key = n.key;
+      s.pass = n.kind == PlanNode::Kind::Import ? "import" : n.kind == PlanNode::Kind::Emit ? "emit" : n.pass->name;
+      s.kind = name_of(n.produces);
+      for (int in : n.inputs)
+        if (in >= 0) s.inputs.push_back(plan_.nodes[in].key);
+      s.model = n.model;
+      s.label = n.label;
+      s.targets = n.targets;
+      s.status = status_of(st_[i].st);
+      s.seconds = st_[i].secs;
+      s.threads = st_[i].st == St::Done ? st_[i].threads : 0;
+      s.why = st_[i].why;
+      result.steps.push_back(s);
+    }
+    for (const auto& t : plan_.targets) {
+      const PlanNode& e = plan_.nodes[t.emit];
+      const NodeState& es = st_[t.emit];
+      TargetResult r;
+      r.name = t.decl.name;
+      r.model = t.decl.model;
+      r.profile = t.profile;
+      r.format = t.format;
+      r.artifact = t.artifact;
+      std::error_code ec;
+      r.bytes = fs::is_regular_file(e.artifact, ec) ? fs::file_size(e.artifact, ec) : 0;
+      if (fs::is_regular_file(e.artifact + ".data", ec)) r.bytes += fs::file_size(e.artifact + ".data", ec);
+      r.bits_per_weight = es.bpw;
+      r.metrics = es.log.metrics;
+      r.notes = es.log.notes;
+      r.warnings = es.log.warnings;
+      r.skipped = es.log.skipped;
+      for (int n : ancestors(plan_, t.emit)) r.seconds += st_[n].st == St::Done ? st_[n].secs : 0;
+      r.status = status_of(es.st);
+      if (es.st == St::Failed || es.st == St::Skipped) {
+        for (int n : ancestors(plan_, t.emit))
+          if (st_[n].st == St::Failed) r.error = plan_.nodes[n].label + ": " + st_[n].error;
+        r.status = "failed";
+        ++result.failed;
+      } else if (es.st == St::Done) {
+        ++result.built;
+      } else if (es.st == St::Cached) {
+        ++result.cached;
+        // A cached result under --strict fails as its first build did.
+        if (strict_ && !r.warnings.empty()) {
+          r.status = "failed";
+          r.error = "warnings are errors (--strict): " + r.warnings.front();
+          --result.cached;
+          ++result.failed;
+        }
+      }
+      result.warnings += r.warnings.size();
+      result.targets.push_back(r);
+      if (cache_ && es.st == St::Done) cache_->write_record(t.decl.name, record_of(plan_, t.emit));
+    }
+    return result;
+  }
+
+  const Plan& plan_;
+  const Manifest& m_;
+  const BuildOptions& opts_;
+  StatCache& stats_;
+  Progress& progress_;
+  std::unique_ptr<Cache> cache_;
+  bool strict_ = false;
+  int budget_ = 1, concurrency_ = 1;
+  std::vector<NodeState> st_;
+  std::vector<std::unique_ptr<Progress>> tasks_;
+  std::map<std::string, std::shared_ptr<const Model>> imports_;  // model name -> imported (reference)
+  std::vector<std::string> scratch_;                              // copies of cached models to remove
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+}  // namespace
+
+BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress) {
+  return Builder(plan, opts, stats, progress).run();
 }
 
 }  // namespace qforge

@@ -1,11 +1,14 @@
 // Key record format (keys/<node key>), one item per line:
-//   qforge-cache-entry 1
+//   qforge-cache-entry 2
 //   file <digest hex> <size> <suffix or '-'>
 //   metric <name> <value>
 //   note <text>
+//   warning <text>
+//   skip <pass> TAB <reason> TAB <what>
 //   bpw <bits per weight>
 //   seconds <seconds>
-// An unknown first line means the record is ignored (rebuilt), and said so.
+// Texts have newlines and tabs replaced by spaces. An unknown first line
+// means the record is ignored (rebuilt), and lookup says so.
 #include "qforge/cache.h"
 
 #include <fcntl.h>
@@ -27,7 +30,13 @@ namespace fs = std::filesystem;
 namespace qforge {
 
 namespace {
-constexpr const char* kEntryHeader = "qforge-cache-entry 1";
+constexpr const char* kEntryHeader = "qforge-cache-entry 2";
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\t' || c == '\r') c = ' ';
+  return s;
+}
 
 Digest parse_hex(const std::string& hex) {
   Digest d;
@@ -89,11 +98,17 @@ std::string Cache::object_path(const Digest& d) const {
   return dir_ + "/objects/" + h.substr(0, 2) + "/" + h.substr(2);
 }
 
-std::optional<CacheEntry> Cache::lookup(const std::string& key) const {
+std::optional<CacheEntry> Cache::lookup(const std::string& key, std::string* why_not) const {
   std::ifstream in(dir_ + "/keys/" + key);
-  if (!in) return std::nullopt;
+  if (!in) {
+    if (why_not) *why_not = "not in the cache";
+    return std::nullopt;
+  }
   std::string line;
-  if (!std::getline(in, line) || line != kEntryHeader) return std::nullopt;
+  if (!std::getline(in, line) || line != kEntryHeader) {
+    if (why_not) *why_not = "its cache record was written by another qforge version ('" + line.substr(0, 40) + "'); rebuilding";
+    return std::nullopt;
+  }
   CacheEntry e;
   while (std::getline(in, line)) {
     std::istringstream ls(line);
@@ -115,15 +130,57 @@ std::optional<CacheEntry> Cache::lookup(const std::string& key) const {
       std::string rest;
       std::getline(ls, rest);
       e.notes.push_back(rest.empty() ? rest : rest.substr(1));
+    } else if (kind == "warning") {
+      std::string rest;
+      std::getline(ls, rest);
+      e.warnings.push_back(rest.empty() ? rest : rest.substr(1));
+    } else if (kind == "skip") {
+      std::string rest;
+      std::getline(ls, rest);
+      if (!rest.empty()) rest = rest.substr(1);
+      CacheEntry::Skip sk;
+      size_t a = rest.find('\t'), b = a == std::string::npos ? a : rest.find('\t', a + 1);
+      if (b != std::string::npos) {
+        sk.pass = rest.substr(0, a);
+        sk.reason = rest.substr(a + 1, b - a - 1);
+        sk.what = rest.substr(b + 1);
+        e.skipped.push_back(sk);
+      }
     } else if (kind == "bpw") {
       ls >> e.bits_per_weight;
     } else if (kind == "seconds") {
       ls >> e.seconds;
     }
   }
-  if (e.files.empty()) return std::nullopt;
+  if (e.files.empty()) {
+    if (why_not) *why_not = "its cache record lists no object";
+    return std::nullopt;
+  }
   return e;
 }
+
+namespace {
+std::string record_text(const CacheEntry& entry) {
+  std::ostringstream os;
+  os << kEntryHeader << "\n";
+  for (const auto& f : entry.files)
+    os << "file " << f.digest.hex() << " " << f.size << " " << (f.suffix.empty() ? "-" : f.suffix) << "\n";
+  char buf[64];
+  for (const auto& [k, v] : entry.metrics) {
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    os << "metric " << k << " " << buf << "\n";
+  }
+  for (const auto& n : entry.notes) os << "note " << one_line(n) << "\n";
+  for (const auto& w : entry.warnings) os << "warning " << one_line(w) << "\n";
+  for (const auto& s : entry.skipped)
+    os << "skip " << one_line(s.pass) << "\t" << one_line(s.reason) << "\t" << one_line(s.what) << "\n";
+  std::snprintf(buf, sizeof buf, "%.17g", entry.bits_per_weight);
+  os << "bpw " << buf << "\n";
+  std::snprintf(buf, sizeof buf, "%.6f", entry.seconds);
+  os << "seconds " << buf << "\n";
+  return os.str();
+}
+}  // namespace
 
 void Cache::store(const std::string& key, const std::string& artifact, const CacheEntry& entry) {
   for (const auto& f : entry.files) {
@@ -134,28 +191,31 @@ void Cache::store(const std::string& key, const std::string& artifact, const Cac
     copy_file_atomic(artifact + f.suffix, obj);
     ::chmod(obj.c_str(), 0444);
   }
-  std::ostringstream os;
-  os << kEntryHeader << "\n";
-  for (const auto& f : entry.files)
-    os << "file " << f.digest.hex() << " " << f.size << " " << (f.suffix.empty() ? "-" : f.suffix) << "\n";
-  char buf[64];
-  for (const auto& [k, v] : entry.metrics) {
-    std::snprintf(buf, sizeof buf, "%.17g", v);
-    os << "metric " << k << " " << buf << "\n";
-  }
-  for (const auto& n : entry.notes) os << "note " << n << "\n";
-  std::snprintf(buf, sizeof buf, "%.17g", entry.bits_per_weight);
-  os << "bpw " << buf << "\n";
-  std::snprintf(buf, sizeof buf, "%.6f", entry.seconds);
-  os << "seconds " << buf << "\n";
-  std::string s = os.str();
+  std::string s = record_text(entry);
   AtomicFile out(dir_ + "/keys/" + key);
   out.write(s.data(), s.size());
   out.commit();
 }
 
-std::string Cache::restore(const CacheEntry& entry, const std::string& artifact) const {
-  // Verify every object first, so that nothing is restored from a bad entry.
+void Cache::store_bytes(const std::string& key, const std::string& bytes, CacheEntry entry) {
+  const Digest d = hash_bytes(bytes.data(), bytes.size());
+  const std::string obj = object_path(d);
+  std::error_code ec;
+  if (!fs::exists(obj, ec)) {
+    fs::create_directories(fs::path(obj).parent_path(), ec);
+    AtomicFile out(obj);
+    out.write(bytes.data(), bytes.size());
+    out.commit();
+    ::chmod(obj.c_str(), 0444);
+  }
+  entry.files = {{"", d, bytes.size()}};
+  std::string s = record_text(entry);
+  AtomicFile out(dir_ + "/keys/" + key);
+  out.write(s.data(), s.size());
+  out.commit();
+}
+
+std::string Cache::verify(const CacheEntry& entry) const {
   for (const auto& f : entry.files) {
     std::string obj = object_path(f.digest);
     std::error_code ec;
@@ -166,6 +226,27 @@ std::string Cache::restore(const CacheEntry& entry, const std::string& artifact)
       return "cache object " + obj + " is corrupt (its contents hash to " + d.hex() + "); removed it";
     }
   }
+  return {};
+}
+
+std::string Cache::read_object(const CacheEntry::File& f) const {
+  const std::string obj = object_path(f.digest);
+  std::ifstream in(obj, std::ios::binary);
+  if (!in) throw Error("cache object " + obj + " is missing");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string bytes = ss.str();
+  const Digest d = hash_bytes(bytes.data(), bytes.size());
+  if (d != f.digest) {
+    ::unlink(obj.c_str());
+    throw Error("cache object " + obj + " is corrupt (its contents hash to " + d.hex() + "); removed it");
+  }
+  return bytes;
+}
+
+std::string Cache::restore(const CacheEntry& entry, const std::string& artifact) const {
+  // Verify every object first, so that nothing is restored from a bad entry.
+  if (std::string err = verify(entry); !err.empty()) return err;
   for (auto it = entry.files.rbegin(); it != entry.files.rend(); ++it)  // sidecars before the artifact
     copy_file_atomic(object_path(it->digest), artifact + it->suffix);
   return {};

@@ -24,9 +24,13 @@ void Diagnostics::error(const SourceLoc& loc, std::string message) {
   ++errors_;
 }
 void Diagnostics::warning(const SourceLoc& loc, std::string message) {
+  for (const auto& d : items_)
+    if (same(d, Diagnostic::Level::Warning, loc, message)) return;
   items_.push_back({Diagnostic::Level::Warning, loc, std::move(message)});
 }
 void Diagnostics::note(const SourceLoc& loc, std::string message) {
+  // A note belongs to the diagnostic before it: repeat it only after a new one.
+  if (!items_.empty() && same(items_.back(), Diagnostic::Level::Note, loc, message)) return;
   items_.push_back({Diagnostic::Level::Note, loc, std::move(message)});
 }
 

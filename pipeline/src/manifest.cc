@@ -3,6 +3,7 @@
 #include <glob.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -67,50 +68,84 @@ std::string absolute_in(const std::string& dir, const std::string& p) {
   return path.lexically_normal().string();
 }
 
-// Replaces {key} placeholders; reports unknown ones.
-std::string substitute(const std::string& s, const std::vector<std::pair<std::string, std::string>>& vars,
-                       const SourceLoc& loc, Diagnostics& diags, std::set<std::string>* used) {
+// ------------------------------------------------------------------ placeholders
+// A matrix variant: each key's value, typed as written.
+using Vars = std::vector<std::pair<std::string, Value>>;
+
+bool is_ident_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
+bool is_ident(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }
+
+// The text a matrix value stands for inside a longer string.
+std::string text_of(const Value& v) { return v.kind == Value::Kind::String ? v.s : v.display(); }
+
+// Where the placeholder `{name}` starting at s[i] ends (index of '}'), or
+// npos when s[i] does not start one: a placeholder is `{` + an identifier
+// (a letter or '_', then letters, digits, '_', '-') + `}`. Anything else in
+// braces (a regex's `{2,3}`) is literal text; `{{` and `}}` write one brace.
+size_t placeholder_end(const std::string& s, size_t i) {
+  if (s[i] != '{' || i + 1 >= s.size() || !is_ident_start(s[i + 1])) return std::string::npos;
+  size_t j = i + 1;
+  while (j < s.size() && is_ident(s[j])) ++j;
+  return j < s.size() && s[j] == '}' ? j : std::string::npos;
+}
+
+std::string names_of(const Vars& vars) {
+  std::string n;
+  for (size_t k = 0; k < vars.size(); ++k) n += (k ? ", " : "") + ("'" + vars[k].first + "'");
+  return n;
+}
+
+// Replaces {key} placeholders; reports unknown ones at `loc`.
+std::string substitute(const std::string& s, const Vars& vars, const SourceLoc& loc, Diagnostics& diags,
+                       std::set<std::string>* used) {
   std::string out;
   for (size_t i = 0; i < s.size();) {
-    if (s[i] == '{') {
-      size_t j = s.find('}', i);
-      if (j != std::string::npos) {
-        std::string key = s.substr(i + 1, j - i - 1);
-        bool found = false;
-        for (const auto& kv : vars)
-          if (kv.first == key) {
-            out += kv.second;
-            found = true;
-            if (used) used->insert(key);
-          }
-        if (!found) {
-          std::vector<std::string> names;
-          for (const auto& kv : vars) names.push_back(kv.first);
-          diags.error(loc, "placeholder '{" + key + "}' has no value: " +
-                               (names.empty() ? std::string("this target has no matrix")
-                                              : "the matrix defines " + [&] {
-                                                  std::string n;
-                                                  for (size_t k = 0; k < names.size(); ++k)
-                                                    n += (k ? ", " : "") + ("'" + names[k] + "'");
-                                                  return n;
-                                                }()) +
-                               did_you_mean(key, names));
-          out += s.substr(i, j - i + 1);
-        }
-        i = j + 1;
-        continue;
-      }
+    if ((s[i] == '{' || s[i] == '}') && i + 1 < s.size() && s[i + 1] == s[i]) {
+      out += s[i];
+      i += 2;
+      continue;
     }
-    out += s[i++];
+    const size_t j = placeholder_end(s, i);
+    if (j == std::string::npos) {
+      out += s[i++];
+      continue;
+    }
+    const std::string key = s.substr(i + 1, j - i - 1);
+    auto it = std::find_if(vars.begin(), vars.end(), [&](const auto& kv) { return kv.first == key; });
+    if (it != vars.end()) {
+      out += text_of(it->second);
+      if (used) used->insert(key);
+    } else {
+      std::vector<std::string> names;
+      for (const auto& kv : vars) names.push_back(kv.first);
+      diags.error(loc, "placeholder '{" + key + "}' has no value: " +
+                           (names.empty() ? std::string("this target has no matrix")
+                                          : "the matrix defines " + names_of(vars)) +
+                           did_you_mean(key, names) + " (write '{{' for a literal brace)");
+      out += s.substr(i, j - i + 1);
+    }
+    i = j + 1;
   }
   return out;
 }
 
-void substitute_value(Value& v, const std::vector<std::pair<std::string, std::string>>& vars,
-                      Diagnostics& diags, std::set<std::string>* used) {
+// Substitutes every string inside `v`. A string that is exactly one
+// placeholder takes the matrix value's type: `bits = "{b}"` with b = [4, 8]
+// gives the integer 4.
+void substitute_value(Value& v, const Vars& vars, Diagnostics& diags, std::set<std::string>* used) {
   if (v.kind == Value::Kind::String) {
-    // A whole-string placeholder whose matrix value is a number stays a string;
-    // passes convert typed options (see build.cc).
+    const size_t j = placeholder_end(v.s, 0);
+    if (j != std::string::npos && j + 1 == v.s.size()) {
+      const std::string key = v.s.substr(1, j - 1);
+      auto it = std::find_if(vars.begin(), vars.end(), [&](const auto& kv) { return kv.first == key; });
+      if (it != vars.end() && it->second.kind != Value::Kind::String) {
+        const SourceLoc loc = v.loc;
+        v = it->second;
+        v.loc = loc;
+        if (used) used->insert(key);
+        return;
+      }
+    }
     v.s = substitute(v.s, vars, v.loc, diags, used);
   } else if (v.kind == Value::Kind::List) {
     for (auto& e : v.list) substitute_value(e, vars, diags, used);
@@ -127,6 +162,271 @@ std::vector<std::string> expand_glob(const std::string& pattern) {
   globfree(&g);
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// ------------------------------------------------------------------ stages
+// Each stage reads one part of the manifest into `m`, reporting to the loader's diagnostics.
+void parse_build(const Value& top, Loader& L, Manifest& m) {
+  const Value* b = top.find("build");
+  if (!b || !L.expect(*b, Value::Kind::Table, "[build]")) return;
+  L.check_keys(*b, {"output", "jobs", "threads", "cache", "strict"}, "[build]");
+  if (auto s = L.get_string(*b, "output", "[build]", false); !s.empty()) m.output_dir = absolute_in(m.dir, s);
+  if (auto s = L.get_string(*b, "cache", "[build]", false); !s.empty()) m.cache_dir = absolute_in(m.dir, s);
+  auto count = [&](const char* key, int& out) {
+    const Value* j = b->find(key);
+    if (!j || !L.expect(*j, Value::Kind::Int, std::string("'") + key + "' in [build]")) return;
+    if (j->i < 1 || j->i > 1024)
+      L.diags_.error(j->loc, std::string("'") + key + "' must be between 1 and 1024, found " + std::to_string(j->i));
+    else
+      out = static_cast<int>(j->i);
+  };
+  count("jobs", m.jobs);
+  count("threads", m.threads);
+  if (const Value* st = b->find("strict"); st && L.expect(*st, Value::Kind::Bool, "'strict' in [build]"))
+    m.strict = st->b;
+}
+
+void parse_path_lists(const Value& top, Loader& L, Manifest& m) {
+  // [plugins] paths: plugin files or directories; [profiles] paths: extra profile directories.
+  const std::pair<const char*, std::vector<std::string>*> sections[] = {{"plugins", &m.plugin_paths},
+                                                                        {"profiles", &m.profile_paths}};
+  for (const auto& [name, out] : sections) {
+    const std::string where = std::string("[") + name + "]";
+    const Value* p = top.find(name);
+    if (!p || !L.expect(*p, Value::Kind::Table, where)) continue;
+    L.check_keys(*p, {"paths"}, where);
+    const Value* paths = p->find("paths");
+    if (!paths || !L.expect(*paths, Value::Kind::List, "'paths' in " + where)) continue;
+    for (const auto& e : paths->list)
+      if (L.expect(e, Value::Kind::String, std::string("a path in ") + where)) out->push_back(absolute_in(m.dir, e.s));
+  }
+}
+
+void parse_models(const Value& top, Loader& L, Manifest& m) {
+  const Value* ms = top.find("models");
+  if (!ms || !L.expect(*ms, Value::Kind::Table, "[models]")) return;
+  for (const auto& [name, v] : ms->table) {
+    std::string where = "[models." + name + "]";
+    if (!L.expect(v, Value::Kind::Table, where)) continue;
+    L.check_keys(v, {"path", "format"}, where);
+    ModelDecl d;
+    d.name = name;
+    d.loc = v.loc;
+    SourceLoc ploc;
+    std::string p = L.get_string(v, "path", where, true, &ploc);
+    d.format = L.get_string(v, "format", where, false);
+    if (!p.empty()) {
+      d.path = absolute_in(m.dir, p);
+      d.loc = ploc;
+      if (!fs::exists(d.path)) L.diags_.error(ploc, "model file '" + p + "' does not exist (looked for " + d.path + ")");
+    }
+    m.models[name] = d;
+  }
+}
+
+void parse_datasets(const Value& top, Loader& L, Manifest& m) {
+  const Value* ds = top.find("datasets");
+  if (!ds || !L.expect(*ds, Value::Kind::Table, "[datasets]")) return;
+  for (const auto& [name, v] : ds->table) {
+    std::string where = "[datasets." + name + "]";
+    if (!L.expect(v, Value::Kind::Table, where)) continue;
+    L.check_keys(v, {"files", "input"}, where);
+    DatasetDecl d;
+    d.name = name;
+    d.loc = v.loc;
+    d.input = L.get_string(v, "input", where, false);
+    const Value* files = v.find("files");
+    if (!files) {
+      L.diags_.error(v.loc, where + " needs 'files' (a list of paths or glob patterns)");
+    } else if (L.expect(*files, Value::Kind::List, "'files' in " + where)) {
+      for (const auto& f : files->list) {
+        if (!L.expect(f, Value::Kind::String, "a dataset file pattern")) continue;
+        d.patterns.push_back(f.s);
+        auto found = expand_glob(absolute_in(m.dir, f.s));
+        if (found.empty()) L.diags_.error(f.loc, "'" + f.s + "' matches no file");
+        d.files.insert(d.files.end(), found.begin(), found.end());
+      }
+      std::sort(d.files.begin(), d.files.end());
+      d.files.erase(std::unique(d.files.begin(), d.files.end()), d.files.end());
+    }
+    m.datasets[name] = d;
+  }
+}
+
+// The variants of a target: the cartesian product of its matrix (first key
+// outermost), each a list of (key, value). Empty on error.
+std::vector<Vars> expand_matrix(const Value& t, Loader& L) {
+  std::vector<std::pair<std::string, std::vector<Value>>> axes;
+  if (const Value* mx = t.find("matrix"); mx && L.expect(*mx, Value::Kind::Table, "'matrix'")) {
+    for (const auto& [k, vals] : mx->table) {
+      if (!L.expect(vals, Value::Kind::List, "matrix '" + k + "'")) continue;
+      std::vector<Value> values;
+      for (const auto& e : vals.list) {
+        if (e.kind == Value::Kind::String || e.kind == Value::Kind::Int || e.kind == Value::Kind::Float ||
+            e.kind == Value::Kind::Bool)
+          values.push_back(e);
+        else
+          L.diags_.error(e.loc, "matrix values must be strings, integers, floats or booleans, found " +
+                                    std::string(toml_kind(e)));
+      }
+      if (values.empty()) L.diags_.error(vals.loc, "matrix '" + k + "' is empty: give at least one value");
+      axes.emplace_back(k, values);
+    }
+  }
+  uint64_t product = 1;
+  for (const auto& [k, vals] : axes) product = std::min<uint64_t>(product * std::max<size_t>(vals.size(), 1), kMaxVariants + 1);
+  if (product > kMaxVariants) {
+    L.diags_.error(t.find("matrix")->loc, "this matrix makes more than " + std::to_string(kMaxVariants) +
+                                              " variants; split the target or shorten its lists");
+    return {};
+  }
+  std::vector<Vars> combos{{}};
+  for (const auto& [k, vals] : axes) {
+    std::vector<Vars> next;
+    for (const auto& c : combos)
+      for (const auto& v : vals) {
+        auto n = c;
+        n.emplace_back(k, v);
+        next.push_back(n);
+      }
+    combos = next;
+  }
+  return combos;
+}
+
+// A string field of a target with placeholders substituted ("" when absent).
+std::string target_string(const Value& t, const char* key, const Vars& vars, Loader& L, Diagnostics& dd,
+                          std::set<std::string>& used, bool first, SourceLoc* loc) {
+  const Value* v = t.find(key);
+  if (!v) return {};
+  if (v->kind != Value::Kind::String) {
+    if (first) L.expect(*v, Value::Kind::String, std::string("'") + key + "'");
+    return {};
+  }
+  if (loc) *loc = v->loc;
+  return substitute(v->s, vars, v->loc, dd, &used);
+}
+
+// One pipeline step of one variant. False when the step is malformed (reported once, for the first variant).
+bool parse_step(const Value& step, const Vars& vars, Loader& L, Diagnostics& dd, std::set<std::string>& used,
+                bool first, StepDecl& s) {
+  if (step.kind != Value::Kind::Table) {
+    if (first) L.expect(step, Value::Kind::Table, "a pipeline step");
+    return false;
+  }
+  s.loc = step.loc;
+  const Value* pass = step.find("pass");
+  if (!pass || pass->kind != Value::Kind::String) {
+    if (first)
+      L.diags_.error(step.loc, pass ? "'pass' must be a string, found " + std::string(toml_kind(*pass))
+                                    : "a pipeline step needs 'pass' (e.g. { pass = \"quantize-static\" })");
+    return false;
+  }
+  s.pass = substitute(pass->s, vars, pass->loc, dd, &used);
+  s.loc = pass->loc;
+  for (size_t oi = 0; oi < step.table.size(); ++oi) {
+    const auto& [k, v] = step.table[oi];
+    const SourceLoc kloc = oi < step.key_locs.size() ? step.key_locs[oi] : v.loc;
+    if (k == "pass") continue;
+    if (k == "id") {
+      if (v.kind == Value::Kind::String) s.id = substitute(v.s, vars, v.loc, dd, &used);
+      else if (first) L.expect(v, Value::Kind::String, "'id'");
+      continue;
+    }
+    if (k == "inputs") {
+      // "step" (this target) or "target/step"; the last '/' separates them.
+      if (v.kind != Value::Kind::List) {
+        if (first) L.diags_.error(v.loc, "'inputs' must be a list of step references such as [\"calibrate\"] or [\"other-target/calibrate\"]");
+        continue;
+      }
+      for (const auto& e : v.list) {
+        if (e.kind != Value::Kind::String) {
+          if (first) L.expect(e, Value::Kind::String, "a step reference");
+          continue;
+        }
+        std::string ref = substitute(e.s, vars, e.loc, dd, &used);
+        StepRef r;
+        r.loc = e.loc;
+        const size_t slash = ref.rfind('/');
+        if (slash == std::string::npos) r.step = ref;
+        else r.target = ref.substr(0, slash), r.step = ref.substr(slash + 1);
+        if (r.step.empty() && first) L.diags_.error(e.loc, "step reference '" + ref + "' names no step");
+        s.inputs.push_back(r);
+      }
+      continue;
+    }
+    Value vv = v;
+    substitute_value(vv, vars, dd, &used);
+    s.options[k] = vv;
+    s.option_locs[k] = kloc;
+  }
+  return true;
+}
+
+void parse_targets(const Value& top, Loader& L, Manifest& m, const std::string& path) {
+  Diagnostics& diags = L.diags_;
+  const Value* ts = top.find("targets");
+  if (!ts) {
+    diags.error({path, 1, 1}, "the manifest declares no [[targets]]");
+    return;
+  }
+  if (!L.expect(*ts, Value::Kind::List, "[[targets]]")) return;
+  std::set<std::string> names;
+  std::vector<std::string> model_names;
+  for (const auto& kv : m.models) model_names.push_back(kv.first);
+  for (const auto& t : ts->list) {
+    if (!L.expect(t, Value::Kind::Table, "a target")) continue;
+    L.check_keys(t, {"name", "model", "matrix", "profile", "pipeline", "emit", "output"}, "a target");
+    const std::vector<Vars> combos = expand_matrix(t, L);
+    const size_t errors_before = diags.error_count();
+    for (size_t ci = 0; ci < combos.size(); ++ci) {
+      const Vars& vars = combos[ci];
+      const bool first = ci == 0;
+      // Report placeholder errors once per target, not once per variant.
+      Diagnostics scratch;
+      Diagnostics& dd = first ? diags : scratch;
+      std::set<std::string> used;
+      TargetDecl d;
+      d.loc = t.loc;
+      d.matrix = vars;
+      SourceLoc nloc = t.loc;
+      if (!t.find("name") && first) diags.error(t.loc, "a target needs 'name'");
+      if (!t.find("model") && first) diags.error(t.loc, "a target needs 'model'");
+      d.name = target_string(t, "name", vars, L, dd, used, first, &nloc);
+      d.model = target_string(t, "model", vars, L, dd, used, first, &d.model_loc);
+      d.profile = target_string(t, "profile", vars, L, dd, used, first, &d.profile_loc);
+      d.emit = target_string(t, "emit", vars, L, dd, used, first, &d.emit_loc);
+      SourceLoc oloc;
+      if (std::string out = target_string(t, "output", vars, L, dd, used, first, &oloc); !out.empty())
+        d.output = absolute_in(m.dir, out);
+      const Value* pl = t.find("pipeline");
+      if (pl && pl->kind == Value::Kind::List) {
+        for (const auto& step : pl->list) {
+          StepDecl s;
+          if (parse_step(step, vars, L, dd, used, first, s)) d.pipeline.push_back(std::move(s));
+        }
+      } else if (pl && first) {
+        L.expect(*pl, Value::Kind::List, "'pipeline'");
+      }
+      if (first)
+        for (const auto& [k, v] : vars)
+          if (!used.count(k))
+            diags.warning(t.find("matrix")->find(k)->loc,
+                          "matrix key '" + k + "' is used nowhere in this target: every variant would be the same");
+      // The model is checked per variant: `model = "{m}"` names a different one each time.
+      const Value* raw_model = t.find("model");
+      const bool varies = raw_model && raw_model->kind == Value::Kind::String && raw_model->s != d.model;
+      if (!d.model.empty() && !m.models.count(d.model) && (first || varies) && d.model.find('{') == std::string::npos) {
+        diags.error(d.model_loc, "unknown model '" + d.model + "'" +
+                                     (varies ? " (in variant '" + d.name + "')" : "") +
+                                     did_you_mean(d.model, model_names) +
+                                     (model_names.empty() ? " (declare it under [models." + d.model + "])" : ""));
+      }
+      if (!d.name.empty() && !names.insert(d.name).second && diags.error_count() == errors_before)
+        diags.error(nloc, "two targets are named '" + d.name + "': give each variant a unique name (use a {key} from the matrix)");
+      m.targets.push_back(std::move(d));
+    }
+  }
 }
 
 }  // namespace
@@ -153,202 +453,11 @@ Manifest parse_manifest(const std::string& text, const std::string& path, Diagno
   top.loc = {path, 1, 1};
   Loader L(path, diags);
   L.check_keys(top, {"build", "plugins", "models", "datasets", "targets", "profiles"}, "the manifest");
-
-  // [build]
-  if (const Value* b = top.find("build"); b && L.expect(*b, Value::Kind::Table, "[build]")) {
-    L.check_keys(*b, {"output", "jobs", "cache"}, "[build]");
-    if (auto s = L.get_string(*b, "output", "[build]", false); !s.empty()) m.output_dir = absolute_in(m.dir, s);
-    if (auto s = L.get_string(*b, "cache", "[build]", false); !s.empty()) m.cache_dir = absolute_in(m.dir, s);
-    if (const Value* j = b->find("jobs"); j && L.expect(*j, Value::Kind::Int, "'jobs' in [build]")) {
-      if (j->i < 1 || j->i > 1024) diags.error(j->loc, "'jobs' must be between 1 and 1024, found " + std::to_string(j->i));
-      else m.jobs = static_cast<int>(j->i);
-    }
-  }
-  // [plugins]
-  if (const Value* p = top.find("plugins"); p && L.expect(*p, Value::Kind::Table, "[plugins]")) {
-    L.check_keys(*p, {"paths"}, "[plugins]");
-    if (const Value* paths = p->find("paths"); paths && L.expect(*paths, Value::Kind::List, "'paths' in [plugins]"))
-      for (const auto& e : paths->list)
-        if (L.expect(e, Value::Kind::String, "a plugin path")) m.plugin_paths.push_back(absolute_in(m.dir, e.s));
-  }
-  // [profiles] paths = [...]: extra profile directories
-  if (const Value* p = top.find("profiles"); p && L.expect(*p, Value::Kind::Table, "[profiles]")) {
-    L.check_keys(*p, {"paths"}, "[profiles]");
-    if (const Value* paths = p->find("paths"); paths && L.expect(*paths, Value::Kind::List, "'paths' in [profiles]"))
-      for (const auto& e : paths->list)
-        if (L.expect(e, Value::Kind::String, "a profile path")) m.profile_paths.push_back(absolute_in(m.dir, e.s));
-  }
-  // [models.*]
-  if (const Value* ms = top.find("models"); ms && L.expect(*ms, Value::Kind::Table, "[models]")) {
-    for (const auto& [name, v] : ms->table) {
-      std::string where = "[models." + name + "]";
-      if (!L.expect(v, Value::Kind::Table, where)) continue;
-      L.check_keys(v, {"path", "format"}, where);
-      ModelDecl d;
-      d.name = name;
-      d.loc = v.loc;
-      SourceLoc ploc;
-      std::string p = L.get_string(v, "path", where, true, &ploc);
-      d.format = L.get_string(v, "format", where, false);
-      if (!p.empty()) {
-        d.path = absolute_in(m.dir, p);
-        d.loc = ploc;
-        if (!fs::exists(d.path))
-          diags.error(ploc, "model file '" + p + "' does not exist (looked for " + d.path + ")");
-      }
-      m.models[name] = d;
-    }
-  }
-  // [datasets.*]
-  if (const Value* ds = top.find("datasets"); ds && L.expect(*ds, Value::Kind::Table, "[datasets]")) {
-    for (const auto& [name, v] : ds->table) {
-      std::string where = "[datasets." + name + "]";
-      if (!L.expect(v, Value::Kind::Table, where)) continue;
-      L.check_keys(v, {"files", "input"}, where);
-      DatasetDecl d;
-      d.name = name;
-      d.loc = v.loc;
-      d.input = L.get_string(v, "input", where, false);
-      const Value* files = v.find("files");
-      if (!files) {
-        diags.error(v.loc, where + " needs 'files' (a list of paths or glob patterns)");
-      } else if (L.expect(*files, Value::Kind::List, "'files' in " + where)) {
-        for (const auto& f : files->list) {
-          if (!L.expect(f, Value::Kind::String, "a dataset file pattern")) continue;
-          d.patterns.push_back(f.s);
-          auto found = expand_glob(absolute_in(m.dir, f.s));
-          if (found.empty()) diags.error(f.loc, "'" + f.s + "' matches no file");
-          d.files.insert(d.files.end(), found.begin(), found.end());
-        }
-        std::sort(d.files.begin(), d.files.end());
-        d.files.erase(std::unique(d.files.begin(), d.files.end()), d.files.end());
-      }
-      m.datasets[name] = d;
-    }
-  }
-  // [[targets]]
-  const Value* ts = top.find("targets");
-  if (ts && L.expect(*ts, Value::Kind::List, "[[targets]]")) {
-    std::set<std::string> names;
-    for (const auto& t : ts->list) {
-      if (!L.expect(t, Value::Kind::Table, "a target")) continue;
-      L.check_keys(t, {"name", "model", "matrix", "profile", "pipeline", "emit", "output"}, "a target");
-      // matrix: cartesian product, first key outermost.
-      std::vector<std::pair<std::string, std::vector<std::string>>> axes;
-      if (const Value* mx = t.find("matrix"); mx && L.expect(*mx, Value::Kind::Table, "'matrix'")) {
-        for (const auto& [k, vals] : mx->table) {
-          if (!L.expect(vals, Value::Kind::List, "matrix '" + k + "'")) continue;
-          std::vector<std::string> strs;
-          for (const auto& e : vals.list) {
-            if (e.kind == Value::Kind::String) strs.push_back(e.s);
-            else if (e.kind == Value::Kind::Int) strs.push_back(std::to_string(e.i));
-            else if (e.kind == Value::Kind::Float || e.kind == Value::Kind::Bool) strs.push_back(e.display());
-            else diags.error(e.loc, "matrix values must be strings or numbers, found " + std::string(toml_kind(e)));
-          }
-          if (strs.empty()) diags.error(vals.loc, "matrix '" + k + "' is empty: give at least one value");
-          axes.emplace_back(k, strs);
-        }
-      }
-      std::vector<std::vector<std::pair<std::string, std::string>>> combos{{}};
-      uint64_t product = 1;
-      for (const auto& [k, vals] : axes) product = std::min<uint64_t>(product * std::max<size_t>(vals.size(), 1), kMaxVariants + 1);
-      if (product > kMaxVariants) {
-        diags.error(t.find("matrix")->loc, "this matrix makes more than " + std::to_string(kMaxVariants) +
-                                               " variants; split the target or shorten its lists");
-        continue;
-      }
-      for (const auto& [k, vals] : axes) {
-        std::vector<std::vector<std::pair<std::string, std::string>>> next;
-        for (const auto& c : combos)
-          for (const auto& v : vals) {
-            auto n = c;
-            n.emplace_back(k, v);
-            next.push_back(n);
-          }
-        combos = next;
-      }
-      if (combos.empty()) continue;
-      size_t errors_before = diags.error_count();
-      for (size_t ci = 0; ci < combos.size(); ++ci) {
-        const auto& vars = combos[ci];
-        // Report placeholder errors once per target, not once per combination.
-        Diagnostics scratch;
-        Diagnostics& dd = ci == 0 ? diags : scratch;
-        std::set<std::string> used;
-        TargetDecl d;
-        d.loc = t.loc;
-        d.matrix = vars;
-        SourceLoc nloc = t.loc;
-        std::string raw_name = L.get_string(t, "name", "a target", ci == 0, &nloc);
-        d.name = substitute(raw_name, vars, nloc, dd, &used);
-        d.model = L.get_string(t, "model", "target '" + d.name + "'", ci == 0, &d.model_loc);
-        if (const Value* pv = t.find("profile"); pv && pv->kind == Value::Kind::String) {
-          d.profile = substitute(pv->s, vars, pv->loc, dd, &used);
-          d.profile_loc = pv->loc;
-        } else if (pv && ci == 0) {
-          L.expect(*pv, Value::Kind::String, "'profile'");
-        }
-        if (const Value* ev = t.find("emit"); ev && ev->kind == Value::Kind::String) {
-          d.emit = substitute(ev->s, vars, ev->loc, dd, &used);
-          d.emit_loc = ev->loc;
-        } else if (ev && ci == 0) {
-          L.expect(*ev, Value::Kind::String, "'emit'");
-        }
-        if (const Value* ov = t.find("output"); ov && ov->kind == Value::Kind::String) {
-          d.output = absolute_in(m.dir, substitute(ov->s, vars, ov->loc, dd, &used));
-        } else if (ov && ci == 0) {
-          L.expect(*ov, Value::Kind::String, "'output'");
-        }
-        const Value* pl = t.find("pipeline");
-        if (pl && (pl->kind == Value::Kind::List)) {
-          for (const auto& step : pl->list) {
-            if (step.kind != Value::Kind::Table) {
-              if (ci == 0) L.expect(step, Value::Kind::Table, "a pipeline step");
-              continue;
-            }
-            StepDecl s;
-            s.loc = step.loc;
-            const Value* pass = step.find("pass");
-            if (!pass || pass->kind != Value::Kind::String) {
-              if (ci == 0)
-                diags.error(step.loc, pass ? "'pass' must be a string, found " + std::string(toml_kind(*pass))
-                                           : "a pipeline step needs 'pass' (e.g. { pass = \"quantize-static\" })");
-              continue;
-            }
-            s.pass = pass->s;
-            s.loc = pass->loc;
-            for (size_t oi = 0; oi < step.table.size(); ++oi) {
-              const auto& [k, v] = step.table[oi];
-              if (k == "pass") continue;
-              Value vv = v;
-              substitute_value(vv, vars, dd, &used);
-              s.options[k] = vv;
-              s.option_locs[k] = oi < step.key_locs.size() ? step.key_locs[oi] : v.loc;
-            }
-            d.pipeline.push_back(s);
-          }
-        } else if (pl && ci == 0) {
-          L.expect(*pl, Value::Kind::List, "'pipeline'");
-        }
-        if (ci == 0)
-          for (const auto& [k, vals] : axes)
-            if (!used.count(k))
-              diags.warning(t.find("matrix")->find(k)->loc,
-                            "matrix key '" + k + "' is used nowhere in this target: every variant would be the same");
-        if (ci == 0 && !d.model.empty() && !m.models.count(d.model)) {
-          std::vector<std::string> names;
-          for (const auto& kv : m.models) names.push_back(kv.first);
-          diags.error(d.model_loc, "unknown model '" + d.model + "'" + did_you_mean(d.model, names) +
-                                       (names.empty() ? " (declare it under [models." + d.model + "])" : ""));
-        }
-        if (!d.name.empty() && !names.insert(d.name).second && diags.error_count() == errors_before)
-          diags.error(nloc, "two targets are named '" + d.name + "': give each variant a unique name (use a {key} from the matrix)");
-        m.targets.push_back(std::move(d));
-      }
-    }
-  } else if (!ts) {
-    diags.error({path, 1, 1}, "the manifest declares no [[targets]]");
-  }
+  parse_build(top, L, m);
+  parse_path_lists(top, L, m);
+  parse_models(top, L, m);
+  parse_datasets(top, L, m);
+  parse_targets(top, L, m, path);
   return m;
 }
 

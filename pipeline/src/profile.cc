@@ -40,19 +40,31 @@ void ProfileSet::load_file(const std::string& path, Diagnostics& diags) {
   p.path = path;
   p.digest = hash_bytes(text.data(), text.size()).hex();
   p.name = fs::path(path).stem().string();
+  p.loc = {path, 1, 1};
   p.properties.kind = Value::Kind::Table;
   for (const auto& [k, v] : top.table) {
     if (k == "name") {
       if (v.kind != Value::Kind::String) diags.error(v.loc, "profile 'name' must be a string");
       else if (v.s != p.name) diags.error(v.loc, "profile name '" + v.s + "' differs from its file name '" + p.name + ".toml'");
     } else if (k == "description") {
+      if (v.kind != Value::Kind::String) diags.error(v.loc, "profile 'description' must be a string");
       p.description = v.s;
+    } else if (k == "optional_passes") {
+      if (v.kind != Value::Kind::List) {
+        diags.error(v.loc, "'optional_passes' must list pass names");
+        continue;
+      }
+      for (const auto& e : v.list) {
+        if (e.kind != Value::Kind::String) diags.error(e.loc, "'optional_passes' must list pass names (strings)");
+        else p.optional_passes.push_back(e.s);
+      }
     } else if (k == "defaults" || k == "allow") {
       if (v.kind != Value::Kind::Table) {
         diags.error(v.loc, "'" + k + "' must be a table of [" + k + ".<pass>] tables");
         continue;
       }
       for (const auto& [pass, opts] : v.table) {
+        if (!p.pass_locs.count(pass)) p.pass_locs[pass] = opts.loc;
         if (opts.kind != Value::Kind::Table) {
           diags.error(opts.loc, "[" + k + "." + pass + "] must be a table of options");
           continue;

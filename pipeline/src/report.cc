@@ -68,22 +68,33 @@ std::string report_json(const BuildResult& r, const std::string& base) {
       for (const auto& l : t.notes) n.push_back(Json(l));
       o["notes"] = n;
     }
+    Json w = Json::array();
+    for (const auto& l : t.warnings) w.push_back(Json(l));
+    o["warnings"] = w;
+    Json sk = Json::array();
+    for (const auto& x : t.skipped) sk.push_back({{"pass", x.pass}, {"reason", x.reason}, {"what", x.what}});
+    o["skipped"] = sk;
     if (!t.error.empty()) { o["error"] = t.error; }
     targets.push_back(o);
   }
   Json steps = Json::array();
   for (const auto& s : r.steps) {
     Json o = Json::object();
-    o["key"] = s.key; o["pass"] = s.pass; o["model"] = s.model;
+    o["key"] = s.key; o["pass"] = s.pass; o["kind"] = s.kind; o["model"] = s.model; o["label"] = s.label;
+    Json ins = Json::array();
+    for (const auto& k : s.inputs) ins.push_back(Json(k));
+    o["inputs"] = ins;
     Json ts = Json::array();
     for (const auto& t : s.targets) ts.push_back(Json(t));
     o["targets"] = ts; o["status"] = s.status; o["seconds"] = Json(std::stod(fmt_num(s.seconds, "%.3f")));
+    if (s.threads > 0) o["threads"] = s.threads;
     steps.push_back(o);
   }
   j["targets"] = targets; j["steps"] = steps;
   Json sum = Json::object();
   sum["built"] = r.built; sum["cached"] = r.cached;
   sum["failed"] = r.failed;
+  sum["warnings"] = r.warnings;
   j["summary"] = sum;
   return j.dump(2) + "\n";
 }
@@ -105,14 +116,19 @@ std::string report_table(const BuildResult& r, const std::string& base) {
     }
     os << "\n";
   }
-  for (const auto& t : r.targets)
+  for (const auto& t : r.targets) {
+    for (const auto& w : t.warnings) os << "warning: target '" << t.name << "': " << w << "\n";
+    for (const auto& l : summarize_skips(t.skipped)) os << "note: target '" << t.name << "': " << l << "\n";
     if (!t.error.empty()) os << "error: target '" << t.name << "': " << t.error << "\n";
+  }
   size_t steps_built = 0;
   for (const auto& s : r.steps) steps_built += s.status == "built";
   os << r.targets.size() << " targets: " << r.built << " built, " << r.cached << " cached, " << r.failed
      << " failed; " << steps_built << " of " << r.steps.size() << " steps ran";
   if (r.built == 0 && r.failed == 0) os << " (nothing to do)";
-  os << " in " << fmt_num(r.seconds, "%.2fs") << "\n";
+  os << " in " << fmt_num(r.seconds, "%.2fs");
+  if (r.warnings) os << "; " << r.warnings << " warning(s)";
+  os << "\n";
   (void)base;
   return os.str();
 }
@@ -132,14 +148,25 @@ std::string report_markdown(const BuildResult& r, const std::string& base) {
     for (const auto& t : s.targets) ts += (ts.empty() ? "" : ", ") + t;
     os << "| " << s.label << " | " << ts << " | " << s.status << " | " << fmt_num(s.seconds, "%.2fs") << " |\n";
   }
-  bool any_notes = false;
-  for (const auto& t : r.targets) any_notes |= !t.notes.empty() || !t.error.empty();
+  bool any_warnings = false, any_notes = false;
+  for (const auto& t : r.targets) {
+    any_warnings |= !t.warnings.empty() || !t.error.empty();
+    any_notes |= !t.notes.empty() || !t.skipped.empty();
+  }
+  if (any_warnings) {
+    os << "\n## Warnings and errors\n\n";
+    for (const auto& t : r.targets) {
+      for (const auto& w : t.warnings) os << "- " << t.name << ": warning: " << w << "\n";
+      if (!t.error.empty()) os << "- " << t.name << ": error: " << t.error << "\n";
+    }
+  }
   if (any_notes) {
     os << "\n## Notes\n\n";
     for (const auto& t : r.targets) {
+      for (const auto& l : summarize_skips(t.skipped)) os << "- " << t.name << ": " << l << "\n";
       for (const auto& n : t.notes) os << "- " << t.name << ": " << n << "\n";
-      if (!t.error.empty()) os << "- " << t.name << ": error: " << t.error << "\n";
     }
+    os << "\nreport.json lists every skipped node with its reason.\n";
   }
   return os.str();
 }
@@ -156,61 +183,64 @@ void write_reports(const BuildResult& r, const Manifest& m) {
 }
 
 namespace {
-struct NodeView {
-  bool cached;
-  std::string state;
-};
-std::vector<NodeView> view(const Plan& plan, const std::string& cache_dir, bool no_cache) {
-  std::vector<NodeView> v(plan.nodes.size(), {false, ""});
-  std::optional<Cache> cache;
-  if (!no_cache) cache.emplace(cache_dir);
-  std::vector<bool> needed(plan.nodes.size(), false);
-  for (const auto& t : plan.targets) {
-    bool hit = cache && cache->lookup(plan.nodes[t.emit].key).has_value();
-    v[t.emit] = {hit, hit ? "cached" : "will run"};
-    if (!hit)
-      for (int n = plan.nodes[t.emit].parent; n >= 0; n = plan.nodes[n].parent) needed[n] = true;
-  }
-  for (size_t i = 0; i < plan.nodes.size(); ++i)
-    if (plan.nodes[i].kind != PlanNode::Kind::Emit) v[i] = {!needed[i], needed[i] ? "will run" : "not needed (results cached)"};
-  return v;
-}
 const char* kind_name(PlanNode::Kind k) {
   return k == PlanNode::Kind::Import ? "import" : k == PlanNode::Kind::Pass ? "pass" : "emit";
 }
+std::string state_of(const StepResult& s) {
+  if (s.status == "planned") return s.why.rfind("cached ", 0) == 0 ? "will load from cache" : "will run";
+  return "cached";
+}
 }  // namespace
 
-std::string plan_text(const Plan& plan, const std::string& cache_dir, bool no_cache) {
-  auto v = view(plan, cache_dir, no_cache);
+std::string plan_text(const Plan& plan, const BuildResult& dry) {
   std::ostringstream os;
   size_t run = 0;
   for (size_t i = 0; i < plan.nodes.size(); ++i) {
     const auto& n = plan.nodes[i];
-    run += v[i].state == "will run";
-    os << "[" << i << "] " << n.key.substr(0, 12) << "  " << n.label;
-    if (n.parent >= 0) os << "  <- [" << n.parent << "]";
+    const StepResult& s = dry.steps[i];
+    const std::string state = state_of(s);
+    run += state == "will run";
+    os << "[" << i << "] " << n.key.substr(0, 12) << "  " << n.label << "  -> " << name_of(n.produces);
+    if (!n.inputs.empty()) {
+      os << "  <-";
+      for (int in : n.inputs) os << " " << (in < 0 ? std::string("(none)") : "[" + std::to_string(in) + "]");
+    }
     std::string ts;
     for (const auto& t : n.targets) ts += (ts.empty() ? "" : ", ") + t;
-    os << "\n      targets: " << ts << "\n      " << v[i].state << "\n";
+    os << "\n      targets: " << ts << "\n      cache: " << n.store_why << "\n      " << state;
+    if (!s.why.empty() && s.status == "planned") os << ": " << s.why;
+    else if (s.status == "cached" && n.kind == PlanNode::Kind::Emit && !s.why.empty()) os << ": " << s.why;
+    os << "\n";
   }
   os << plan.nodes.size() << " nodes, " << plan.targets.size() << " targets; " << run << " nodes will run\n";
   return os.str();
 }
 
-std::string plan_json(const Plan& plan, const std::string& cache_dir, bool no_cache) {
-  auto v = view(plan, cache_dir, no_cache);
+std::string plan_json(const Plan& plan, const BuildResult& dry) {
   Json nodes = Json::array();
   for (size_t i = 0; i < plan.nodes.size(); ++i) {
     const auto& n = plan.nodes[i];
+    const StepResult& s = dry.steps[i];
     Json o = Json::object();
-    o["id"] = i; o["key"] = n.key; o["kind"] = kind_name(n.kind); o["label"] = n.label;
-    o["model"] = n.model;
-    o["parent"] = n.parent >= 0 ? Json(n.parent) : Json();
-    if (n.pass) { o["pass"] = n.pass->name; }
+    o["id"] = i; o["key"] = n.key; o["kind"] = kind_name(n.kind); o["produces"] = name_of(n.produces);
+    o["label"] = n.label; o["model"] = n.model;
+    Json ins = Json::array();
+    for (int in : n.inputs) ins.push_back(in < 0 ? Json() : Json(in));
+    o["inputs"] = ins;
+    if (n.pass) {
+      o["pass"] = n.pass->name;
+      Json opts = Json::object();
+      for (const auto& [k, v] : n.options) opts[k] = v.display();
+      o["options"] = opts;
+    }
     if (n.kind == PlanNode::Kind::Emit) { o["artifact"] = n.artifact; o["format"] = n.format->name(); }
     Json ts = Json::array();
     for (const auto& t : n.targets) ts.push_back(Json(t));
-    o["targets"] = ts; o["cached"] = Json(v[i].cached); o["state"] = v[i].state;
+    o["targets"] = ts;
+    o["store"] = n.store; o["cache_policy"] = n.store_why;
+    const std::string state = state_of(s);
+    o["cached"] = state != "will run"; o["state"] = state;
+    if (!s.why.empty()) o["why"] = s.why;
     nodes.push_back(o);
   }
   Json targets = Json::array();

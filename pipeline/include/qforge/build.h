@@ -19,13 +19,19 @@
 
 namespace qforge {
 
+// One node of the build graph: it consumes the artifacts of `inputs` and
+// produces one artifact of kind `produces`, identified by `key` (a hash of
+// what produced it: input keys, pass name and version, canonical options,
+// the profile where the pass reads it). Equal keys are one node.
 struct PlanNode {
   enum class Kind { Import, Pass, Emit };
   Kind kind = Kind::Import;
-  std::string key;      // hex digest: identifies the result
-  int parent = -1;      // index of the node it transforms (-1 for imports)
-  std::string model;    // model name
-  std::string label;    // "import det", "quantize-gguf det (type=Q8_0)"
+  ArtifactKind produces = ArtifactKind::Model;
+  std::string key;          // hex digest: identifies the result
+  std::vector<int> inputs;  // node indices: [0] the model (passes, emits), then the pass's Tables (-1: absent optional)
+  std::string model;        // model name
+  std::string label;        // "import det", "quantize-gguf det (type=Q8_0)"
+  std::string step;         // how a step reference names it: its `id`, else its pass name
   // import
   std::string path;
   const Format* format = nullptr;  // import: source format; emit: output format
@@ -37,6 +43,13 @@ struct PlanNode {
   // emit
   std::string artifact;             // absolute output path
   std::vector<std::string> targets; // every target this node serves
+  // Cache policy: whether the result is stored under `key` (always for Tables
+  // and emitted files; for a Model when its pass is expensive and another
+  // step consumes it), and why, for `qforge plan`.
+  bool store = false;
+  std::string store_why;
+
+  int model_input() const { return inputs.empty() ? -1 : inputs[0]; }
 };
 
 struct TargetPlan {
@@ -49,9 +62,11 @@ struct TargetPlan {
 
 struct Plan {
   const Manifest* manifest = nullptr;
-  std::vector<PlanNode> nodes;  // parents before children
+  std::vector<PlanNode> nodes;  // inputs before the nodes that consume them
   std::vector<TargetPlan> targets;
   std::map<std::string, Dataset> datasets;
+  // Nodes that consume node i (computed by make_plan).
+  std::vector<std::vector<int>> consumers;
 };
 
 // Validates every step against the registry and profiles and computes the
@@ -60,18 +75,47 @@ Plan make_plan(const Manifest& m, const Registry& reg, const ProfileSet& profile
                const std::vector<std::string>& only_targets, Diagnostics& diags);
 
 // Resolves one pass step's options against the schema and profile: unknown
-// options, wrong types, values the profile forbids, missing required options.
+// options, wrong types, values out of range or not allowed, values the
+// profile forbids, missing required options, the pass's validate hook.
 Options resolve_options(const PassInfo& info, const StepDecl& step, const Profile* profile,
                         const Manifest& m, Diagnostics& diags);
 
+// Checks a value against an option's schema (type, choices, range, pattern),
+// converting what placeholders made strings of. Reports at the value's location.
+bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pass, const std::string& base_dir,
+                        const std::map<std::string, DatasetDecl>* datasets, Diagnostics& diags);
+
+// Validates every loaded profile against the registry: each pass a profile
+// configures must be registered (unless the profile lists it under
+// `optional_passes`), each option must exist, defaults and allowed values must
+// be valid for the option, defaults must be among the profile's own allowed
+// values, and schema defaults the profile does not override must be allowed.
+void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnostics& diags);
+
 struct BuildOptions {
-  int jobs = 0;     // nodes at once; 0 = the manifest's, else the number of cores
-  int threads = 0;  // threads a pass may use; 0 = the number of cores
+  int jobs = 0;     // nodes at once; 0 = the manifest's, else the thread budget
+  int threads = 0;  // the build's thread budget; 0 = the manifest's, else the number of cores
   bool dry_run = false;
   bool explain = false;
   bool no_cache = false;
+  bool strict = false;  // warnings are errors (also [build] strict)
   bool write_report = true;
   bool quiet = false;
+};
+
+// What a step left alone, attributed to its pass.
+struct SkipRecord {
+  std::string pass, reason, what;
+};
+
+// What the steps behind a result said: metrics, notes, warnings, skips, in
+// step order (a cached result carries what its steps said when they ran).
+struct StepLog {
+  std::map<std::string, double> metrics;
+  std::vector<std::string> notes;
+  std::vector<std::string> warnings;
+  std::vector<SkipRecord> skipped;
+  void merge(const StepLog& other);  // appends what `other` has that this lacks
 };
 
 struct TargetResult {
@@ -82,14 +126,19 @@ struct TargetResult {
   double seconds = 0;
   std::map<std::string, double> metrics;
   std::vector<std::string> notes;
+  std::vector<std::string> warnings;
+  std::vector<SkipRecord> skipped;
   std::string error;
 };
 
 struct StepResult {
   std::string key, pass, model, label;
+  std::string kind;  // artifact kind: "model", "table", "file"
+  std::vector<std::string> inputs;  // keys of the nodes it consumed
   std::vector<std::string> targets;
-  std::string status;  // "built", "cached", "failed", "skipped"
+  std::string status;  // "built", "cached", "failed", "skipped", "planned"
   double seconds = 0;
+  int threads = 0;     // threads the step was given (0: it did not run)
   std::string why;     // --explain
 };
 
@@ -97,9 +146,13 @@ struct BuildResult {
   std::vector<TargetResult> targets;
   std::vector<StepResult> steps;
   size_t built = 0, cached = 0, failed = 0;
+  size_t warnings = 0;
   double seconds = 0;
   bool ok() const { return failed == 0; }
 };
+
+// Summary lines for skips: per pass and reason, the count and the first few ("... and 10 more").
+std::vector<std::string> summarize_skips(const std::vector<SkipRecord>& skipped, size_t first_few = 3);
 
 class Progress;
 BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress);
@@ -110,8 +163,10 @@ std::string report_markdown(const BuildResult& r, const std::string& base_dir);
 std::string report_table(const BuildResult& r, const std::string& base_dir);
 void write_reports(const BuildResult& r, const Manifest& m);
 
-// The plan as text or JSON (`qforge plan`): every node, what is cached.
-std::string plan_text(const Plan& plan, const std::string& cache_dir, bool no_cache);
-std::string plan_json(const Plan& plan, const std::string& cache_dir, bool no_cache);
+// The plan as text or JSON (`qforge plan`): every node with its artifact
+// kind, inputs, cache policy and what a build would do (`dry`: the result of
+// run_build with dry_run).
+std::string plan_text(const Plan& plan, const BuildResult& dry);
+std::string plan_json(const Plan& plan, const BuildResult& dry);
 
 }  // namespace qforge

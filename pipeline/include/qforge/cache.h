@@ -25,9 +25,16 @@ struct CacheEntry {
     Digest digest;
     uint64_t size = 0;
   };
+  struct Skip {
+    std::string pass, reason, what;
+  };
   std::vector<File> files;
+  // What the steps behind the result said when they ran (a cached build
+  // reports the same warnings and skips as the build that made it).
   std::map<std::string, double> metrics;
   std::vector<std::string> notes;
+  std::vector<std::string> warnings;
+  std::vector<Skip> skipped;
   double bits_per_weight = 0;
   double seconds = 0;  // how long the original build took
 };
@@ -36,10 +43,19 @@ class Cache {
  public:
   explicit Cache(std::string dir);
   const std::string& dir() const { return dir_; }
-  std::optional<CacheEntry> lookup(const std::string& key) const;
+  // The entry recorded under `key`, if any. `why_not`, when given, says why
+  // there is none (no entry, or one written by another qforge version).
+  std::optional<CacheEntry> lookup(const std::string& key, std::string* why_not = nullptr) const;
   // Stores the files (already written at `artifact` + suffix) as objects and
   // records the entry under `key`.
   void store(const std::string& key, const std::string& artifact, const CacheEntry& entry);
+  // Stores `bytes` as the entry's one object (a Table) and records the entry.
+  void store_bytes(const std::string& key, const std::string& bytes, CacheEntry entry);
+  // Checks every object of `entry` against its digest; "" when all are
+  // intact, else what is wrong (a corrupt object is deleted).
+  std::string verify(const CacheEntry& entry) const;
+  // The bytes of an object, verified; throws qforge::Error when missing or corrupt.
+  std::string read_object(const CacheEntry::File& f) const;
   // Copies the entry's objects to `artifact` + suffix atomically, verifying
   // each object's digest. Returns an error message (empty on success); a
   // corrupt object is deleted.

@@ -1,5 +1,6 @@
-// Manifest v1 (DESIGN.md): [build], [plugins], [models.*], [datasets.*],
+// Manifest v1: [build], [plugins], [profiles], [models.*], [datasets.*],
 // [[targets]] with matrix expansion. Every value keeps its file:line:col.
+// docs/manifest.md is the reference for every key.
 #pragma once
 
 #include <map>
@@ -26,8 +27,17 @@ struct DatasetDecl {
   SourceLoc loc;
 };
 
+// A reference from a step to another step's result (`inputs = ["t/calibrate"]`).
+struct StepRef {
+  std::string target;  // "" = the same target
+  std::string step;    // a step's `id`, or its pass name
+  SourceLoc loc;
+};
+
 struct StepDecl {
   std::string pass;
+  std::string id;                 // `id = "..."`; "" = none (the pass name refers to it)
+  std::vector<StepRef> inputs;    // explicit table inputs, in the order of the pass's inputs
   Options options;  // as written, placeholders substituted
   std::map<std::string, SourceLoc> option_locs;  // where each option's key is written
   SourceLoc loc;    // of the pass name
@@ -40,7 +50,7 @@ struct TargetDecl {
   std::string emit;     // "" = the source model's format
   std::string output;   // "" = <output>/<name>.<ext>; else relative to the manifest
   std::vector<StepDecl> pipeline;
-  std::vector<std::pair<std::string, std::string>> matrix;  // the values that made it
+  std::vector<std::pair<std::string, Value>> matrix;  // the values that made it
   SourceLoc loc;
   SourceLoc model_loc, profile_loc, emit_loc;
 };
@@ -51,6 +61,8 @@ struct Manifest {
   std::string output_dir;  // absolute
   std::string cache_dir;   // absolute
   int jobs = 0;            // 0 = number of cores
+  int threads = 0;         // the thread budget of a build; 0 = number of cores
+  bool strict = false;     // warnings are errors
   std::vector<std::string> plugin_paths;  // absolute
   std::vector<std::string> profile_paths; // extra profile directories (absolute)
   std::map<std::string, ModelDecl> models;

@@ -26,6 +26,12 @@ struct Profile {
   Value properties;    // [device] and other tables, as written
   std::map<std::string, Options> defaults;                       // pass -> options
   std::map<std::string, std::map<std::string, Value>> allowed;   // pass -> option -> list of values
+  std::map<std::string, SourceLoc> pass_locs;  // where [defaults.<pass>] / [allow.<pass>] is written
+  // Passes the profile may configure although no loaded plugin provides them
+  // (`optional_passes = ["quantize-static"]`): their sections are checked
+  // only when the pass is registered.
+  std::vector<std::string> optional_passes;
+  SourceLoc loc;  // the file's first line
 
   // The allowed values of a pass option, or null when unrestricted.
   const Value* allowed_values(const std::string& pass, const std::string& option) const;

@@ -143,6 +143,7 @@ model = "mlp"
   CHECK(report["targets"][0]["artifact"] == "dist/llm-copy.gguf");
   CHECK(report["targets"][0]["bytes"].get<uint64_t>() == fs::file_size(d.path / "models/tiny.gguf"));
   CHECK(report["targets"][0]["bits_per_weight"].get<double>() == Approx(32.0));
+  CHECK(report["targets"][1]["bits_per_weight"].get<double>() == Approx(32.0));  // float ONNX too
   CHECK(report["steps"].size() == 4);
   CHECK(fs::exists(d.path / "dist/report.md"));
 
@@ -287,4 +288,65 @@ TEST_CASE("the quickstart builds; every artifact runs in ONNX Runtime or llama.c
   CHECK(gguf >= 1);
   // A second build does nothing.
   CHECK_THAT(run(qforge() + " build", d.path).out, Catch::Contains("(nothing to do)"));
+}
+
+TEST_CASE("reordered tensor_types rules change the artifact; a cached build equals --no-cache", "[cli][graph]") {
+  TempDir d("rules");
+  make_models(d);
+  auto manifest = [&](const std::string& rules) {
+    d.write("qforge.toml", "[models.llm]\npath = \"models/tiny.gguf\"\n[[targets]]\nname = \"llm\"\nmodel = \"llm\"\n"
+                           "pipeline = [ { pass = \"quantize-gguf\", type = \"Q4_0\", tensor_types = " + rules + " } ]\n");
+  };
+  manifest(R"(["attn_q=Q8_0", "attn=Q5_0"])");
+  auto r1 = run(qforge() + " build", d.path);
+  INFO(r1.err);
+  REQUIRE(r1.rc == 0);
+  const std::string first = slurp(d.path / "dist/llm.gguf");
+  manifest(R"(["attn=Q5_0", "attn_q=Q8_0"])");  // attn now matches attn_q first
+  auto r2 = run(qforge() + " build --explain", d.path);
+  REQUIRE(r2.rc == 0);
+  CHECK_THAT(r2.out, Catch::Contains("1 built, 0 cached"));
+  CHECK_THAT(r2.err, Catch::Contains("pass options changed: quantize-gguf"));
+  const std::string second = slurp(d.path / "dist/llm.gguf");
+  CHECK(first != second);
+  auto r3 = run(qforge() + " build --no-cache", d.path);
+  REQUIRE(r3.rc == 0);
+  CHECK(slurp(d.path / "dist/llm.gguf") == second);
+  manifest(R"(["attn_q=Q8_0", "attn=Q5_0"])");  // back: served from the cache, equal to the first build
+  auto r4 = run(qforge() + " build", d.path);
+  CHECK_THAT(r4.out, Catch::Contains("0 built, 1 cached"));
+  CHECK(slurp(d.path / "dist/llm.gguf") == first);
+
+  // A table has no order: refused, with the list form to write instead.
+  manifest(R"({ "attn_q" = "Q8_0", "attn" = "Q5_0" })");
+  auto bad = run(qforge() + " plan", d.path);
+  CHECK(bad.rc == 1);
+  CHECK_THAT(bad.err, Catch::Contains("qforge.toml:6:70: error: option 'tensor_types' of pass 'quantize-gguf' is a list "
+                                      "whose order matters"));
+  CHECK_THAT(bad.err, Catch::Contains("tensor_types = [\"attn_q=Q8_0\", \"attn=Q5_0\"]"));
+  // Type names are checked at plan time, with a suggestion.
+  manifest(R"(["attn_q=Q8_O"])");
+  auto typo = run(qforge() + " plan", d.path);
+  CHECK(typo.rc == 1);
+  CHECK_THAT(typo.err, Catch::Contains("error: pass 'quantize-gguf', option 'tensor_types': rule 'attn_q=Q8_O': unknown "
+                                       "tensor type 'Q8_O' (did you mean 'q8_0'?)"));
+}
+
+TEST_CASE("qforge quantize: a bad type is one usage error with a suggestion", "[cli]") {
+  TempDir d("quantize-usage");
+  make_models(d);
+  auto r = run(qforge() + " quantize models/tiny.gguf out.gguf --type Q4_K_Z", d.path);
+  CHECK(r.rc == 2);
+  CHECK_THAT(r.err, Catch::Contains("error: --type: unknown type 'Q4_K_Z' (did you mean 'Q4_K_M' or 'Q4_K_S'?)"));
+  CHECK(r.err.find("quantize-gguf: quantize-gguf") == std::string::npos);
+  CHECK(r.out.empty());
+  CHECK_FALSE(fs::exists(d.path / "out.gguf"));
+  auto t = run(qforge() + " quantize models/tiny.gguf out.gguf --type Q8_0 --tensor-type attn_v", d.path);
+  CHECK(t.rc == 2);
+  CHECK_THAT(t.err, Catch::Contains("--tensor-type: 'attn_v' is not of the form REGEX=TYPE"));
+  auto ok = run(qforge() + " quantize models/tiny.gguf out.gguf --type Q8_0", d.path);
+  INFO(ok.err);
+  CHECK(ok.rc == 0);
+  CHECK_THAT(ok.out, Catch::StartsWith("wrote "));
+  CHECK(ok.out.find("| x") == std::string::npos);
 }

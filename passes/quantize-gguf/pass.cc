@@ -1,4 +1,5 @@
 // The quantize-gguf pass and its built-in plugin registration.
+#include <algorithm>
 #include <cctype>
 #include <memory>
 #include <regex>
@@ -38,8 +39,12 @@ class QuantizeGgufPass : public Pass {
 // rule patterns (at `qforge plan` time, with a suggestion for a misspelling).
 std::vector<OptionProblem> validate_options(const Options& o) {
   std::vector<OptionProblem> out;
-  std::vector<std::string> file_type_names, tensor_type_names;
-  for (const auto& r : file_types()) file_type_names.push_back(r.name);
+  // Suggestions name the commonly chosen mixtures first (a tie between
+  // Q4_K_S and Q4_K_M for "Q4_K_Z" reads better as "Q4_K_M or Q4_K_S").
+  std::vector<std::string> file_type_names = {"Q4_K_M", "Q5_K_M", "Q8_0", "Q6_K", "Q3_K_M"}, tensor_type_names;
+  for (const auto& r : file_types())
+    if (std::find(file_type_names.begin(), file_type_names.end(), r.name) == file_type_names.end())
+      file_type_names.push_back(r.name);
   for (ElemType t : all_elem_types())
     if (traits(t).ggml_id >= 0 && gguf::can_quantize(t)) tensor_type_names.push_back(name_of(t));
   auto text = [&](const char* key) -> std::string {

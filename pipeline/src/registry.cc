@@ -42,6 +42,13 @@ void Registry::add_format(std::shared_ptr<const Format> format) {
 
 void Registry::add_pass(PassInfo info) {
   if (!info.factory) throw Error("pass '" + info.name + "' has no factory");
+  if (info.output.kind == ArtifactKind::File)
+    throw Error("pass '" + info.name + "' declares a File output; files are made by a target's emit step, so a pass "
+                "produces a Model or a Table");
+  for (const auto& in : info.inputs)
+    if (in.kind != ArtifactKind::Table)
+      throw Error("pass '" + info.name + "' declares an input of kind " + name_of(in.kind) +
+                  "; every pass reads the model, and its other inputs are Tables");
   auto it = impl_->passes.find(info.name);
   if (it != impl_->passes.end())
     throw Error("pass '" + info.name + "' is registered twice: by plugin '" + it->second.origin +

@@ -179,7 +179,12 @@ void register_graph_passes(Registry& r) {
   budget.name = "budget";
   budget.type = OptType::Size;
   budget.help = "size";
-  PassInfo checked = info<Noop>("checked", {bits, pct, rules, budget});
+  OptionSpec names;
+  names.name = "names";
+  names.type = OptType::List;
+  names.help = "a set of names";
+  names.unordered = true;
+  PassInfo checked = info<Noop>("checked", {bits, pct, rules, budget, names});
   checked.validate = [](const Options& o) {
     std::vector<OptionProblem> out;
     if (o.count("budget") && o.at("bits").i == 8) out.push_back({"budget", "a budget needs bits = 4"});
@@ -472,4 +477,18 @@ TEST_CASE("a lazy producer's failure names the tensor and the pass, and writes n
   CHECK_FALSE(r.ok());
   CHECK_THAT(r.targets[0].error, Catch::Contains("lazy-fail: tensor 'a': the quantizer ran out of luck"));
   CHECK_FALSE(fs::exists(fx.dir / "dist/a.txt"));
+}
+
+TEST_CASE("an ordered list's order is part of the key; a set's is not", "[build][graph]") {
+  Fixture fx(register_graph_passes);
+  auto key_of = [&](const std::string& options) {
+    fx.write("qforge.toml", manifest_with(target("a", "{ pass = \"checked\", " + options + " }")));
+    std::unique_ptr<Manifest> keep;
+    auto [plan, errors] = fx.plan(keep);
+    REQUIRE(errors.empty());
+    return plan.nodes.at(1).key;
+  };
+  CHECK(key_of(R"(rules = ["a=1", "b=2"])") != key_of(R"(rules = ["b=2", "a=1"])"));
+  CHECK(key_of(R"(names = ["x", "y"])") == key_of(R"(names = ["y", "x", "y"])"));
+  CHECK(key_of(R"(names = ["x", "y"])") != key_of(R"(names = ["x", "z"])"));
 }

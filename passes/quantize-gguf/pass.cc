@@ -124,11 +124,13 @@ PassInfo quantize_gguf_info() {
       opt("exclude_weights", OptType::List, "do not use the imatrix for tensors containing these"),
       opt("override_kv", OptType::List, "metadata overrides KEY=TYPE:VALUE (int, float, bool, str)"),
   };
-  for (auto& o : p.options)
+  for (auto& o : p.options) {
+    o.unordered = o.name == "include_weights" || o.name == "exclude_weights";
     if (o.name == "tensor_types") {
       o.pattern = "[^=]+=[^=]+";
       o.pattern_help = "REGEX=TYPE (e.g. \"attn_v=Q6_K\")";
     }
+  }
   p.validate = validate_options;
   p.factory = [] { return std::make_unique<QuantizeGgufPass>(); };
   return p;

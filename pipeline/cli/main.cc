@@ -157,7 +157,11 @@ int cmd_inspect(Env& env, const std::string& file, bool json, const std::string&
   return 0;
 }
 
-int cmd_list(Env& env, const std::string& what) {
+int cmd_list(Env& env, const std::string& what, bool markdown) {
+  if (what == "passes" && markdown) {
+    std::fputs(pass_reference_markdown(env.registry.passes()).c_str(), stdout);
+    return 0;
+  }
   if (what == "passes") {
     for (const auto* p : env.registry.passes()) {
       std::printf("%-20s v%-3d %s  [%s]\n", p->name.c_str(), p->version, p->description.c_str(),
@@ -179,6 +183,7 @@ int cmd_list(Env& env, const std::string& what) {
       std::printf("%-8s %-8s %-6s %s  [%s]\n", f->name().c_str(), f->version().c_str(), f->extension().c_str(),
                   f->description().c_str(), env.registry.origin_of_format(f->name()).c_str());
   } else if (what == "profiles") {
+    validate_profiles(env.profiles, env.registry, env.profile_diags);
     if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
     for (const auto* p : env.profiles.all()) std::printf("%-16s %s\n", p->name.c_str(), p->description.c_str());
   } else if (what == "plugins") {
@@ -302,6 +307,8 @@ int main(int argc, char** argv) {
   list->add_option("WHAT", list_what, "passes|formats|profiles|plugins")
       ->required()
       ->check(CLI::IsMember({"passes", "formats", "profiles", "plugins"}));
+  bool list_markdown = false;
+  list->add_flag("--markdown", list_markdown, "passes: the option reference as Markdown (as in docs/manifest.md)");
 
   // quantize: a one-target build of quantize-gguf (llama-quantize's options).
   std::string q_in, q_out, q_type, q_imatrix, q_out_type, q_embd_type;
@@ -335,7 +342,7 @@ int main(int argc, char** argv) {
   try {
     Env env(plugin_args);
     if (*inspect) return cmd_inspect(env, inspect_file, inspect_json, inspect_format);
-    if (*list) return cmd_list(env, list_what);
+    if (*list) return cmd_list(env, list_what, list_markdown);
     if (*build) {
       Diagnostics diags;
       Manifest m = load_checked(b, diags);

@@ -549,7 +549,11 @@ class Planner {
     for (const auto& spec : info.options) {
       auto it = keyed.find(spec.name);
       if (it == keyed.end()) continue;
-      if (spec.type == OptType::Path) {
+      if (spec.type == OptType::List && spec.unordered && it->second.kind == Value::Kind::List) {
+        auto& l = it->second.list;
+        std::sort(l.begin(), l.end(), [](const Value& a, const Value& b) { return a.s < b.s; });
+        l.erase(std::unique(l.begin(), l.end(), [](const Value& a, const Value& b) { return a.s == b.s; }), l.end());
+      } else if (spec.type == OptType::Path) {
         it->second = Value::of_string("sha:" + stats_.digest(it->second.s).hex());
       } else if (spec.type == OptType::Dataset) {
         const auto& ds = m_.datasets.at(it->second.s);

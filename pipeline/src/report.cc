@@ -1,4 +1,4 @@
-// Reports: dist/report.json (the contract of DESIGN.md), dist/report.md and
+// Reports: dist/report.json (docs/manifest.md, "The report"), dist/report.md and
 // the terminal table; the plan as text and JSON.
 #include <cstdio>
 #include <filesystem>
@@ -253,6 +253,82 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
   Json j = Json::object();
   j["nodes"] = nodes; j["targets"] = targets;
   return j.dump(2) + "\n";
+}
+
+}  // namespace qforge
+
+namespace qforge {
+namespace {
+const char* short_type(OptType t) {
+  switch (t) {
+    case OptType::Bool: return "bool";
+    case OptType::Int: return "integer";
+    case OptType::Float: return "number";
+    case OptType::String: return "string";
+    case OptType::Enum: return "string";
+    case OptType::List: return "list of strings";
+    case OptType::Table: return "table";
+    case OptType::Path: return "path";
+    case OptType::Dataset: return "dataset name";
+    case OptType::Size: return "size";
+  }
+  return "?";
+}
+std::string md_escape(std::string s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '|') o += "\\|";
+    else if (c == '\n') o += ' ';
+    else o += c;
+  }
+  return o;
+}
+std::string artifact_text(const ArtifactSpec& a) {
+  std::string s = name_of(a.kind);
+  if (!a.schema.empty()) s += " `" + a.schema + "`";
+  if (a.optional) s += " (optional)";
+  return s;
+}
+}  // namespace
+
+std::string pass_reference_markdown(const std::vector<const PassInfo*>& passes) {
+  std::ostringstream os;
+  for (const PassInfo* p : passes) {
+    os << "### `" << p->name << "`\n\n" << md_escape(p->description) << "\n\n";
+    os << "Consumes: model";
+    for (const auto& in : p->inputs) os << ", " << artifact_text(in);
+    os << ". Produces: " << artifact_text(p->output) << ".";
+    if (p->needs_graph) os << " Needs a graph (ONNX).";
+    if (p->needs_profile) os << " Needs a hardware profile.";
+    if (p->expensive) os << " Its model is cached when another step consumes it.";
+    os << "\n\n";
+    if (p->options.empty()) {
+      os << "No options.\n\n";
+      continue;
+    }
+    os << "| option | type | default | allowed | meaning |\n|---|---|---|---|---|\n";
+    for (const auto& o : p->options) {
+      std::string allowed;
+      if (!o.choices.empty())
+        for (size_t i = 0; i < o.choices.size(); ++i) allowed += (i ? ", " : "") + ("`" + o.choices[i] + "`");
+      if (!o.int_choices.empty())
+        for (size_t i = 0; i < o.int_choices.size(); ++i) allowed += (i ? ", " : "") + std::to_string(o.int_choices[i]);
+      if (o.has_min || o.has_max) {
+        char b[64];
+        if (o.has_min && o.has_max) std::snprintf(b, sizeof b, "%g to %g", o.min, o.max);
+        else if (o.has_min) std::snprintf(b, sizeof b, "at least %g", o.min);
+        else std::snprintf(b, sizeof b, "at most %g", o.max);
+        allowed += (allowed.empty() ? "" : "; ") + std::string(b);
+      }
+      if (!o.pattern_help.empty()) allowed += (allowed.empty() ? "" : "; ") + o.pattern_help;
+      if (o.type == OptType::Size) allowed += (allowed.empty() ? "" : "; ") + std::string("bytes, `3.5GiB`, `4.5bpw`");
+      os << "| `" << o.name << "` | " << short_type(o.type) << (o.type == OptType::List ? (o.unordered ? " (a set)" : " (ordered)") : "") << " | "
+         << (o.required ? "required" : o.default_value.is_null() ? "-" : "`" + md_escape(o.default_value.display()) + "`")
+         << " | " << (allowed.empty() ? "-" : md_escape(allowed)) << " | " << md_escape(o.help) << " |\n";
+    }
+    os << "\n";
+  }
+  return os.str();
 }
 
 }  // namespace qforge

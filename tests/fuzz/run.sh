@@ -13,7 +13,9 @@ out=${1:-/tmp/qforge-fuzz}
 secs=${2:-0}
 shift 2 2>/dev/null || shift $#
 names=${*:-"npy npz tensor_pb gguf manifest onnx"}
+# Absolute: the runs below cd into it (`make fuzz` passes a relative build-fuzz).
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 CXX=${CXX:-clang++}
 flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 # TOML++ as the real build uses it: the shared library (built with NDEBUG).

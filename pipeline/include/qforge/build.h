@@ -163,6 +163,10 @@ std::string report_markdown(const BuildResult& r, const std::string& base_dir);
 std::string report_table(const BuildResult& r, const std::string& base_dir);
 void write_reports(const BuildResult& r, const Manifest& m);
 
+// The reference of passes and their options in Markdown (`qforge list passes
+// --markdown`; docs/manifest.md holds the built-ins' and a test compares).
+std::string pass_reference_markdown(const std::vector<const PassInfo*>& passes);
+
 // The plan as text or JSON (`qforge plan`): every node with its artifact
 // kind, inputs, cache policy and what a build would do (`dry`: the result of
 // run_build with dry_run).

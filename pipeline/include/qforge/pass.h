@@ -52,6 +52,10 @@ struct OptionSpec {
   double min = 0, max = 0;           // Int, Float: inclusive bounds when has_min/has_max
   std::string pattern;               // String, List items: an ECMAScript regex the whole value matches
   std::string pattern_help;          // what the pattern means ("REGEX=TYPE"), for messages
+  // List: the items are a set (order and repeats do not change the result),
+  // so the cache key sorts them. Lists are ordered unless said otherwise: an
+  // ordered list keeps its order in the key (docs/architecture.md, "Keys").
+  bool unordered = false;
 };
 
 // A Size option's value parsed: bytes or bits per weight.

@@ -16,7 +16,7 @@ DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev prot
 PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6
 NPM_PACKAGES = node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 
-.PHONY: all deps configure build test demo runtimes fuzz format bench clean
+.PHONY: all deps configure build test demo runtimes fuzz format bench docs clean
 
 all: build
 
@@ -74,6 +74,10 @@ fuzz: deps
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+# Regenerates the pass reference in docs/manifest.md from the built passes.
+docs: build
+	python3 tests/tools/docs_reference.py $(QFORGE) docs/manifest.md
 
 clean:
 	rm -rf $(BUILD) examples/quickstart/dist examples/quickstart/.qforge

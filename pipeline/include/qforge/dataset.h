@@ -63,7 +63,7 @@ struct Dataset {
   size_t size() const { return files.size(); }
 };
 
-// Files of a --data DIR (docs/manifest.md, "Datasets"): .npy, .npz and .pb files
+// Files of a --data DIR (docs/manifest.md, "`[datasets.<name>]`"): .npy, .npz and .pb files
 // and test-data subdirectories, sorted by name. Hidden entries (".x") are
 // skipped; an empty directory or any other entry is an error. A directory that
 // is itself in the test-data layout (only input_<k>.pb and output_<k>.pb files,

@@ -4,7 +4,7 @@
 // The build engine never looks inside a Table: it stores its bytes under the
 // producing node's key, verifies them by hash when it reads them back, and
 // hands the Table to the passes that consume it. Only the passes that make
-// and read a schema know what its data means (docs/architecture.md, "Artifacts").
+// and read a schema know what its data means (docs/architecture.md, "The build graph").
 //
 // A Table is a schema name and a structured document (a Value: tables keep
 // the order their keys were added in, so the bytes are deterministic).

@@ -327,7 +327,7 @@ class Builder {
     }
     s.st = St::Run;
     const std::string need = "needed by " + plan_.nodes[by].label;
-    s.why = opts_.no_cache ? need + " (--no-cache)" : n.store ? need + " (" + why_not + ")" : need + " (" + n.store_why + ")";
+    s.why = opts_.no_cache ? need + " (--no-cache)" : n.store ? need + " (" + why_not + ")" : need;
     for (int in : n.inputs) demand(in, i);
   }
 

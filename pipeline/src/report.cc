@@ -188,6 +188,7 @@ const char* kind_name(PlanNode::Kind k) {
 }
 std::string state_of(const StepResult& s) {
   if (s.status == "planned") return s.why.rfind("cached ", 0) == 0 ? "will load from cache" : "will run";
+  if (s.pass != "emit" && s.why.empty()) return "not needed (what depends on it is cached)";
   return "cached";
 }
 }  // namespace

@@ -61,7 +61,8 @@ std::string float_text(double v, bool f32) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
   char buf[64];
-  auto r = f32 ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v)) : std::to_chars(buf, buf + sizeof buf, v);
+  auto r = f32 ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v))
+               : std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, r.ptr);
 }
 
@@ -94,9 +95,9 @@ struct Encoder {
         if (bad != std::string::npos) {
           char buf[8];
           std::snprintf(buf, sizeof buf, "0x%02x", static_cast<unsigned char>(v.s[bad]));
-          fail(where, "expected UTF-8 text (a safetensors header is JSON), found the byte " + std::string(buf) +
-                          " at position " + std::to_string(bad) + " of '" + printable(v.s) +
-                          "'; drop this key or emit GGUF");
+          fail(where, "expected UTF-8 text (a safetensors header is JSON), found the byte " +
+                          std::string(buf) + " at position " + std::to_string(bad) + " of '" +
+                          printable(v.s) + "'; drop this key or emit GGUF");
         }
         return in_array ? json_quote(v.s) : v.s;
       }
@@ -130,7 +131,8 @@ struct Encoder {
       std::string s = spec(v.array[k], where + "[" + std::to_string(k) + "]");
       if (k && s != inner)
         fail(where, "expected nested arrays of one type (" + inner + "), found " + s + " at index " +
-                        std::to_string(k) + "; safetensors' metadata records one type per key: drop this key or emit GGUF");
+                        std::to_string(k) +
+                        "; safetensors' metadata records one type per key: drop this key or emit GGUF");
       inner = s;
     }
     return "array[" + inner + "]";
@@ -167,7 +169,8 @@ bool scalar_from_text(MetaType t, const std::string& s, MetaValue& out, std::str
     } else {
       r = std::from_chars(b, e, out.f);
     }
-    if (r.ec == std::errc::result_out_of_range) return why = std::string("out of range for ") + type_name(t), false;
+    if (r.ec == std::errc::result_out_of_range)
+      return why = std::string("out of range for ") + type_name(t), false;
     if (r.ec != std::errc() || r.ptr != e) return why = "expected a number (or nan, inf, -inf)", false;
     return true;
   }
@@ -175,7 +178,10 @@ bool scalar_from_text(MetaType t, const std::string& s, MetaValue& out, std::str
     uint64_t v = 0;
     auto r = std::from_chars(b, e, v);
     if (r.ec != std::errc() || r.ptr != e || s.empty()) return why = "expected an unsigned integer", false;
-    const uint64_t max = t == MetaType::U8 ? UINT8_MAX : t == MetaType::U16 ? UINT16_MAX : t == MetaType::U32 ? UINT32_MAX : UINT64_MAX;
+    const uint64_t max = t == MetaType::U8    ? UINT8_MAX
+                         : t == MetaType::U16 ? UINT16_MAX
+                         : t == MetaType::U32 ? UINT32_MAX
+                                              : UINT64_MAX;
     if (v > max) return why = std::string("out of range for ") + type_name(t), false;
     out.u = v;
     return true;
@@ -218,7 +224,8 @@ class ArraySax : public nlohmann::json_sax<Json> {
     if (d >= chain_.size() || chain_[d] != MetaType::Array)
       where_.fail("expected " + expected(d) + " at array depth " + std::to_string(d) + ", found an array");
     if (d + 1 >= chain_.size())
-      where_.fail("the type array[array] gives no element type for non-empty inner arrays; expected empty ones");
+      where_.fail(
+          "the type array[array] gives no element type for non-empty inner arrays; expected empty ones");
     MetaValue v;
     v.type = MetaType::Array;
     v.elem = chain_[d + 1];
@@ -241,8 +248,9 @@ class ArraySax : public nlohmann::json_sax<Json> {
 
  private:
   std::string expected(size_t d) const {
-    return d < chain_.size() ? (chain_[d] == MetaType::Array ? "an array" : std::string("a ") + type_name(chain_[d]))
-                             : "nothing";
+    return d < chain_.size()
+               ? (chain_[d] == MetaType::Array ? "an array" : std::string("a ") + type_name(chain_[d]))
+               : "nothing";
   }
   bool bad(const std::string& found) {
     where_.fail("expected " + expected(stack_.size()) + " inside the array, found " + found);
@@ -251,9 +259,12 @@ class ArraySax : public nlohmann::json_sax<Json> {
     const size_t d = stack_.size();
     if (d == 0) where_.fail("expected a JSON array, found a scalar");
     const MetaType t = chain_[d];
-    const std::string at = " at index " + std::to_string(stack_.back().array.size()) + " of depth " + std::to_string(d - 1);
-    if (t == MetaType::Array) where_.fail("expected an array" + at + ", found " + (quoted ? "a string" : text));
-    if (quoted && t != MetaType::String && !(is_float(t) && (text == "nan" || text == "-nan" || text == "inf" || text == "-inf")))
+    const std::string at =
+        " at index " + std::to_string(stack_.back().array.size()) + " of depth " + std::to_string(d - 1);
+    if (t == MetaType::Array)
+      where_.fail("expected an array" + at + ", found " + (quoted ? "a string" : text));
+    if (quoted && t != MetaType::String &&
+        !(is_float(t) && (text == "nan" || text == "-nan" || text == "inf" || text == "-inf")))
       where_.fail(std::string("expected a ") + type_name(t) + at + ", found the string " + json_quote(text));
     if (!quoted && t == MetaType::String) where_.fail("expected a string" + at + ", found " + text);
     MetaValue v;
@@ -276,8 +287,9 @@ std::vector<std::pair<std::string, std::string>> encode_metadata(const Metadata&
   for (const auto& [key, v] : metadata) {
     Encoder enc{key};
     if (key == kTypesKey)
-      enc.fail("", std::string("is reserved: the safetensors plugin writes the types of non-string metadata under "
-                               "this key; rename or drop it"));
+      enc.fail(
+          "", std::string("is reserved: the safetensors plugin writes the types of non-string metadata under "
+                          "this key; rename or drop it"));
     size_t bad = utf8_error_at(key);
     if (bad != std::string::npos)
       enc.fail("", "expected a UTF-8 key (a safetensors header is JSON), found invalid UTF-8 at byte " +
@@ -308,9 +320,10 @@ Metadata decode_metadata(const std::vector<RawMeta>& raw, const std::string& pat
     try {
       types = Json::parse(types_entry->value);
     } catch (const std::exception& e) {
-      w.fail(std::string("expected a JSON object {key: type} (qforge's record of metadata types), found invalid "
-                         "JSON: ") +
-             e.what());
+      w.fail(
+          std::string("expected a JSON object {key: type} (qforge's record of metadata types), found invalid "
+                      "JSON: ") +
+          e.what());
     }
     if (!types.is_object())
       w.fail("expected a JSON object {key: type} (qforge's record of metadata types), found " +
@@ -319,7 +332,8 @@ Metadata decode_metadata(const std::vector<RawMeta>& raw, const std::string& pat
       auto it = index.find(key);
       if (it == index.end() || key == kTypesKey)
         w.fail("names '" + printable(key) + "', which is not a key of __metadata__");
-      if (!spec.is_string()) w.fail("'" + printable(key) + "': expected a type name (a string), found " + spec.dump());
+      if (!spec.is_string())
+        w.fail("'" + printable(key) + "': expected a type name (a string), found " + spec.dump());
       // "array[array[u8]]" -> {Array, Array, U8}; "array[array]" -> {Array, Array}
       std::string s = spec.get<std::string>();
       std::vector<MetaType> chain;
@@ -330,7 +344,8 @@ Metadata decode_metadata(const std::vector<RawMeta>& raw, const std::string& pat
       auto t = type_from_name(s);
       if (!t || (*t == MetaType::Array && chain.empty()))
         w.fail("'" + printable(key) +
-               "': expected a type (u8, i8, u16, i16, u32, i32, u64, i64, f32, f64, bool, string or array[type]), "
+               "': expected a type (u8, i8, u16, i16, u32, i32, u64, i64, f32, f64, bool, string or "
+               "array[type]), "
                "found " +
                json_quote(spec.get<std::string>()));
       chain.push_back(*t);

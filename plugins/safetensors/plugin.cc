@@ -150,14 +150,15 @@ int SafetensorsFormat::probe(const std::string& path, const uint8_t* head, size_
     uint64_t len = 0;
     std::memcpy(&len, head, 8);  // little-endian host (checked in reader.cc)
     struct stat st {};
-    const bool fits = ::stat(path.c_str(), &st) == 0 && st.st_size >= 8 &&
-                      len <= static_cast<uint64_t>(st.st_size) - 8;
+    const bool fits =
+        ::stat(path.c_str(), &st) == 0 && st.st_size >= 8 && len <= static_cast<uint64_t>(st.st_size) - 8;
     // A JSON object starts with '{' and is at least "{}".
     plausible = len >= 2 && len <= kMaxHeaderBytes && fits && head[8] == '{';
     // `{` followed by a key or the closing brace (after optional whitespace).
     if (plausible) {
       size_t i = 9;
-      while (i < n && i < 8 + len && (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t'))
+      while (i < n && i < 8 + len &&
+             (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t'))
         ++i;
       plausible = i >= n || i >= 8 + len || head[i] == '"' || head[i] == '}';
     }
@@ -171,11 +172,13 @@ Status SafetensorsFormat::import_model(const std::string& path, Model& out) cons
   return guard([&] { out = read_safetensors(path); });
 }
 
-Status SafetensorsFormat::emit_model(const Model& model, const std::string& path, const Options& options) const {
+Status SafetensorsFormat::emit_model(const Model& model, const std::string& path,
+                                     const Options& options) const {
   return guard([&] {
     for (const auto& [key, value] : options)
       if (!value.is_null())
-        throw Error(path + ": safetensors emit option '" + key + "': the safetensors format takes no options");
+        throw Error(path + ": safetensors emit option '" + key +
+                    "': the safetensors format takes no options");
     write_safetensors(model, path);
   });
 }

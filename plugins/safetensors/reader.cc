@@ -111,7 +111,10 @@ class HeaderSax : public nlohmann::json_sax<Json> {
   bool end_object() override {
     if (depth_ == 2 && !in_meta_) {
       const Entry& e = entries.back();
-      const char* missing = !e.has_dtype ? "dtype" : !e.has_shape ? "shape" : !e.has_offsets ? "data_offsets" : nullptr;
+      const char* missing = !e.has_dtype     ? "dtype"
+                            : !e.has_shape   ? "shape"
+                            : !e.has_offsets ? "data_offsets"
+                                             : nullptr;
       if (missing)
         fail(at(), where(),
              std::string("expected the fields dtype, shape and data_offsets, found no '") + missing + "'");
@@ -191,7 +194,8 @@ class HeaderSax : public nlohmann::json_sax<Json> {
   }
 
   bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& ex) override {
-    // nlohmann's message: "[json.exception.parse_error.101] parse error at line 1, column 7: syntax error ...".
+    // nlohmann's message: "[json.exception.parse_error.101] parse error at line 1, column 7: syntax error
+    // ...".
     std::string msg = ex.what();
     size_t c = msg.find(", column ");
     if (c != std::string::npos) {
@@ -300,8 +304,9 @@ Model parse_safetensors(BlobPtr file, const std::string& path) {
   // ---- header length
   if (size < 8)
     fail(0, "header length",
-         "expected 8 bytes (a little-endian u64), found " + (size ? u64s(size) : std::string("an empty file")) +
-             " (the file is " + u64s(size) + " bytes; truncated, or not a safetensors file)");
+         "expected 8 bytes (a little-endian u64), found " +
+             (size ? u64s(size) : std::string("an empty file")) + " (the file is " + u64s(size) +
+             " bytes; truncated, or not a safetensors file)");
   uint64_t n = 0;
   std::memcpy(&n, data, 8);
   if (n > kMaxHeaderBytes)
@@ -311,8 +316,8 @@ Model parse_safetensors(BlobPtr file, const std::string& path) {
              (n > size ? " (more than the whole file: corrupt, or not a safetensors file)" : ""));
   if (n > size - 8)
     fail(0, "header length",
-         "expected at most the " + u64s(size - 8) + " bytes after it, found " + u64s(n) + " (the file ends at byte " +
-             u64s(size) + "; truncated?)");
+         "expected at most the " + u64s(size - 8) + " bytes after it, found " + u64s(n) +
+             " (the file ends at byte " + u64s(size) + "; truncated?)");
   if (n < 2) fail(0, "header length", "expected at least 2 bytes (a JSON object \"{}\"), found " + u64s(n));
   if (data[8] != '{') {
     char buf[8];
@@ -343,9 +348,11 @@ Model parse_safetensors(BlobPtr file, const std::string& path) {
     if (!type) {
       if (known_unsupported_dtype(e.dtype))
         fail(e.dtype_at, tf + ": dtype",
-             "found " + e.dtype + ", a safetensors dtype that qforge cannot hold (no element type of its IR); " +
+             "found " + e.dtype +
+                 ", a safetensors dtype that qforge cannot hold (no element type of its IR); " +
                  "convert the tensor to one of " + dtype_list());
-      fail(e.dtype_at, tf + ": dtype", "expected one of " + dtype_list() + ", found '" + printable(e.dtype) + "'");
+      fail(e.dtype_at, tf + ": dtype",
+           "expected one of " + dtype_list() + ", found '" + printable(e.dtype) + "'");
     }
     uint64_t numel = 1;
     for (size_t j = 0; j < e.shape.size(); ++j) {
@@ -371,9 +378,9 @@ Model parse_safetensors(BlobPtr file, const std::string& path) {
                "), found [" + u64s(begin) + ", " + u64s(end) + "], " + u64s(end - begin) + " bytes");
     if (end > data_len)
       fail(e.offsets_at, tf + ": data_offsets",
-           "expected offsets inside the byte buffer (" + u64s(data_len) + " bytes, from byte " + u64s(data_start) +
-               " to the end of the file at byte " + u64s(size) + "), found [" + u64s(begin) + ", " + u64s(end) +
-               "] (truncated?)");
+           "expected offsets inside the byte buffer (" + u64s(data_len) + " bytes, from byte " +
+               u64s(data_start) + " to the end of the file at byte " + u64s(size) + "), found [" +
+               u64s(begin) + ", " + u64s(end) + "] (truncated?)");
     laid.push_back({*type, begin, end});
   }
 
@@ -395,10 +402,9 @@ Model parse_safetensors(BlobPtr file, const std::string& path) {
                u64s(laid[prev].begin) + ", " + u64s(laid[prev].end) + ")");
     if (laid[k].begin > next)
       fail(e.offsets_at, tf + ": data_offsets",
-           "expected the tensor to begin at " + u64s(next) + (prev == SIZE_MAX ? std::string(" (the start of the data)")
-                                                                             : " (where tensor '" +
-                                                                                   printable(sax.entries[prev].name) +
-                                                                                   "' ends)") +
+           "expected the tensor to begin at " + u64s(next) +
+               (prev == SIZE_MAX ? std::string(" (the start of the data)")
+                                 : " (where tensor '" + printable(sax.entries[prev].name) + "' ends)") +
                ", found " + u64s(laid[k].begin) + ": bytes [" + u64s(next) + ", " + u64s(laid[k].begin) +
                ") belong to no tensor, and the format does not allow holes");
     next = laid[k].end;
@@ -406,8 +412,8 @@ Model parse_safetensors(BlobPtr file, const std::string& path) {
   }
   if (next != data_len)
     fail(data_start + next, "byte buffer",
-         "expected the tensors to cover the byte buffer up to the end of the file, found " + u64s(data_len - next) +
-             " byte" + (data_len - next == 1 ? "" : "s") +
+         "expected the tensors to cover the byte buffer up to the end of the file, found " +
+             u64s(data_len - next) + " byte" + (data_len - next == 1 ? "" : "s") +
              " after the last tensor's data that belong to no tensor (the format does not allow them)");
 
   // ---- the model

@@ -23,8 +23,10 @@ std::string u64s(uint64_t v) { return std::to_string(v); }
 std::string what_to_do(ElemType t) {
   const ElemTraits& tr = traits(t);
   if (tr.quantized)
-    return std::string("it is a ggml block encoding, which safetensors cannot hold; emit this target as GGUF ") +
-           "(emit = \"gguf\"), or quantize to a type safetensors has (f32, f16, bf16; quantize-gguf type = \"F16\")";
+    return std::string(
+               "it is a ggml block encoding, which safetensors cannot hold; emit this target as GGUF ") +
+           "(emit = \"gguf\"), or quantize to a type safetensors has (f32, f16, bf16; quantize-gguf type = "
+           "\"F16\")";
   return "safetensors has no dtype for it (it holds " + dtype_list() + "); convert the tensor first";
 }
 
@@ -58,10 +60,12 @@ void write_safetensors(const Model& model, const std::string& path) {
       fail(path, tf, "expected a name other than __metadata__ (the format reserves it); rename the tensor");
     const size_t bad = utf8_error_at(t.name);
     if (bad != std::string::npos)
-      fail(path, tf, "expected a UTF-8 name (a safetensors header is JSON), found invalid UTF-8 at byte " + u64s(bad));
+      fail(path, tf,
+           "expected a UTF-8 name (a safetensors header is JSON), found invalid UTF-8 at byte " + u64s(bad));
     if (!names.insert(t.name).second) fail(path, tf, "expected unique tensor names, found it twice");
     const char* dtype = dtype_name(t.type);
-    if (!dtype) fail(path, tf, std::string("cannot store type ") + name_of(t.type) + ": " + what_to_do(t.type));
+    if (!dtype)
+      fail(path, tf, std::string("cannot store type ") + name_of(t.type) + ": " + what_to_do(t.type));
     if (t.shape.size() > kMaxDims)
       fail(path, tf, "expected at most " + u64s(kMaxDims) + " dimensions, found " + u64s(t.shape.size()));
     uint64_t numel = 1;
@@ -76,9 +80,10 @@ void write_safetensors(const Model& model, const std::string& path) {
       shape += (j ? "," : "") + std::to_string(d);
     }
     auto nb = byte_size(t.type, numel);
-    if (!nb || offset > UINT64_MAX - *nb) fail(path, tf, "expected a byte size that fits 64 bits, found an overflow");
-    h += "," + json_quote(t.name) + ":{\"dtype\":\"" + dtype + "\",\"shape\":[" + shape + "],\"data_offsets\":[" +
-         u64s(offset) + "," + u64s(offset + *nb) + "]}";
+    if (!nb || offset > UINT64_MAX - *nb)
+      fail(path, tf, "expected a byte size that fits 64 bits, found an overflow");
+    h += "," + json_quote(t.name) + ":{\"dtype\":\"" + dtype + "\",\"shape\":[" + shape +
+         "],\"data_offsets\":[" + u64s(offset) + "," + u64s(offset + *nb) + "]}";
     sizes.push_back(*nb);
     offset += *nb;
   }
@@ -105,7 +110,8 @@ void write_safetensors(const Model& model, const std::string& path) {
       blob = t.bytes();
     } catch (const std::exception& e) {
       const std::string what = e.what();
-      throw Error(path + ": cannot write safetensors: " + (what.find(tf) != std::string::npos ? what : tf + ": " + what));
+      throw Error(path + ": cannot write safetensors: " +
+                  (what.find(tf) != std::string::npos ? what : tf + ": " + what));
     }
     if (!blob) fail(path, tf, "has no data");
     if (blob->size() != sizes[i])
@@ -116,7 +122,8 @@ void write_safetensors(const Model& model, const std::string& path) {
     blob.reset();
   }
   if (out.size() != data_start + offset)
-    fail(path, "layout", "internal error: wrote " + u64s(out.size()) + " bytes, expected " + u64s(data_start + offset));
+    fail(path, "layout",
+         "internal error: wrote " + u64s(out.size()) + " bytes, expected " + u64s(data_start + offset));
   out.commit();
 }
 

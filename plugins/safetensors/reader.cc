@@ -116,7 +116,7 @@ class HeaderSax : public nlohmann::json_sax<Json> {
                             : !e.has_offsets ? "data_offsets"
                                              : nullptr;
       if (missing)
-        fail(at(), where(),
+        fail(at(), "tensor '" + printable(e.name) + "'",
              std::string("expected the fields dtype, shape and data_offsets, found no '") + missing + "'");
     }
     --depth_;
@@ -204,6 +204,13 @@ class HeaderSax : public nlohmann::json_sax<Json> {
     } else if (msg.rfind("[json.exception.", 0) == 0 && msg.find("] ") != std::string::npos) {
       msg = msg.substr(msg.find("] ") + 2);
     }
+    // Its "last read" quotes raw header bytes; the message quotes them printably instead.
+    const size_t lr = msg.find("; last read: '");
+    if (lr != std::string::npos) {
+      const size_t end = msg.find("'; ", lr + 14);
+      msg.erase(lr, end == std::string::npos ? std::string::npos : end + 1 - lr);
+    }
+    msg = printable(msg, 400);
     if (msg.find("UTF-8") != std::string::npos)
       msg += " (a safetensors header is UTF-8 JSON: tensor names and metadata must be valid UTF-8)";
     const uint64_t byte = 8 + (position ? position - 1 : 0);

@@ -25,8 +25,11 @@ import numpy as np
 NP_DTYPES = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
     "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
-    "BF16": "<u2",  # numpy has no bfloat16: read the bits
+    "C64": "<c8",
+    # numpy has no bfloat16 and no float8: read the bits
+    "BF16": "<u2", "F8_E4M3": "u1", "F8_E5M2": "u1", "F8_E4M3FNUZ": "u1", "F8_E5M2FNUZ": "u1",
 }
+BITS_ONLY = {"BF16", "F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ"}
 
 
 def write(path, header_obj, data, indent=None, pad=True, raw_header=None):
@@ -232,14 +235,16 @@ def verify(path, dtypes=None, same_as=None):
             if odt != dtype or o.shape != a.shape or o.tobytes() != a.tobytes():
                 fail(path, f"{name}: differs from {same_as}")
     try:
-        from safetensors.numpy import load_file  # the reference implementation, when installed
+        from safetensors import safe_open  # the reference implementation, when installed
     except ImportError:
         reference = "not installed"
     else:
-        loaded = load_file(path)
-        for name, (dtype, a) in arrays.items():
-            if dtype != "BF16" and not np.array_equal(loaded[name], a):
-                fail(path, f"{name}: differs from what the safetensors package loads")
+        with safe_open(path, framework="np") as f:
+            if sorted(f.keys()) != sorted(arrays) or (f.metadata() or {}) != meta:
+                fail(path, "the safetensors package reads other names or metadata")
+            for name, (dtype, a) in arrays.items():
+                if dtype not in BITS_ONLY and not np.array_equal(f.get_tensor(name), a):
+                    fail(path, f"{name}: differs from what the safetensors package loads")
         reference = "agrees"
     print(f"{path}: {len(arrays)} tensors, {len(meta)} metadata entries; safetensors package: {reference}")
 

@@ -119,11 +119,17 @@ same_bytes(${work}/back/a-again.safetensors ${dist}/gguf-st.safetensors "safeten
 must(${PYTHON} ${tool} verify ${work}/back/c.safetensors --same-tensors-as ${work}/tiny.safetensors)
 
 # 4: a quantized tensor cannot be written as safetensors.
+# Nor a model with a graph (the graph would be lost).
+must(${bindir}/make_tiny_onnx mlp ${work}/mlp.onnx)
 file(WRITE ${work}/q.toml "[plugins]\npaths = [\"plugin\"]\n[build]\noutput = \"q\"\n"
-  "[models.st]\npath = \"tiny.safetensors\"\n"
+  "[models.st]\npath = \"tiny.safetensors\"\n[models.onnx]\npath = \"mlp.onnx\"\n"
   "[[targets]]\nname = \"q\"\nmodel = \"st\"\nemit = \"safetensors\"\n"
-  "pipeline = [ { pass = \"quantize-gguf\", type = \"Q8_0\" } ]\n")
+  "pipeline = [ { pass = \"quantize-gguf\", type = \"Q8_0\" } ]\n"
+  "[[targets]]\nname = \"onnx\"\nmodel = \"onnx\"\nemit = \"safetensors\"\n")
 run(${QFORGE_BIN} build -f ${work}/q.toml)
+if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "onnx.safetensors: cannot write safetensors: model: expected a table of tensors, found a model with a graph")
+  message(FATAL_ERROR "emitting an ONNX model as safetensors should fail (rc ${rc}):\n${out}\n${err}")
+endif()
 if(rc EQUAL 0 OR NOT "${out}${err}" MATCHES "q.safetensors: cannot write safetensors: tensor '[^']+': cannot store type q8_0: .*emit = \"gguf\"")
   message(FATAL_ERROR "emitting Q8_0 as safetensors should fail naming the tensor (rc ${rc}):\n${out}\n${err}")
 endif()

@@ -144,6 +144,14 @@ std::string json_quote(const std::string& s) {
 }
 
 int SafetensorsFormat::probe(const std::string& path, const uint8_t* head, size_t n) const {
+  try {
+    return probe_bytes(path, head, n);
+  } catch (...) {  // nothing leaves the plugin
+    return 0;
+  }
+}
+
+int SafetensorsFormat::probe_bytes(const std::string& path, const uint8_t* head, size_t n) const {
   const bool ext = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
   bool plausible = false;
   if (n >= 10) {

@@ -104,6 +104,9 @@ class SafetensorsFormat : public Format {
   int probe(const std::string& path, const uint8_t* head, size_t n) const override;
   Status import_model(const std::string& path, Model& out) const override;
   Status emit_model(const Model& model, const std::string& path, const Options& options) const override;
+
+ private:
+  int probe_bytes(const std::string& path, const uint8_t* head, size_t n) const;
 };
 
 }  // namespace qforge::st

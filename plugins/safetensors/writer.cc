@@ -33,6 +33,12 @@ std::string what_to_do(ElemType t) {
 }  // namespace
 
 void write_safetensors(const Model& model, const std::string& path) {
+  if (model.graph)
+    fail(path, "model",
+         "expected a table of tensors, found a model with a graph (" +
+             (model.format.empty() ? std::string() : model.format + ", ") + "from " + model.source +
+             "); safetensors holds tensors only, so writing it would drop the graph: emit it in its own "
+             "format");
   // ---- metadata
   std::vector<std::pair<std::string, std::string>> meta;
   try {

@@ -9,6 +9,9 @@ nothing but the standard library and numpy (independently of the plugin).
   safetensors_files.py hostile DIR
       malformed files, one per check of the reader; prints "file<TAB>expected
       message fragment" lines
+  safetensors_files.py mutants DIR
+      a small valid file and 64 damaged copies of it (cut, header bytes replaced);
+      prints their names
   safetensors_files.py verify FILE [--dtypes F16,F32] [--same-tensors-as OTHER]
       reads FILE as the format's specification says and checks it: header length
       and padding, 8-byte aligned data, every dtype/shape/offset, the data tiled
@@ -152,6 +155,34 @@ def hostile(d):
         print(f"{name}.safetensors\t{expect}")
 
 
+def mutants(d, count=64):
+    """Valid and damaged variants of a small file: cut at many lengths, and bytes of
+    its header replaced (deterministically). Each must be read or refused, never
+    crash the reader."""
+    meta = {"a": "1", "v": "[1,2,3]", "qforge.metadata_types": '{"a":"u32","v":"array[i16]"}'}
+    header = {"__metadata__": meta,
+              "x": {"dtype": "F16", "shape": [3, 2], "data_offsets": [0, 12]},
+              "y": {"dtype": "I64", "shape": [2], "data_offsets": [12, 28]},
+              "z": {"dtype": "U8", "shape": [0, 5], "data_offsets": [28, 28]}}
+    write(f"{d}/base.safetensors", header, bytes(range(28)))
+    with open(f"{d}/base.safetensors", "rb") as f:
+        base = f.read()
+    (n,) = struct.unpack("<Q", base[:8])
+    rng = np.random.default_rng(3)
+    names = ["base.safetensors"]
+    for k in range(count):
+        b = bytearray(base)
+        if k % 4 == 0:
+            b = b[:int(rng.integers(0, len(b)))]
+        else:
+            for _ in range(1 + k % 3):
+                b[int(rng.integers(8, 8 + n))] = int(rng.choice(list(b'{}[]",:0123456789-e. \\xu\xff\x00')))
+        names.append(f"mutant{k:02d}.safetensors")
+        with open(f"{d}/{names[-1]}", "wb") as f:
+            f.write(bytes(b))
+    print("\n".join(names))
+
+
 def fail(path, msg):
     sys.exit(f"verify: {path}: {msg}")
 
@@ -254,6 +285,8 @@ def main(argv):
         tiny(argv[1])
     elif len(argv) >= 2 and argv[0] == "hostile":
         hostile(argv[1])
+    elif len(argv) >= 2 and argv[0] == "mutants":
+        mutants(argv[1])
     elif len(argv) >= 2 and argv[0] == "verify":
         dtypes = same = None
         rest = argv[2:]

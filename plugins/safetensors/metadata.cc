@@ -106,8 +106,10 @@ struct Encoder {
     fail(where, "unknown metadata type " + std::to_string(static_cast<int>(v.type)));
   }
 
-  std::string array(const MetaValue& v, const std::string& where, int depth) const {
-    if (depth > 8) fail(where, "expected arrays nested at most 8 levels deep, found a deeper one");
+  std::string array(const MetaValue& v, const std::string& where, size_t depth) const {
+    if (depth > kMaxArrayDepth)
+      fail(where, "expected arrays nested at most " + std::to_string(kMaxArrayDepth) +
+                      " levels deep, found a deeper one");
     std::string s = "[";
     for (size_t k = 0; k < v.array.size(); ++k) {
       const MetaValue& e = v.array[k];
@@ -337,10 +339,16 @@ Metadata decode_metadata(const std::vector<RawMeta>& raw, const std::string& pat
       // "array[array[u8]]" -> {Array, Array, U8}; "array[array]" -> {Array, Array}
       std::string s = spec.get<std::string>();
       std::vector<MetaType> chain;
-      while (s.rfind("array[", 0) == 0 && s.size() > 7 && s.back() == ']') {
+      size_t b = 0, e = s.size();  // s[b, e) is what is left to read
+      while (e - b > 7 && s.compare(b, 6, "array[") == 0 && s[e - 1] == ']') {
+        if (chain.size() == kMaxArrayDepth)
+          w.fail("'" + printable(key) + "': expected arrays nested at most " +
+                 std::to_string(kMaxArrayDepth) + " levels deep, found a deeper type");
         chain.push_back(MetaType::Array);
-        s = s.substr(6, s.size() - 7);
+        b += 6;
+        e -= 1;
       }
+      s = s.substr(b, e - b);
       auto t = type_from_name(s);
       if (!t || (*t == MetaType::Array && chain.empty()))
         w.fail("'" + printable(key) +

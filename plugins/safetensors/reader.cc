@@ -241,6 +241,7 @@ class HeaderSax : public nlohmann::json_sax<Json> {
   bool scalar(const std::string& found, const std::string* s) {
     const uint64_t pos = at();
     if (depth_ == 1) {
+      if (in_meta_ && found == "null") return true;  // "__metadata__": null is no metadata
       if (in_meta_) fail(pos, "__metadata__", "expected an object of strings, found " + found);
       fail(pos, "tensor '" + printable(key_) + "'",
            "expected an object {\"dtype\", \"shape\", \"data_offsets\"}, found " + found);

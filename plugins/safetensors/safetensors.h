@@ -48,6 +48,7 @@ namespace qforge::st {
 
 constexpr uint64_t kMaxHeaderBytes = 100000000;  // the reference implementation's cap
 constexpr size_t kMaxDims = 64;
+constexpr size_t kMaxArrayDepth = 8;  // typed metadata: an array of arrays is depth 2 (as GGUF's reader)
 // The __metadata__ entry that records the GGUF types of non-string metadata (see
 // README.md, "Metadata"). Reserved: a model may not have metadata of this name.
 constexpr const char* kTypesKey = "qforge.metadata_types";

@@ -151,6 +151,9 @@ def hostile(d):
          header={"__metadata__": {"qforge.metadata_types": '{"n": "u32"}'}, **good})
     case("bad_typed_value", "expected an unsigned integer",
          header={"__metadata__": {"n": "12x", "qforge.metadata_types": '{"n": "u32"}'}, **good})
+    case("deep_metadata_type", "expected arrays nested at most 8 levels deep",
+         header={"__metadata__": {"n": "[]", "qforge.metadata_types": json.dumps({"n": "array[" * 9 + "u8" + "]" * 9})},
+                 **good})
     for name, expect in cases:
         print(f"{name}.safetensors\t{expect}")
 

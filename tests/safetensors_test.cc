@@ -145,6 +145,7 @@ TEST_CASE("safetensors: typed metadata survives at its edges", "[safetensors]") 
                                                  MetaValue::of_array(MetaType::I32, {})}));
   in.emplace_back("no_arrays", MetaValue::of_array(MetaType::Array, {}));
   in.emplace_back("bools", MetaValue::of_array(MetaType::Bool, {MetaValue::of_bool(false)}));
+  in.emplace_back("negnan", f64(-std::numeric_limits<double>::quiet_NaN()));
 
   auto enc = st::encode_metadata(in);
   REQUIRE(enc.size() == in.size() + 1);
@@ -154,6 +155,7 @@ TEST_CASE("safetensors: typed metadata survives at its edges", "[safetensors]") 
   CHECK(enc[15].second == "-inf");
   CHECK(enc[18].second == R"([1.5,"inf",0.1])");
   CHECK(enc[20].second == "[[-1],[]]");
+  CHECK(enc[23].second == "-nan");
   CHECK(round_trip(in) == in);
 
   // Strings only: no types entry, nothing changes.

@@ -5,11 +5,12 @@
 // strings.
 //
 // Text of a value: integers in decimal, bools as true/false, floats as the
-// shortest decimal that reads back to the same value (std::to_chars; nan, inf,
+// shortest decimal that reads back to the same value (std::to_chars; nan, -nan, inf,
 // -inf), arrays as a JSON array of those (non-finite floats and strings as JSON
 // strings). Types are GGUF's names (u8 ... f64, bool, string) and array[T].
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <system_error>
@@ -58,7 +59,7 @@ bool is_unsigned(MetaType t) {
 }
 
 std::string float_text(double v, bool f32) {
-  if (std::isnan(v)) return "nan";
+  if (std::isnan(v)) return std::signbit(v) ? "-nan" : "nan";
   if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
   char buf[64];
   auto r = f32 ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v))
@@ -174,6 +175,11 @@ bool scalar_from_text(MetaType t, const std::string& s, MetaValue& out, std::str
     if (r.ec == std::errc::result_out_of_range)
       return why = std::string("out of range for ") + type_name(t), false;
     if (r.ec != std::errc() || r.ptr != e) return why = "expected a number (or nan, inf, -inf)", false;
+    // Text keeps a NaN's sign, not its payload ("nan(123)"): every NaN read is the quiet one.
+    if (std::isnan(out.f))
+      out.f = t == MetaType::F32 ? static_cast<double>(std::copysign(std::numeric_limits<float>::quiet_NaN(),
+                                                                     static_cast<float>(out.f)))
+                                 : std::copysign(std::numeric_limits<double>::quiet_NaN(), out.f);
     return true;
   }
   if (is_unsigned(t)) {

@@ -184,4 +184,4 @@ if(read LESS 1 OR refused LESS 32)
   message(FATAL_ERROR "mutants: ${read} read, ${refused} refused; expected the base file read and most refused")
 endif()
 message(STATUS "safetensors plugin: built out of tree; quantized, round-tripped byte for byte; "
-  "${count} hostile files refused; ${refused} of ${read} + ${refused} damaged files refused")
+  "${count} hostile files refused; of the damaged copies ${read} read, ${refused} refused")

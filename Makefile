@@ -13,7 +13,7 @@ DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev prot
   libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata
 
 # Runtimes the interop tests check artifacts with (pinned).
-PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6
+PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6 safetensors==0.8.0
 NPM_PACKAGES = node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 
 .PHONY: all deps configure build test demo runtimes fuzz format bench docs clean

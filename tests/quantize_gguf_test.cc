@@ -32,6 +32,7 @@
 #include "gguf/gguf.h"
 #include "gguf/tiny_llama.h"
 #include "imatrix.h"
+#include "qforge/graph.h"
 #include "qforge/status.h"
 #include "quantize_gguf.h"
 
@@ -536,6 +537,20 @@ TEST_CASE("quantize-gguf: the plan follows llama.cpp's rules", "[quantize-gguf]"
   CHECK_THROWS_WITH(quantize_model(m2, o, 1),
                     Catch::Contains("no_fallback") && Catch::Contains("blk.0.ffn_down.weight"));
   CHECK(m2.tensors[0].type == ElemType::F32);  // untouched
+}
+
+TEST_CASE("quantize-gguf: takes a model of any format without a graph", "[quantize-gguf]") {
+  Model m = make_tiny_llama(TinyLlamaOptions{});
+  m.format = "safetensors";  // e.g. imported by plugins/safetensors
+  QuantizeSummary sum = quantize_model(m, qopts("Q8_0"), 1);
+  CHECK(sum.quantized_tensors == 16);
+  Model g = make_tiny_llama(TinyLlamaOptions{});
+  g.format = "onnx";
+  g.source = "m.onnx";
+  g.graph = std::make_shared<Graph>();
+  CHECK_THROWS_WITH(quantize_model(g, qopts("Q8_0"), 1),
+                    Catch::Contains("needs a model without a graph") &&
+                        Catch::Contains("onnx model with a graph (m.onnx)"));
 }
 
 TEST_CASE("quantize-gguf: llama-quantize options equal llama.cpp", "[quantize-gguf][llamalib]") {

@@ -303,9 +303,11 @@ QuantizeOptions options_from(const Options& o) {
 }
 
 QuantizeSummary quantize_model(Model& model, const QuantizeOptions& q, int threads) {
-  if (!model.format.empty() && model.format != "gguf")
-    throw Error("quantize-gguf: needs a GGUF model, found a " + model.format + " model (" + model.source +
-                ")");
+  // A table of tensors is what llama.cpp quantizes: GGUF, or any format without a
+  // graph (e.g. safetensors through plugins/safetensors), whose result is emitted as GGUF.
+  if (model.graph)
+    throw Error("quantize-gguf: needs a model without a graph (GGUF, safetensors), found a " + model.format +
+                " model with a graph (" + model.source + ")");
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const FileTypeInfo& ft = parse_file_type(q.type);
   const ModelFacts facts = read_model_facts(model);

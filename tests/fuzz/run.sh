@@ -12,7 +12,7 @@ root=$(cd "$here/../.." && pwd)
 out=${1:-/tmp/qforge-fuzz}
 secs=${2:-0}
 shift 2 2>/dev/null || shift $#
-names=${*:-"npy npz tensor_pb gguf manifest onnx"}
+names=${*:-"npy npz tensor_pb gguf manifest onnx safetensors"}
 # Absolute: the runs below cd into it (`make fuzz` passes a relative build-fuzz).
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -20,7 +20,7 @@ CXX=${CXX:-clang++}
 flags="-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 # TOML++ as the real build uses it: the shared library (built with NDEBUG).
 defs="-DONNX_ML=1 -DONNX_NAMESPACE=onnx -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION $(pkg-config --cflags tomlplusplus)"
-incs="-I$root/pipeline/include -I$root/formats"
+incs="-I$root/pipeline/include -I$root/formats -I$root/plugins"
 # Object files, compiled once: the core pieces and the format readers.
 compile() {  # compile NAME SOURCE
   [ -f "$out/$1.o" ] && [ "$out/$1.o" -nt "$2" ] || $CXX $flags $defs $incs -c "$2" -o "$out/$1.o"
@@ -30,6 +30,10 @@ for f in types model npy npz dataset manifest diag value graph atomic_file; do
 done
 for f in "$root"/formats/gguf/reader.cc "$root"/formats/gguf/writer.cc; do
   compile "gguf_$(basename "$f" .cc)" "$f"
+done
+# The safetensors plugin (built out of tree; its sources but the entry point).
+for f in format reader writer metadata; do
+  compile "st_$f" "$root/plugins/safetensors/$f.cc"
 done
 onnx_objs=""
 if [ -d "$root/formats/onnx" ]; then
@@ -46,6 +50,7 @@ for name in $names; do
     gguf) objs="$core $out/value.o $out/gguf_reader.o $out/gguf_writer.o" ;;
     manifest) objs="$out/types.o $out/manifest.o $out/diag.o $out/value.o" ;;
     onnx) objs="$core $out/value.o $out/graph.o $onnx_objs" ;;
+    safetensors) objs="$core $out/st_format.o $out/st_reader.o $out/st_writer.o $out/st_metadata.o" ;;
   esac
   $CXX $flags $defs $incs -o "$out/fuzz_$name" "$here/fuzz_$name.cc" $objs \
     -lfmt -lonnx -lonnx_proto -lprotobuf -lz -ltomlplusplus -lboost_filesystem

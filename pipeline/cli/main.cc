@@ -180,7 +180,7 @@ int cmd_list(Env& env, const std::string& what, bool markdown) {
     if (env.registry.passes().empty()) std::printf("(no passes registered)\n");
   } else if (what == "formats") {
     for (const auto* f : env.registry.formats())
-      std::printf("%-8s %-8s %-6s %s  [%s]\n", f->name().c_str(), f->version().c_str(), f->extension().c_str(),
+      std::printf("%-12s %-8s %-13s %s  [%s]\n", f->name().c_str(), f->version().c_str(), f->extension().c_str(),
                   f->description().c_str(), env.registry.origin_of_format(f->name()).c_str());
   } else if (what == "profiles") {
     validate_profiles(env.profiles, env.registry, env.profile_diags);

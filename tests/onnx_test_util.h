@@ -251,6 +251,13 @@ inline const Node* find_op(const Graph& g, const std::string& op) {
   return nullptr;
 }
 
+// The skip record whose `what` contains `node` (e.g. "node 'fc2'"), or nullptr.
+inline const Skipped* skip_of(const PassResult& r, const std::string& node) {
+  for (const Skipped& s : r.skipped)
+    if (s.what.find(node) != std::string::npos) return &s;
+  return nullptr;
+}
+
 inline std::vector<uint8_t> bytes_of(const Tensor& t) {
   BlobPtr b = t.bytes();
   return std::vector<uint8_t>(b->data(), b->data() + b->size());

@@ -300,24 +300,6 @@ TEST_CASE("quant arithmetic: bit-identical to ONNX Runtime's own quantizer kerne
   }
 }
 
-TEST_CASE("quant arithmetic: half precision conversion", "[quantize-weights][quant-util]") {
-  CHECK(q::float_to_half(1.0f) == 0x3C00);
-  CHECK(q::float_to_half(-2.0f) == 0xC000);
-  CHECK(q::float_to_half(65504.0f) == 0x7BFF);
-  CHECK(q::float_to_half(65520.0f) == 0x7C00);               // rounds up to inf
-  CHECK(q::float_to_half(1.0f + 1.0f / 2048) == 0x3C00);     // tie -> even
-  CHECK(q::float_to_half(1.0f + 3.0f / 2048) == 0x3C02);     // tie -> even (up)
-  CHECK(q::float_to_half(std::ldexp(1.0f, -24)) == 0x0001);  // smallest subnormal
-  CHECK(q::float_to_half(std::ldexp(1.0f, -25)) == 0x0000);  // tie -> even (zero)
-  CHECK(q::float_to_half(std::ldexp(3.0f, -25)) == 0x0002);  // 1.5 ulp -> 2
-  CHECK(q::half_to_float(0x0001) == std::ldexp(1.0f, -24));
-  CHECK(q::half_to_float(0x03FF) == std::ldexp(1023.0f, -24));
-  CHECK(q::half_to_float(0x3555) == 0.333251953125f);
-  CHECK(std::isinf(q::half_to_float(0xFC00)));
-  for (uint32_t h = 0; h < 0x7C00; ++h)
-    REQUIRE(q::float_to_half(q::half_to_float(static_cast<uint16_t>(h))) == h);
-}
-
 // ================================================================ the pass
 
 TEST_CASE("quantize-weights: dq 8-bit per channel on an MLP runs in ONNX Runtime", "[quantize-weights]") {
@@ -576,6 +558,9 @@ TEST_CASE("quantize-weights: Gemm with transB in both formats", "[quantize-weigh
     REQUIRE(r.status.ok);
     CHECK_FALSE(r.changed);
     CHECK(r.metrics.at("quantized_weights") == 0);
+    REQUIRE(r.warnings.size() == 1);
+    CHECK(r.warnings[0] == "no MatMul node in the model's top-level graph; nothing was quantized");
+    CHECK(q::count_ops(*m.graph, "Gemm") == 2);
   }
   for (const char* fmt : {"dq", "matmulnbits"}) {
     DYNAMIC_SECTION(fmt) {
@@ -615,10 +600,9 @@ TEST_CASE("quantize-weights: Gemm with alpha or transA: dq only", "[quantize-wei
   PassResult r = quantize(nb, {{"format", Value::of_string("matmulnbits")}, {"op_types", list_of({"Gemm"})}});
   REQUIRE(r.status.ok);
   CHECK(r.metrics.at("quantized_weights") == 1);
-  bool noted = false;
-  for (const std::string& n : r.notes)
-    noted |= n.find("node 'g2'") != std::string::npos && n.find("alpha") != std::string::npos;
-  CHECK(noted);
+  const Skipped* g2 = skip_of(r, "node 'g2'");
+  REQUIRE(g2);
+  CHECK_THAT(g2->reason, Contains("alpha or beta other than 1"));
   Model dq = orig;
   r = quantize(dq, {{"bits", Value::of_int(8)}, {"op_types", list_of({"Gemm"})}});
   REQUIRE(r.status.ok);
@@ -630,7 +614,7 @@ TEST_CASE("quantize-weights: Gemm with alpha or transA: dq only", "[quantize-wei
   }
 }
 
-TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a note", "[quantize-weights]") {
+TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a reason", "[quantize-weights]") {
   Model m = mlp({32, 32, 32, 8});
   Graph& g = *m.graph;
   // fc1.weight also a graph input (overridable); fc2 computed through a Transpose
@@ -646,11 +630,22 @@ TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a note", 
   INFO(r.status.message);
   REQUIRE(r.status.ok);
   CHECK_FALSE(r.changed);
-  REQUIRE(r.notes.size() == 3);
-  CHECK_THAT(r.notes[0], Contains("node 'fc1'") && Contains("graph input"));
-  CHECK_THAT(r.notes[1], Contains("node 'fc2'") && Contains("not an initializer"));
-  CHECK_THAT(r.notes[2], Contains("node 'fc3'") && Contains("exclude_nodes"));
+  REQUIRE(r.skipped.size() == 3);
+  CHECK(r.skipped[0].reason ==
+        "weight is an initializer that is also a graph input (overridable at run time)");
+  CHECK_THAT(r.skipped[0].what, Contains("node 'fc1' (MatMul)") && Contains("ir_version 7"));
+  CHECK(r.skipped[1].reason == "weight is not a constant");
+  CHECK_THAT(r.skipped[1].what,
+             Contains("node 'fc2' (MatMul)") && Contains("computed by node 'tr' (Transpose)"));
+  CHECK(r.skipped[2].reason == "listed in exclude_nodes");
+  CHECK(r.skipped[2].what == "node 'fc3' (MatMul)");
   CHECK(r.metrics.at("skipped_nodes") == 3);
+  // Nothing quantized: the pass says why, once, by reason.
+  REQUIRE(r.warnings.size() == 1);
+  CHECK(
+      r.warnings[0] ==
+      "3 MatMul nodes, all skipped: weight is an initializer that is also a graph input (overridable at run "
+      "time) (1); weight is not a constant (1); listed in exclude_nodes (1)");
   CHECK(m.tensor("fc1.weight")->type == ElemType::F32);
 
   SECTION("min_elements") {
@@ -658,10 +653,10 @@ TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a note", 
     PassResult s = quantize(small, {{"min_elements", Value::of_int(100)}});
     REQUIRE(s.status.ok);
     CHECK(s.metrics.at("quantized_weights") == 1);  // 16x8 = 128 quantized, 8x4 = 32 skipped
-    bool noted = false;
-    for (const std::string& n : s.notes)
-      noted |= n.find("node 'fc2'") != std::string::npos && n.find("min_elements") != std::string::npos;
-    CHECK(noted);
+    const Skipped* fc2 = skip_of(s, "node 'fc2'");
+    REQUIRE(fc2);
+    CHECK(fc2->reason == "weight has fewer elements than min_elements = 100");
+    CHECK_THAT(fc2->what, Contains("'fc2.weight' has 32"));
   }
 }
 

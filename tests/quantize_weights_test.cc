@@ -20,6 +20,8 @@
 #include "onnx_test_util.h"
 #include "qforge/graph.h"
 #include "qforge/pass.h"
+#include "qforge/plugin_host.h"
+#include "qforge/registry.h"
 #include "quantize_weights.h"
 
 namespace {
@@ -729,12 +731,101 @@ TEST_CASE("quantize-weights: bad options and unsupported models fail clearly", "
   }
 }
 
-TEST_CASE("quantize-weights: registered through the built-in plugin", "[quantize-weights]") {
-  PassInfo info = passes::quantize_weights_pass_info();
-  CHECK(info.name == "quantize-weights");
-  CHECK(info.needs_graph);
-  std::vector<std::string> names;
-  for (const OptionSpec& s : info.options) names.push_back(s.name);
-  for (const char* want : {"bits", "block_size", "symmetric", "format", "op_types"})
-    CHECK(std::find(names.begin(), names.end(), want) != names.end());
+TEST_CASE("quantize-weights: registered through the built-in plugin", "[quantize-weights][plugin]") {
+  // The built-ins go through the plugin host as a shared library would; the
+  // pass found in the registry is the one the plugin registered.
+  Registry registry;
+  PluginHost host(registry);
+  register_builtins(host);
+  const PassInfo* info = registry.pass("quantize-weights");
+  REQUIRE(info);
+  CHECK(registry.origin_of_pass("quantize-weights") == "quantize-weights");
+  bool listed = false;
+  for (const PluginRecord& p : registry.plugins())
+    listed |= p.name == "quantize-weights" && p.path == "<built-in>";
+  CHECK(listed);
+  CHECK(info->needs_graph);
+  REQUIRE(info->factory);
+  REQUIRE(info->validate);
+  // Its factory makes a working pass.
+  Model m = mlp({32, 16, 8});
+  PassResult r = run_pass(*info, m, {{"bits", Value::of_int(8)}});
+  INFO(r.status.message);
+  REQUIRE(r.status.ok);
+  CHECK(r.changed);
+  CHECK(r.metrics.at("quantized_weights") == 2);
+  CHECK(q::count_ops(*m.graph, "DequantizeLinear") == 2);
+}
+
+TEST_CASE("quantize-weights: the schema declares the option constraints plan checks", "[quantize-weights]") {
+  const PassInfo info = passes::quantize_weights_pass_info();
+  auto spec = [&](const std::string& name) -> const OptionSpec& {
+    for (const OptionSpec& s : info.options)
+      if (s.name == name) return s;
+    FAIL("no option " << name);
+    throw 0;
+  };
+  CHECK(spec("bits").int_choices == std::vector<int64_t>{4, 8});
+  CHECK(spec("accuracy_level").has_min);
+  CHECK(spec("accuracy_level").min == 0);
+  CHECK(spec("accuracy_level").has_max);
+  CHECK(spec("accuracy_level").max == 4);
+  CHECK(spec("block_size").has_min);
+  CHECK(spec("block_size").min == 0);
+  CHECK_FALSE(spec("block_size").has_max);
+  CHECK(spec("min_elements").has_min);
+  CHECK(spec("min_elements").min == 0);
+  CHECK(spec("format").choices == std::vector<std::string>{"dq", "matmulnbits"});
+}
+
+TEST_CASE("quantize-weights: the validate hook refuses option combinations, never throws",
+          "[quantize-weights]") {
+  const PassInfo info = passes::quantize_weights_pass_info();
+  REQUIRE(info.validate);
+  auto problems = [&](Options o) { return info.validate(o); };
+  const Value nbits = Value::of_string("matmulnbits"), dq = Value::of_string("dq");
+  // Fine combinations.
+  CHECK(problems({}).empty());
+  CHECK(problems({{"format", nbits}, {"block_size", Value::of_int(64)}, {"accuracy_level", Value::of_int(4)}})
+            .empty());
+  CHECK(problems({{"format", dq}, {"block_size", Value::of_int(0)}}).empty());
+  CHECK(problems({{"format", dq}, {"block_size", Value::of_int(24)}}).empty());  // any size >= 2 for dq
+  // matmulnbits needs one of ORT's block sizes.
+  for (int64_t bs : {0, 1, 8, 24, 512}) {
+    auto p = problems({{"format", nbits}, {"block_size", Value::of_int(bs)}});
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].option == "block_size");
+    CHECK_THAT(p[0].message, Contains("block_size 16, 32, 64, 128 or 256") && Contains(std::to_string(bs)));
+  }
+  CHECK_THAT(problems({{"format", nbits}, {"block_size", Value::of_int(0)}})[0].message,
+             Contains("per-channel quantization needs format = 'dq'"));
+  // dq refuses block_size 1.
+  auto one = problems({{"format", dq}, {"block_size", Value::of_int(1)}});
+  REQUIRE(one.size() == 1);
+  CHECK(one[0].option == "block_size");
+  // accuracy_level belongs to matmulnbits, also when format is left at its default.
+  for (const Options& o : {Options{{"accuracy_level", Value::of_int(2)}},
+                           Options{{"format", dq}, {"accuracy_level", Value::of_int(2)}}}) {
+    auto p = problems(o);
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].option == "accuracy_level");
+    CHECK_THAT(p[0].message, Contains("applies to format 'matmulnbits' only"));
+  }
+  // Two problems at once are both reported.
+  CHECK(problems({{"format", nbits}, {"block_size", Value::of_int(3)}}).size() == 1);
+  CHECK(problems({{"block_size", Value::of_int(1)}, {"accuracy_level", Value::of_int(0)}}).size() == 2);
+  // A wrong kind of value (the schema check reports it) does not throw.
+  std::vector<OptionProblem> wrong;
+  CHECK_NOTHROW(wrong = problems({{"format", nbits}, {"block_size", Value::of_string("32")}}));
+  REQUIRE(wrong.size() == 1);
+  CHECK_THAT(wrong[0].message, Contains("'block_size' of pass 'quantize-weights' must be an integer"));
+  // The run-time check says the same as the hook, located at the option.
+  Model m = mlp({32, 8});
+  Options bad{{"format", nbits}, {"block_size", Value::of_int(24)}};
+  bad["block_size"].loc.file = "qforge.toml";
+  bad["block_size"].loc.line = 7;
+  bad["block_size"].loc.column = 40;
+  PassResult r = quantize(m, bad);
+  CHECK_FALSE(r.status.ok);
+  CHECK_THAT(r.status.message, Contains("qforge.toml:7:40: ") && Contains(problems(bad)[0].message));
 }

@@ -229,7 +229,7 @@ TEST_CASE("an input change rebuilds, and --explain says why", "[build]") {
   CHECK(fx.read("dist/x2.txt") == "a 2 2 2\n");
 }
 
-TEST_CASE("artifacts are byte-identical with one or two jobs; --no-cache writes no cache", "[build]") {
+TEST_CASE("artifacts are byte-identical with one or two jobs, and --no-cache writes no cache", "[build]") {
   Fixture fx;
   REQUIRE(fx.build(1, true).ok());
   CHECK_FALSE(fs::exists(fx.dir / ".qforge"));

@@ -77,7 +77,7 @@ std::string python() { return ort_python("[normalize]"); }
 
 }  // namespace
 
-TEST_CASE("normalize_weights: Constant nodes holding tensors become initializers; the others stay",
+TEST_CASE("normalize_weights: Constant nodes holding tensors become initializers, the others stay",
           "[normalize]") {
   Model m = onnx_model("consts", 13, 8);
   Graph& g = *m.graph;
@@ -148,7 +148,7 @@ TEST_CASE("normalize_weights: Constant nodes holding tensors become initializers
   CHECK_FALSE(q::normalize_weights(m).changed());
 }
 
-TEST_CASE("normalize_weights: IR 3 initializers listed as inputs stop being inputs; IR 4 keeps them",
+TEST_CASE("normalize_weights: IR 3 initializers listed as inputs stop being inputs, IR 4 keeps them",
           "[normalize]") {
   Model m = ir3_mlp({8, 6, 2}, 3);
   REQUIRE(m.graph->inputs.size() == 5);  // x and four initializers
@@ -177,7 +177,7 @@ TEST_CASE("normalize_weights: IR 3 initializers listed as inputs stop being inpu
   CHECK_THAT(r.warnings[0], Contains("2 MatMul nodes, all skipped") && Contains("overridable"));
 }
 
-TEST_CASE("quantize-dynamic and quantize-weights quantize Constant-node weights; ONNX Runtime agrees",
+TEST_CASE("quantize-dynamic and quantize-weights quantize Constant-node weights, and ONNX Runtime agrees",
           "[normalize][quantize-dynamic][quantize-weights]") {
   const Model orig = constant_mlp({48, 96, 32, 10}, 41);
   REQUIRE(orig.tensors.empty());
@@ -225,8 +225,7 @@ TEST_CASE("quantize-dynamic and quantize-weights quantize Constant-node weights;
 }
 
 TEST_CASE(
-    "quantize-dynamic and quantize-weights quantize IR 3 models (initializers as inputs); ONNX Runtime "
-    "agrees",
+    "IR 3 models (initializers listed as inputs) are quantized by both passes and agree in ONNX Runtime",
     "[normalize][quantize-dynamic][quantize-weights]") {
   const Model orig = ir3_mlp({32, 64, 10}, 17);
   const fs::path ref = emit(orig, "ir3_mlp_f32.onnx");
@@ -273,7 +272,7 @@ TEST_CASE("normalisation happens in the passes: import and emit keep Constant no
   CHECK(file_bytes(emit(back, "const_roundtrip_again.onnx")) == file_bytes(p));
 }
 
-TEST_CASE("normalize: registered through the built-in plugin; runs from the registry",
+TEST_CASE("normalize: registered through the built-in plugin, runs from the registry",
           "[normalize][plugin]") {
   Registry registry;
   PluginHost host(registry);

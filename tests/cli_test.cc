@@ -173,7 +173,7 @@ model = "mlp"
   CHECK(run(qforge() + " build --target nope", d.path).rc == 1);
 }
 
-TEST_CASE("kill -9 while writing leaves no file under the final name; the next build completes", "[cli]") {
+TEST_CASE("kill -9 while writing leaves no file under the final name, and the next build completes", "[cli]") {
   TempDir d("kill");
   // Large enough that writing takes a while: ~200 MB.
   make_models(d, "--layers 24 --embd 512 --ff 2048 --vocab 4000");
@@ -247,7 +247,7 @@ TEST_CASE("every hostile file gets exit status 1 and a message, and no output", 
   CHECK(n >= 40);
 }
 
-TEST_CASE("the quickstart builds; every artifact runs in ONNX Runtime or llama.cpp", "[cli][quickstart]") {
+TEST_CASE("the quickstart builds, and every artifact runs in ONNX Runtime or llama.cpp", "[cli][quickstart]") {
   TempDir d("quickstart");
   fs::copy_file(fs::path(QFORGE_SOURCE_DIR) / "examples/quickstart/qforge.toml", d.path / "qforge.toml");
   REQUIRE(run("'" + bin_dir() + "/make_tiny_llama' models/tiny-llama.gguf --layers 2 --embd 256 --ff 768 --vocab 512 "
@@ -290,7 +290,7 @@ TEST_CASE("the quickstart builds; every artifact runs in ONNX Runtime or llama.c
   CHECK_THAT(run(qforge() + " build", d.path).out, Catch::Contains("(nothing to do)"));
 }
 
-TEST_CASE("reordered tensor_types rules change the artifact; a cached build equals --no-cache", "[cli][graph]") {
+TEST_CASE("reordered tensor_types rules change the artifact, and a cached build equals --no-cache", "[cli][graph]") {
   TempDir d("rules");
   make_models(d);
   auto manifest = [&](const std::string& rules) {

@@ -262,7 +262,7 @@ TEST_CASE("gguf: alignment option and metadata", "[gguf]") {
   CHECK_THAT(s.message, Catch::Contains("alignment") && Catch::Contains("100"));
 }
 
-TEST_CASE("gguf: v2 files are read; re-emit writes v3", "[gguf]") {
+TEST_CASE("gguf: v2 files are read, and re-emit writes v3", "[gguf]") {
   std::vector<uint8_t> v2 = gguf_hostile::valid_small(2);
   Model m = parse_gguf(make_blob(v2.data(), v2.size()), "v2.gguf");
   REQUIRE(m.tensors.size() == 2);

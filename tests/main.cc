@@ -9,10 +9,13 @@ int main(int argc, char** argv) {
   const char* defaults[][2] = {
       {"QFORGE_PYTHON", QFORGE_DEFAULT_PYTHON},
       {"QFORGE_NPM_DIR", QFORGE_DEFAULT_NPM_DIR},
-      {"QFORGE_GGML_BASE_SO", QFORGE_DEFAULT_NPM_DIR "/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so"},
-      {"QFORGE_LLAMA_SO", QFORGE_DEFAULT_NPM_DIR "/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so"},
+      {"QFORGE_GGML_BASE_SO",
+       QFORGE_DEFAULT_NPM_DIR "/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so"},
+      {"QFORGE_LLAMA_SO",
+       QFORGE_DEFAULT_NPM_DIR "/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so"},
       {"QFORGE_BIN", QFORGE_BIN},
       {"QFORGE_SOURCE_DIR", QFORGE_SOURCE_DIR},
+      {"QFORGE_MODELS_DIR", QFORGE_DEFAULT_MODELS_DIR},
   };
   for (const auto& d : defaults) setenv(d[0], d[1], /*overwrite=*/0);
   return Catch::Session().run(argc, argv);

@@ -267,7 +267,7 @@ TEST_CASE("graph: producer, consumers, insert, remove, names", "[onnx][graph]") 
   CHECK(g.nodes[4].name == "fc2_add");
 }
 
-TEST_CASE("graph: subgraph implicit inputs count as uses; copies detach", "[onnx][graph]") {
+TEST_CASE("graph: subgraph implicit inputs count as uses, and copies detach", "[onnx][graph]") {
   Graph g;
   g.inputs.push_back({"c", {}, "", ""});
   g.inputs.push_back({"a", {}, "", ""});

@@ -178,12 +178,17 @@ struct Comparison {
   int rc = -1;
   std::string output;
   double cosine = 0, max_abs = 0;
+  double argmax_agreement = 0;  // fraction of rows whose argmax along the last axis agrees
+  int64_t argmax_rows = 0;
 };
 
-// Runs tests/tools/ort_compare.py on the float reference and a candidate.
-inline Comparison ort_compare_with(const std::string& python, const fs::path& ref, const fs::path& cand) {
+// Runs tests/tools/ort_compare.py on the float reference and a candidate;
+// `extra` is appended to its command line (already quoted for the shell:
+// "--glyphs --shape x=4,3,48,320").
+inline Comparison ort_compare_with(const std::string& python, const fs::path& ref, const fs::path& cand,
+                                   const std::string& extra = "") {
   const std::string cmd = "'" + python + "' '" + (source_dir() / "tests/tools/ort_compare.py").string() +
-                          "' '" + ref.string() + "' '" + cand.string() + "' 2>&1";
+                          "' '" + ref.string() + "' '" + cand.string() + "' " + extra + " 2>&1";
   Comparison c;
   FILE* f = ::popen(cmd.c_str(), "r");
   REQUIRE(f != nullptr);
@@ -195,6 +200,8 @@ inline Comparison ort_compare_with(const std::string& python, const fs::path& re
     auto j = nlohmann::json::parse(c.output.substr(c.output.rfind('{')));
     c.cosine = j.at("cosine").get<double>();
     c.max_abs = j.at("max_abs").get<double>();
+    c.argmax_agreement = j.at("argmax_agreement").get<double>();
+    c.argmax_rows = j.at("argmax_rows").get<int64_t>();
   }
   return c;
 }
@@ -231,6 +238,13 @@ inline void check_ort_close(const std::string& python, const fs::path& ref, cons
   CHECK(c.cosine >= min_cosine);
 }
 
+// The directory `make models` fetches the real models into
+// ($QFORGE_MODELS_DIR, set by the test runner to <build>/models).
+inline fs::path models_dir() {
+  const char* d = std::getenv("QFORGE_MODELS_DIR");
+  return d && *d ? fs::path(d) : fs::path("models");
+}
+
 // Writes `m` to `path` with the ONNX plugin; returns `path`.
 inline fs::path emit_to(const fs::path& path, const Model& m) {
   onnxfmt::emit_onnx(m, path.string(), {});
@@ -248,6 +262,13 @@ inline std::string file_bytes(const fs::path& p) {
 inline const Node* find_op(const Graph& g, const std::string& op) {
   for (const Node& n : g.nodes)
     if (n.op_type == op) return &n;
+  return nullptr;
+}
+
+// The skip record whose `what` contains `node` (e.g. "node 'fc2'"), or nullptr.
+inline const Skipped* skip_of(const PassResult& r, const std::string& node) {
+  for (const Skipped& s : r.skipped)
+    if (s.what.find(node) != std::string::npos) return &s;
   return nullptr;
 }
 

@@ -149,7 +149,7 @@ TEST_CASE("quantize-dynamic: reduce_range keeps int8 codes in [-64, 64]", "[quan
   expect_ort_close(emit(orig, "dyn_rr_f32.onnx"), emit(m, "dyn_rr.onnx"), 0.99);
 }
 
-TEST_CASE("quantize-dynamic: one DynamicQuantizeLinear per activation, skips with notes",
+TEST_CASE("quantize-dynamic: one DynamicQuantizeLinear per activation, skips with reasons",
           "[quantize-dynamic]") {
   Model m = empty_model();
   Graph& g = *m.graph;
@@ -175,9 +175,15 @@ TEST_CASE("quantize-dynamic: one DynamicQuantizeLinear per activation, skips wit
   CHECK(q::count_ops(*m.graph, "MatMulInteger") == 2);
   CHECK(q::count_ops(*m.graph, "MatMul") == 2);  // c excluded, d's weight is computed
   CHECK(r.metrics.at("dynamic_quantize_nodes") == 1);
-  REQUIRE(r.notes.size() == 2);
-  CHECK_THAT(r.notes[0], Contains("node 'c'") && Contains("exclude_nodes"));
-  CHECK_THAT(r.notes[1], Contains("node 'd'") && Contains("'wd_neg'") && Contains("not an initializer"));
+  CHECK(r.changed);
+  CHECK(r.warnings.empty());
+  REQUIRE(r.skipped.size() == 2);
+  CHECK(r.skipped[0].reason == "listed in exclude_nodes");
+  CHECK(r.skipped[0].what == "node 'c' (MatMul)");
+  CHECK(r.skipped[1].reason == "weight is not a constant");
+  CHECK_THAT(r.skipped[1].what,
+             Contains("node 'd' (MatMul)") && Contains("'wd_neg' is computed by node 'neg' (Neg)"));
+  CHECK(r.metrics.at("skipped_nodes") == 2);
   CHECK(m.tensor("wc") != nullptr);
   CHECK(m.tensor("wa") == nullptr);
   expect_ort_close(emit(orig, "dyn_shared_f32.onnx"), emit(m, "dyn_shared.onnx"), 0.99);
@@ -234,7 +240,7 @@ TEST_CASE("quantize-dynamic: bad options and unsupported models fail clearly", "
     CHECK_FALSE(r.status.ok);
     CHECK_THAT(r.status.message, Contains("node 'up' (Upsample)") && Contains("from 9 to 11"));
   }
-  SECTION("f16 weights are skipped with a note") {
+  SECTION("f16 weights are skipped with a reason") {
     Model h = m;
     for (Tensor& t : h.tensors)
       if (t.name == "fc2.weight") {
@@ -244,8 +250,9 @@ TEST_CASE("quantize-dynamic: bad options and unsupported models fail clearly", "
     PassResult r = quantize(h, {});
     REQUIRE(r.status.ok);
     CHECK(r.metrics.at("quantized_weights") == 1);
-    bool noted = false;
-    for (const std::string& n : r.notes) noted |= n.find("'fc2.weight' is f16") != std::string::npos;
-    CHECK(noted);
+    const Skipped* s = skip_of(r, "node 'fc2'");
+    REQUIRE(s);
+    CHECK_THAT(s->reason, Contains("weight is f16") && Contains("need f32"));
+    CHECK_THAT(s->what, Contains("'fc2.weight'"));
   }
 }

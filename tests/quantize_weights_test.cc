@@ -20,6 +20,8 @@
 #include "onnx_test_util.h"
 #include "qforge/graph.h"
 #include "qforge/pass.h"
+#include "qforge/plugin_host.h"
+#include "qforge/registry.h"
 #include "quantize_weights.h"
 
 namespace {
@@ -300,24 +302,6 @@ TEST_CASE("quant arithmetic: bit-identical to ONNX Runtime's own quantizer kerne
   }
 }
 
-TEST_CASE("quant arithmetic: half precision conversion", "[quantize-weights][quant-util]") {
-  CHECK(q::float_to_half(1.0f) == 0x3C00);
-  CHECK(q::float_to_half(-2.0f) == 0xC000);
-  CHECK(q::float_to_half(65504.0f) == 0x7BFF);
-  CHECK(q::float_to_half(65520.0f) == 0x7C00);               // rounds up to inf
-  CHECK(q::float_to_half(1.0f + 1.0f / 2048) == 0x3C00);     // tie -> even
-  CHECK(q::float_to_half(1.0f + 3.0f / 2048) == 0x3C02);     // tie -> even (up)
-  CHECK(q::float_to_half(std::ldexp(1.0f, -24)) == 0x0001);  // smallest subnormal
-  CHECK(q::float_to_half(std::ldexp(1.0f, -25)) == 0x0000);  // tie -> even (zero)
-  CHECK(q::float_to_half(std::ldexp(3.0f, -25)) == 0x0002);  // 1.5 ulp -> 2
-  CHECK(q::half_to_float(0x0001) == std::ldexp(1.0f, -24));
-  CHECK(q::half_to_float(0x03FF) == std::ldexp(1023.0f, -24));
-  CHECK(q::half_to_float(0x3555) == 0.333251953125f);
-  CHECK(std::isinf(q::half_to_float(0xFC00)));
-  for (uint32_t h = 0; h < 0x7C00; ++h)
-    REQUIRE(q::float_to_half(q::half_to_float(static_cast<uint16_t>(h))) == h);
-}
-
 // ================================================================ the pass
 
 TEST_CASE("quantize-weights: dq 8-bit per channel on an MLP runs in ONNX Runtime", "[quantize-weights]") {
@@ -576,6 +560,9 @@ TEST_CASE("quantize-weights: Gemm with transB in both formats", "[quantize-weigh
     REQUIRE(r.status.ok);
     CHECK_FALSE(r.changed);
     CHECK(r.metrics.at("quantized_weights") == 0);
+    REQUIRE(r.warnings.size() == 1);
+    CHECK(r.warnings[0] == "no MatMul node in the model's top-level graph; nothing was quantized");
+    CHECK(q::count_ops(*m.graph, "Gemm") == 2);
   }
   for (const char* fmt : {"dq", "matmulnbits"}) {
     DYNAMIC_SECTION(fmt) {
@@ -615,10 +602,9 @@ TEST_CASE("quantize-weights: Gemm with alpha or transA: dq only", "[quantize-wei
   PassResult r = quantize(nb, {{"format", Value::of_string("matmulnbits")}, {"op_types", list_of({"Gemm"})}});
   REQUIRE(r.status.ok);
   CHECK(r.metrics.at("quantized_weights") == 1);
-  bool noted = false;
-  for (const std::string& n : r.notes)
-    noted |= n.find("node 'g2'") != std::string::npos && n.find("alpha") != std::string::npos;
-  CHECK(noted);
+  const Skipped* g2 = skip_of(r, "node 'g2'");
+  REQUIRE(g2);
+  CHECK_THAT(g2->reason, Contains("alpha or beta other than 1"));
   Model dq = orig;
   r = quantize(dq, {{"bits", Value::of_int(8)}, {"op_types", list_of({"Gemm"})}});
   REQUIRE(r.status.ok);
@@ -630,7 +616,7 @@ TEST_CASE("quantize-weights: Gemm with alpha or transA: dq only", "[quantize-wei
   }
 }
 
-TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a note", "[quantize-weights]") {
+TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a reason", "[quantize-weights]") {
   Model m = mlp({32, 32, 32, 8});
   Graph& g = *m.graph;
   // fc1.weight also a graph input (overridable); fc2 computed through a Transpose
@@ -646,11 +632,22 @@ TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a note", 
   INFO(r.status.message);
   REQUIRE(r.status.ok);
   CHECK_FALSE(r.changed);
-  REQUIRE(r.notes.size() == 3);
-  CHECK_THAT(r.notes[0], Contains("node 'fc1'") && Contains("graph input"));
-  CHECK_THAT(r.notes[1], Contains("node 'fc2'") && Contains("not an initializer"));
-  CHECK_THAT(r.notes[2], Contains("node 'fc3'") && Contains("exclude_nodes"));
+  REQUIRE(r.skipped.size() == 3);
+  CHECK(r.skipped[0].reason ==
+        "weight is an initializer that is also a graph input (overridable at run time)");
+  CHECK_THAT(r.skipped[0].what, Contains("node 'fc1' (MatMul)") && Contains("ir_version 7"));
+  CHECK(r.skipped[1].reason == "weight is not a constant");
+  CHECK_THAT(r.skipped[1].what,
+             Contains("node 'fc2' (MatMul)") && Contains("computed by node 'tr' (Transpose)"));
+  CHECK(r.skipped[2].reason == "listed in exclude_nodes");
+  CHECK(r.skipped[2].what == "node 'fc3' (MatMul)");
   CHECK(r.metrics.at("skipped_nodes") == 3);
+  // Nothing quantized: the pass says why, once, by reason.
+  REQUIRE(r.warnings.size() == 1);
+  CHECK(
+      r.warnings[0] ==
+      "3 MatMul nodes, all skipped: weight is an initializer that is also a graph input (overridable at run "
+      "time) (1); weight is not a constant (1); listed in exclude_nodes (1)");
   CHECK(m.tensor("fc1.weight")->type == ElemType::F32);
 
   SECTION("min_elements") {
@@ -658,10 +655,10 @@ TEST_CASE("quantize-weights: weights ORT leaves alone are skipped with a note", 
     PassResult s = quantize(small, {{"min_elements", Value::of_int(100)}});
     REQUIRE(s.status.ok);
     CHECK(s.metrics.at("quantized_weights") == 1);  // 16x8 = 128 quantized, 8x4 = 32 skipped
-    bool noted = false;
-    for (const std::string& n : s.notes)
-      noted |= n.find("node 'fc2'") != std::string::npos && n.find("min_elements") != std::string::npos;
-    CHECK(noted);
+    const Skipped* fc2 = skip_of(s, "node 'fc2'");
+    REQUIRE(fc2);
+    CHECK(fc2->reason == "weight has fewer elements than min_elements = 100");
+    CHECK_THAT(fc2->what, Contains("'fc2.weight' has 32"));
   }
 }
 
@@ -734,12 +731,101 @@ TEST_CASE("quantize-weights: bad options and unsupported models fail clearly", "
   }
 }
 
-TEST_CASE("quantize-weights: registered through the built-in plugin", "[quantize-weights]") {
-  PassInfo info = passes::quantize_weights_pass_info();
-  CHECK(info.name == "quantize-weights");
-  CHECK(info.needs_graph);
-  std::vector<std::string> names;
-  for (const OptionSpec& s : info.options) names.push_back(s.name);
-  for (const char* want : {"bits", "block_size", "symmetric", "format", "op_types"})
-    CHECK(std::find(names.begin(), names.end(), want) != names.end());
+TEST_CASE("quantize-weights: registered through the built-in plugin", "[quantize-weights][plugin]") {
+  // The built-ins go through the plugin host as a shared library would; the
+  // pass found in the registry is the one the plugin registered.
+  Registry registry;
+  PluginHost host(registry);
+  register_builtins(host);
+  const PassInfo* info = registry.pass("quantize-weights");
+  REQUIRE(info);
+  CHECK(registry.origin_of_pass("quantize-weights") == "quantize-weights");
+  bool listed = false;
+  for (const PluginRecord& p : registry.plugins())
+    listed |= p.name == "quantize-weights" && p.path == "<built-in>";
+  CHECK(listed);
+  CHECK(info->needs_graph);
+  REQUIRE(info->factory);
+  REQUIRE(info->validate);
+  // Its factory makes a working pass.
+  Model m = mlp({32, 16, 8});
+  PassResult r = run_pass(*info, m, {{"bits", Value::of_int(8)}});
+  INFO(r.status.message);
+  REQUIRE(r.status.ok);
+  CHECK(r.changed);
+  CHECK(r.metrics.at("quantized_weights") == 2);
+  CHECK(q::count_ops(*m.graph, "DequantizeLinear") == 2);
+}
+
+TEST_CASE("quantize-weights: the schema declares the option constraints plan checks", "[quantize-weights]") {
+  const PassInfo info = passes::quantize_weights_pass_info();
+  auto spec = [&](const std::string& name) -> const OptionSpec& {
+    for (const OptionSpec& s : info.options)
+      if (s.name == name) return s;
+    FAIL("no option " << name);
+    throw 0;
+  };
+  CHECK(spec("bits").int_choices == std::vector<int64_t>{4, 8});
+  CHECK(spec("accuracy_level").has_min);
+  CHECK(spec("accuracy_level").min == 0);
+  CHECK(spec("accuracy_level").has_max);
+  CHECK(spec("accuracy_level").max == 4);
+  CHECK(spec("block_size").has_min);
+  CHECK(spec("block_size").min == 0);
+  CHECK_FALSE(spec("block_size").has_max);
+  CHECK(spec("min_elements").has_min);
+  CHECK(spec("min_elements").min == 0);
+  CHECK(spec("format").choices == std::vector<std::string>{"dq", "matmulnbits"});
+}
+
+TEST_CASE("quantize-weights: the validate hook refuses option combinations, never throws",
+          "[quantize-weights]") {
+  const PassInfo info = passes::quantize_weights_pass_info();
+  REQUIRE(info.validate);
+  auto problems = [&](Options o) { return info.validate(o); };
+  const Value nbits = Value::of_string("matmulnbits"), dq = Value::of_string("dq");
+  // Fine combinations.
+  CHECK(problems({}).empty());
+  CHECK(problems({{"format", nbits}, {"block_size", Value::of_int(64)}, {"accuracy_level", Value::of_int(4)}})
+            .empty());
+  CHECK(problems({{"format", dq}, {"block_size", Value::of_int(0)}}).empty());
+  CHECK(problems({{"format", dq}, {"block_size", Value::of_int(24)}}).empty());  // any size >= 2 for dq
+  // matmulnbits needs one of ORT's block sizes.
+  for (int64_t bs : {0, 1, 8, 24, 512}) {
+    auto p = problems({{"format", nbits}, {"block_size", Value::of_int(bs)}});
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].option == "block_size");
+    CHECK_THAT(p[0].message, Contains("block_size 16, 32, 64, 128 or 256") && Contains(std::to_string(bs)));
+  }
+  CHECK_THAT(problems({{"format", nbits}, {"block_size", Value::of_int(0)}})[0].message,
+             Contains("per-channel quantization needs format = 'dq'"));
+  // dq refuses block_size 1.
+  auto one = problems({{"format", dq}, {"block_size", Value::of_int(1)}});
+  REQUIRE(one.size() == 1);
+  CHECK(one[0].option == "block_size");
+  // accuracy_level belongs to matmulnbits, also when format is left at its default.
+  for (const Options& o : {Options{{"accuracy_level", Value::of_int(2)}},
+                           Options{{"format", dq}, {"accuracy_level", Value::of_int(2)}}}) {
+    auto p = problems(o);
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].option == "accuracy_level");
+    CHECK_THAT(p[0].message, Contains("applies to format 'matmulnbits' only"));
+  }
+  // Two problems at once are both reported.
+  CHECK(problems({{"format", nbits}, {"block_size", Value::of_int(3)}}).size() == 1);
+  CHECK(problems({{"block_size", Value::of_int(1)}, {"accuracy_level", Value::of_int(0)}}).size() == 2);
+  // A wrong kind of value (the schema check reports it) does not throw.
+  std::vector<OptionProblem> wrong;
+  CHECK_NOTHROW(wrong = problems({{"format", nbits}, {"block_size", Value::of_string("32")}}));
+  REQUIRE(wrong.size() == 1);
+  CHECK_THAT(wrong[0].message, Contains("'block_size' of pass 'quantize-weights' must be an integer"));
+  // The run-time check says the same as the hook, located at the option.
+  Model m = mlp({32, 8});
+  Options bad{{"format", nbits}, {"block_size", Value::of_int(24)}};
+  bad["block_size"].loc.file = "qforge.toml";
+  bad["block_size"].loc.line = 7;
+  bad["block_size"].loc.column = 40;
+  PassResult r = quantize(m, bad);
+  CHECK_FALSE(r.status.ok);
+  CHECK_THAT(r.status.message, Contains("qforge.toml:7:40: ") && Contains(problems(bad)[0].message));
 }

@@ -19,12 +19,6 @@
 
 namespace qforge::onnxfmt {
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::optional<uint64_t> onnx_byte_size(ElemType t, uint64_t n) {
   if (t == ElemType::String) return std::nullopt;
   if (t == ElemType::I4 || t == ElemType::U4) return n / 2 + n % 2;
@@ -136,7 +130,7 @@ BlobPtr checked_bytes(const Tensor& t, uint64_t expected, const std::string& wha
   if (!b) throw Error(what + " tensor '" + t.name + "' has no data");
   if (b->size() != expected) {
     throw Error(what + " tensor '" + t.name + "': its data has " + std::to_string(b->size()) +
-                " bytes but shape " + shape_string(t.shape) + " of " + name_of(t.type) + " needs " +
+                " bytes but shape " + shape_str(t.shape) + " of " + name_of(t.type) + " needs " +
                 std::to_string(expected));
   }
   return b;

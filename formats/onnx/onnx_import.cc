@@ -147,9 +147,9 @@ Tensor decode_tensor(ImportCtx& ctx, onnx::TensorProto& tp, const std::string& w
     n *= static_cast<uint64_t>(d);
   }
   auto mismatch = [&](uint64_t have, const char* field) {
-    fail(ctx, what + ": has " + std::to_string(have) + " " + field + " but its shape " +
-                  shape_string(t.shape) + " of " + name_of(t.type) + " needs " + std::to_string(n) +
-                  " elements (" + std::to_string(onnx_byte_size(t.type, n).value_or(0)) +
+    fail(ctx, what + ": has " + std::to_string(have) + " " + field + " but its shape " + shape_str(t.shape) +
+                  " of " + name_of(t.type) + " needs " + std::to_string(n) + " elements (" +
+                  std::to_string(onnx_byte_size(t.type, n).value_or(0)) +
                   " bytes); the file is corrupt or was cut short");
   };
 

@@ -13,8 +13,6 @@ namespace qforge::onnxfmt {
 
 // Structured type -> TypeProto (Other: parses the opaque bytes).
 void encode_type(const ValueType& v, onnx::TypeProto& out);
-// "[2, 3]"
-std::string shape_string(const std::vector<int64_t>& shape);
 // ValueInfoProto -> ValueInfo (onnx_import.cc).
 ValueInfo decode_value_info(const onnx::ValueInfoProto& p);
 // The model as a proto; top-level initializers of at most `inline_limit`

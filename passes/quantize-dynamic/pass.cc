@@ -1,8 +1,7 @@
 // quantize-dynamic: see quantize_dynamic.h.
 //
-// Plan (which MatMuls, which weights), quantize each weight once, rebuild the
-// node list in order on a copy of the model, validate, then replace the
-// caller's model.
+// The shared weight-rewrite skeleton (passes/common/weight_rewrite.h) with
+// MatMulInteger in place of each accepted MatMul.
 #include "quantize_dynamic.h"
 
 #include <algorithm>
@@ -66,111 +65,63 @@ struct QuantWeight {
 
 struct QuantActivation {
   std::string q, scale, zp;
-  Node node;
-  bool emitted = false;
 };
 
 class QuantizeDynamicPass : public quant::RewritePass {
  private:
   void run_impl(Model& model, PassContext& ctx, PassResult& res) override {
     const Config cfg = parse_config(ctx.options);
-    Model work = quant::working_copy(model, "quantize-dynamic rewrites ONNX graphs");
+    quant::NormalizeStats normalized;
+    Model work = quant::begin_weight_rewrite(model, "quantize-dynamic rewrites ONNX graphs", normalized);
     Graph& g = *work.graph;
 
-    // ---------------------------------------------------------------- plan
-    std::vector<size_t> chosen;
-    quant::RewriteStats stats;
-    std::vector<std::string>& skipped = stats.skipped;
-    for (size_t i = 0; i < g.nodes.size(); ++i) {
-      const Node& n = g.nodes[i];
-      if (!(n.domain.empty() || n.domain == "ai.onnx") || n.op_type != "MatMul") continue;
-      const std::string label = quant::node_label(n, i);
-      auto skip = [&](const std::string& why) { skipped.push_back("skipped " + label + ": " + why); };
-      if (cfg.exclude.count(n.name)) {
-        skip("listed in exclude_nodes");
-        continue;
-      }
-      if (n.inputs.size() != 2 || n.outputs.size() != 1) {
-        skip("MatMul must have 2 inputs and 1 output");
-        continue;
-      }
-      const std::string& w = n.inputs[1];
-      const std::string problem = quant::constant_weight_problem(work, w);
-      if (!problem.empty()) {
-        skip(problem);
-        continue;
-      }
-      const Tensor* t = work.tensor(w);
-      if (t->type != ElemType::F32) {
-        skip("weight '" + w + "' is " + name_of(t->type) +
-             "; DynamicQuantizeLinear and MatMulInteger's rescale need f32 (convert the model to f32)");
-        continue;
-      }
-      if (t->shape.size() != 2 || t->shape[0] <= 0 || t->shape[1] <= 0) {
-        skip("weight '" + w + "' has shape " + quant::shape_str(t->shape) +
-             "; only non-empty 2-D weights are quantized");
-        continue;
-      }
-      if (const ValueInfo* a = g.find_value_info(n.inputs[0])) {
-        if (a->type.kind == ValueType::Kind::Tensor && a->type.elem && *a->type.elem != ElemType::F32) {
-          skip("activation '" + n.inputs[0] + "' is " + name_of(*a->type.elem) + ", not f32");
-          continue;
-        }
-      }
-      chosen.push_back(i);
-    }
+    // ---------------------------------------------------------------- select
+    quant::Selection sel =
+        quant::select_candidates(g, cfg.op_types, [&](const Node& n, size_t, quant::Candidate& c) {
+          if (cfg.exclude.count(n.name)) return quant::reject("listed in exclude_nodes");
+          if (n.inputs.size() != 2 || n.outputs.size() != 1)
+            return quant::reject("MatMul must have 2 inputs and 1 output");
+          c.weight = n.inputs[1];
+          quant::Verdict v = quant::check_weight_is_constant(work, c.weight);
+          if (!v.accepted()) return v;
+          const Tensor* t = work.tensor(c.weight);
+          if (t->type != ElemType::F32)
+            return quant::reject(std::string("weight is ") + name_of(t->type) +
+                                     "; DynamicQuantizeLinear and MatMulInteger's rescale need f32 "
+                                     "(convert the model to f32)",
+                                 "'" + c.weight + "'");
+          if (t->shape.size() != 2 || t->shape[0] <= 0 || t->shape[1] <= 0)
+            return quant::reject("weight is not a non-empty 2-D tensor",
+                                 "'" + c.weight + "' has shape " + shape_str(t->shape));
+          if (const ValueInfo* a = g.find_value_info(n.inputs[0]))
+            if (a->type.kind == ValueType::Kind::Tensor && a->type.elem && *a->type.elem != ElemType::F32)
+              return quant::reject(std::string("activation is ") + name_of(*a->type.elem) + ", not f32",
+                                   "'" + n.inputs[0] + "'");
+          return quant::accept();
+        });
     quant::note_subgraph_bodies(g, res.notes);
-    if (!chosen.empty()) quant::raise_default_opset_noted(g, 11, kPass, "DynamicQuantizeLinear", res.notes);
+    if (!sel.chosen.empty())
+      quant::raise_default_opset_noted(g, 11, kPass, "DynamicQuantizeLinear", res.notes);
 
-    // ---------------------------------------------------------------- quantize
+    // ---------------------------------------------------------------- quantize, rebuild
     NameAllocator names(work);
-    std::map<std::string, QuantWeight> weights;
-    std::vector<std::string> weight_order;
-    std::map<std::string, QuantActivation> acts;
-    ctx.progress.begin("quantize-dynamic", chosen.size(), "tensors");
-    for (size_t i : chosen) {
-      const Node& n = g.nodes[i];
-      const std::string& w = n.inputs[1];
-      if (!weights.count(w)) {
-        try {
-          weights.emplace(w, quantize_weight(*work.tensor(w), cfg, names));
-        } catch (const Error& e) {
-          throw Error(quant::node_label(n, i) + ", weight '" + w + "': " + e.what());
-        }
-        weight_order.push_back(w);
-        stats.bytes_before += work.tensor(w)->numel() * sizeof(float);
-        for (const Tensor& t : weights.at(w).tensors) stats.bytes_after += quant::stored_bytes(t);
-      }
+    std::map<std::string, QuantActivation> acts;  // one DynamicQuantizeLinear per activation
+    auto quantize = [&](const quant::Candidate& c) {
+      return quantize_weight(*work.tensor(c.weight), cfg, names);
+    };
+    auto rewrite = [&](Node n, const quant::Candidate&, QuantWeight& qw, std::vector<Node>& out) {
       const std::string& a = n.inputs[0];
-      if (!acts.count(a)) {
+      auto it = acts.find(a);
+      if (it == acts.end()) {
         QuantActivation qa;
         qa.q = names.fresh(a + "_quantized");
         qa.scale = names.fresh(a + "_scale");
         qa.zp = names.fresh(a + "_zero_point");
-        qa.node = qforge::make_node(names.fresh(a + "_QuantizeLinear"), "DynamicQuantizeLinear", {a},
-                                   {qa.q, qa.scale, qa.zp});
-        acts.emplace(a, std::move(qa));
+        out.push_back(qforge::make_node(names.fresh(a + "_QuantizeLinear"), "DynamicQuantizeLinear", {a},
+                                        {qa.q, qa.scale, qa.zp}));
+        it = acts.emplace(a, std::move(qa)).first;
       }
-      ctx.progress.advance(1);
-    }
-    ctx.progress.end();
-
-    // ---------------------------------------------------------------- rewrite
-    std::set<size_t> is_chosen(chosen.begin(), chosen.end());
-    std::vector<Node> out;
-    out.reserve(g.nodes.size() + 5 * chosen.size());
-    for (size_t i = 0; i < g.nodes.size(); ++i) {
-      if (!is_chosen.count(i)) {
-        out.push_back(std::move(g.nodes[i]));
-        continue;
-      }
-      const Node n = std::move(g.nodes[i]);
-      QuantActivation& qa = acts.at(n.inputs[0]);
-      const QuantWeight& qw = weights.at(n.inputs[1]);
-      if (!qa.emitted) {
-        out.push_back(qa.node);
-        qa.emitted = true;
-      }
+      const QuantActivation& qa = it->second;
       const std::string y = n.outputs[0];
       const std::string base = n.name.empty() ? y : n.name;
       const std::string mm_name = names.fresh(base + "_quant");
@@ -189,13 +140,11 @@ class QuantizeDynamicPass : public quant::RewritePass {
       out.push_back(std::move(mm));
       out.push_back(std::move(cast));
       out.push_back(std::move(mul));
-    }
-    g.nodes = std::move(out);
-    for (const std::string& w : weight_order)
-      for (Tensor& t : weights.at(w).tensors) work.tensors.push_back(std::move(t));
-    stats.quantized_weights = weight_order.size();
-    stats.quantized_nodes = chosen.size();
-    quant::commit_rewrite(model, work, weight_order, stats, res);
+    };
+    quant::RewriteStats stats;
+    const std::vector<std::string> replaced =
+        quant::quantize_and_rebuild<QuantWeight>(work, sel, ctx.progress, kPass, quantize, rewrite, stats);
+    quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
     res.metrics["dynamic_quantize_nodes"] = static_cast<double>(acts.size());
   }
 
@@ -247,7 +196,7 @@ PassInfo quantize_dynamic_pass_info() {
   info.description =
       "dynamic quantization of ONNX MatMul (DynamicQuantizeLinear + MatMulInteger), as ONNX Runtime's "
       "quantize_dynamic does";
-  info.version = 1;
+  info.version = 2;  // 2: normalises Constant-node and IR < 4 input weights first
   info.needs_graph = true;
   using quant::option_spec;
   info.options = {
@@ -255,7 +204,8 @@ PassInfo quantize_dynamic_pass_info() {
                   {"int8", "uint8"}),
       option_spec("per_channel", OptType::Bool, "one scale per output column instead of one per weight",
                   Value::of_bool(false)),
-      option_spec("op_types", OptType::List, "op types to quantize (MatMul)", quant::string_list({"MatMul"})),
+      option_spec("op_types", OptType::List, "op types to quantize (MatMul)", quant::string_list({"MatMul"}),
+                  {"MatMul"}),
       option_spec("symmetric", OptType::Bool, "symmetric weights (default: true for int8, false for uint8)"),
       option_spec("reduce_range", OptType::Bool, "7-bit weight range (for CPUs without VNNI)",
                   Value::of_bool(false)),

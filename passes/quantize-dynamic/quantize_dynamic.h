@@ -9,9 +9,12 @@
 // point of shape [N], which ORT's MatMulInteger accepts for B), computed with
 // quant_utils' arithmetic (numpy round half to even). One
 // DynamicQuantizeLinear is shared by every MatMul reading the same
-// activation. Weights that are not 2-D f32 initializers are skipped with a
-// note; op types other than MatMul are rejected. Subgraph bodies are left
-// unquantized.
+// activation. Weights are normalised first (passes/common/normalize.h:
+// Constant nodes and IR < 4 initializer inputs become plain initializers);
+// nodes whose weights are not 2-D f32 initializers are reported in
+// PassResult::skipped with the reason, and a pass that quantizes nothing
+// reports no change and a warning. Op types other than MatMul are rejected.
+// Subgraph bodies are left unquantized.
 #pragma once
 
 #include "qforge/pass.h"

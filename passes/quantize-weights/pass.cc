@@ -1,9 +1,10 @@
 // quantize-weights: see quantize_weights.h.
 //
-// Plan first (one decision per candidate node: quantize, or skip with a
-// reason), quantize each distinct weight once, then rebuild the node list in
-// order. All edits happen on a copy of the model that replaces the input only
-// when everything succeeded.
+// The shared weight-rewrite skeleton (passes/common/weight_rewrite.h): select
+// MatMul/Gemm nodes with a reason for each one left alone, quantize each
+// distinct weight once, rebuild the node list in order, commit. All edits
+// happen on a normalised copy of the model that replaces the input only when
+// a node was quantized.
 #include "quantize_weights.h"
 
 #include <algorithm>
@@ -43,6 +44,32 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
+// Problems of option combinations that depend only on the options' values:
+// the plan-time validate hook reports them before any model is read, and
+// parse_config throws the first at run time.
+std::vector<OptionProblem> combination_problems(const Options& o) {
+  using namespace quant;
+  std::vector<OptionProblem> out;
+  const std::string fmt = opt_string(o, kPass, "format", "dq");
+  const bool nbits = fmt == "matmulnbits";
+  if (opt_has(o, "block_size")) {
+    const int64_t bs = opt_int(o, kPass, "block_size", 0);
+    if (nbits && bs != 16 && bs != 32 && bs != 64 && bs != 128 && bs != 256)
+      out.push_back({"block_size",
+                     "format 'matmulnbits' needs block_size 16, 32, 64, 128 or 256 "
+                     "(ONNX Runtime's MatMulNBits kernel accepts only these), found " +
+                         std::to_string(bs) +
+                         (bs == 0 ? " (per-channel quantization needs format = 'dq')" : "")});
+    if (!nbits && bs == 1)
+      out.push_back({"block_size",
+                     "option 'block_size' = 1 would store one scale per weight; use 0 "
+                     "(per output channel) or at least 2"});
+  }
+  if (opt_has(o, "accuracy_level") && !nbits)
+    out.push_back({"accuracy_level", "option 'accuracy_level' applies to format 'matmulnbits' only"});
+  return out;
+}
+
 Config parse_config(const Options& o) {
   using namespace quant;
   Config c;
@@ -65,18 +92,14 @@ Config parse_config(const Options& o) {
                 "option 'block_size' must be 0 (per output channel) or a positive "
                 "number of elements along K, found " +
                 std::to_string(c.block_size));
-  if (c.format == OutFormat::MatMulNBits) {
-    const int64_t bs = c.block_size;
-    if (bs != 16 && bs != 32 && bs != 64 && bs != 128 && bs != 256)
-      throw Error(opt_where(o, "block_size") +
-                  "format 'matmulnbits' needs block_size 16, 32, 64, 128 or 256 "
-                  "(ONNX Runtime's MatMulNBits kernel accepts only these), found " +
-                  std::to_string(bs) + (bs == 0 ? " (per-channel quantization needs format = 'dq')" : ""));
-  } else if (c.block_size == 1) {
-    throw Error(opt_where(o, "block_size") +
-                "option 'block_size' = 1 would store one scale per weight; use 0 "
-                "(per output channel) or at least 2");
+  if (opt_has(o, "accuracy_level")) {
+    c.accuracy_level = opt_int(o, kPass, "accuracy_level", 0);
+    if (c.accuracy_level < 0 || c.accuracy_level > 4)
+      throw Error(opt_where(o, "accuracy_level") +
+                  "option 'accuracy_level' must be 0..4 (MatMulNBits), found " +
+                  std::to_string(c.accuracy_level));
   }
+  throw_first_problem(o, combination_problems(o));
   c.symmetric = opt_bool(o, kPass, "symmetric", true);
   c.op_types = opt_list(o, kPass, "op_types", {"MatMul"});
   if (c.op_types.empty())
@@ -92,16 +115,6 @@ Config parse_config(const Options& o) {
   if (c.min_elements < 0)
     throw Error(opt_where(o, "min_elements") + "option 'min_elements' must be >= 0, found " +
                 std::to_string(c.min_elements));
-  if (opt_has(o, "accuracy_level")) {
-    c.accuracy_level = opt_int(o, kPass, "accuracy_level", 0);
-    if (c.accuracy_level < 0 || c.accuracy_level > 4)
-      throw Error(opt_where(o, "accuracy_level") +
-                  "option 'accuracy_level' must be 0..4 (MatMulNBits), found " +
-                  std::to_string(c.accuracy_level));
-    if (c.format != OutFormat::MatMulNBits)
-      throw Error(opt_where(o, "accuracy_level") +
-                  "option 'accuracy_level' applies to format 'matmulnbits' only");
-  }
   return c;
 }
 
@@ -113,14 +126,6 @@ float float_attr(const Node& n, const char* name, float dflt) {
   const Attribute* a = n.attr(name);
   return a ? a->f : dflt;
 }
-
-// What happens to one candidate node.
-struct Decision {
-  size_t node = 0;
-  std::string weight;
-  bool transposed = false;  // Gemm transB = 1: B is stored [N, K]
-  std::string key;          // which quantized weight it uses
-};
 
 // One quantized weight and what replaces it.
 struct Quantized {
@@ -137,89 +142,22 @@ class QuantizeWeightsPass : public quant::RewritePass {
  private:
   void run_impl(Model& model, PassContext& ctx, PassResult& res) override {
     const Config cfg = parse_config(ctx.options);
-    // Work on a copy: the caller's model is replaced only on success.
-    Model work =
-        quant::working_copy(model, "quantize-weights rewrites ONNX graphs (use quantize-gguf for GGUF)");
+    // Work on a normalised copy: the caller's model is replaced only on success.
+    quant::NormalizeStats normalized;
+    Model work = quant::begin_weight_rewrite(
+        model, "quantize-weights rewrites ONNX graphs (use quantize-gguf for GGUF)", normalized);
     Graph& g = *work.graph;
 
-    // ---------------------------------------------------------------- plan
-    std::vector<Decision> decisions;
-    quant::RewriteStats stats;
-    std::vector<std::string>& skipped = stats.skipped;
-    for (size_t i = 0; i < g.nodes.size(); ++i) {
-      const Node& n = g.nodes[i];
-      if (!(n.domain.empty() || n.domain == "ai.onnx")) continue;
-      if (std::find(cfg.op_types.begin(), cfg.op_types.end(), n.op_type) == cfg.op_types.end()) continue;
-      const std::string label = quant::node_label(n, i);
-      auto skip = [&](const std::string& why) { skipped.push_back("skipped " + label + ": " + why); };
-      if (cfg.exclude.count(n.name)) {
-        skip("listed in exclude_nodes");
-        continue;
-      }
-      if (n.inputs.size() < 2 || n.inputs[1].empty()) {
-        skip("it has no B input");
-        continue;
-      }
-      Decision d;
-      d.node = i;
-      d.weight = n.inputs[1];
-      if (n.op_type == "Gemm") {
-        d.transposed = int_attr(n, "transB", 0) != 0;
-        if (cfg.format == OutFormat::MatMulNBits) {
-          if (int_attr(n, "transA", 0) != 0) {
-            skip("Gemm with transA = 1 has no MatMulNBits form (use format = 'dq')");
-            continue;
-          }
-          if (float_attr(n, "alpha", 1.0f) != 1.0f ||
-              (n.inputs.size() > 2 && !n.inputs[2].empty() && float_attr(n, "beta", 1.0f) != 1.0f)) {
-            skip("Gemm with alpha or beta other than 1 has no MatMulNBits form (use format = 'dq')");
-            continue;
-          }
-        }
-      }
-      const std::string problem = quant::constant_weight_problem(work, d.weight);
-      if (!problem.empty()) {
-        skip(problem);
-        continue;
-      }
-      const Tensor* w = work.tensor(d.weight);
-      if (w->type != ElemType::F32 && w->type != ElemType::F16) {
-        skip("weight '" + d.weight + "' is " + name_of(w->type) + "; only f32 and f16 weights are quantized");
-        continue;
-      }
-      if (w->shape.size() != 2) {
-        skip("weight '" + d.weight + "' has shape " + quant::shape_str(w->shape) +
-             "; only 2-D weights are quantized");
-        continue;
-      }
-      if (w->shape[0] <= 0 || w->shape[1] <= 0) {
-        skip("weight '" + d.weight + "' is empty " + quant::shape_str(w->shape));
-        continue;
-      }
-      if (static_cast<int64_t>(w->numel()) < cfg.min_elements) {
-        skip("weight '" + d.weight + "' has " + std::to_string(w->numel()) +
-             " elements, fewer than min_elements = " + std::to_string(cfg.min_elements));
-        continue;
-      }
-      if (cfg.format == OutFormat::MatMulNBits) {
-        const ValueInfo* a = g.find_value_info(n.inputs[0]);
-        if (a && a->type.kind == ValueType::Kind::Tensor && a->type.shape && a->type.shape->size() < 2) {
-          skip("activation '" + n.inputs[0] +
-               "' is 1-D; MatMulNBits needs A of rank >= 2 (use format = 'dq')");
-          continue;
-        }
-      }
-      d.key = cfg.format == OutFormat::DQ ? d.weight : d.weight + (d.transposed ? "|T" : "|N");
-      decisions.push_back(d);
-    }
-
+    // ---------------------------------------------------------------- select
+    quant::Selection sel = quant::select_candidates(
+        g, cfg.op_types, [&](const Node& n, size_t, quant::Candidate& c) { return judge(work, n, cfg, c); });
     quant::note_subgraph_bodies(g, res.notes);
 
     // ---------------------------------------------------------------- opsets
-    if (!decisions.empty()) {
+    if (!sel.chosen.empty()) {
       if (cfg.format == OutFormat::DQ) {
         bool half = false;
-        for (const Decision& d : decisions) half |= work.tensor(d.weight)->type == ElemType::F16;
+        for (const quant::Candidate& c : sel.chosen) half |= work.tensor(c.weight)->type == ElemType::F16;
         const bool needs21 = cfg.bits == 4 || cfg.block_size > 0;
         const int64_t want = needs21 ? 21 : half ? 19 : 13;
         const std::string why = needs21 ? (cfg.bits == 4 ? "DequantizeLinear of int4/uint4 weights"
@@ -233,95 +171,104 @@ class QuantizeWeightsPass : public quant::RewritePass {
       }
     }
 
-    // ---------------------------------------------------------------- quantize
+    // ---------------------------------------------------------------- quantize, rebuild
     NameAllocator names(work);
-    std::map<std::string, Quantized> done;
-    std::vector<std::string> order;  // keys in first-use order
-    ctx.progress.begin("quantize-weights", decisions.size(), "tensors");
-    for (const Decision& d : decisions) {
-      if (!done.count(d.key)) {
-        const Tensor& w = *work.tensor(d.weight);
-        const Node& n = g.nodes[d.node];
-        Quantized q;
-        try {
-          q = cfg.format == OutFormat::DQ ? quantize_dq(w, d, n, cfg, names)
-                                          : quantize_nbits(w, d, cfg, names);
-        } catch (const Error& e) {
-          throw Error(quant::node_label(n, d.node) + ", weight '" + d.weight + "': " + e.what());
-        }
-        stats.bytes_before += quant::stored_bytes(w);
-        for (const Tensor& t : q.tensors) stats.bytes_after += quant::stored_bytes(t);
-        done.emplace(d.key, std::move(q));
-        order.push_back(d.key);
-      }
-      ctx.progress.advance(1);
-    }
-    ctx.progress.end();
+    auto quantize = [&](const quant::Candidate& c) {
+      const Tensor& w = *work.tensor(c.weight);
+      return cfg.format == OutFormat::DQ ? quantize_dq(w, c, g.nodes[c.node], cfg, names)
+                                         : quantize_nbits(w, c, cfg, names);
+    };
+    auto rewrite = [&](Node n, const quant::Candidate&, Quantized& q, std::vector<Node>& out) {
+      rewrite_node(std::move(n), q, cfg, names, out);
+    };
+    quant::RewriteStats stats;
+    const std::vector<std::string> replaced =
+        quant::quantize_and_rebuild<Quantized>(work, sel, ctx.progress, kPass, quantize, rewrite, stats);
+    quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
+  }
 
-    // ---------------------------------------------------------------- rewrite
-    std::map<size_t, const Decision*> by_node;
-    for (const Decision& d : decisions) by_node[d.node] = &d;
-    std::vector<Node> out;
-    out.reserve(g.nodes.size() + decisions.size());
-    for (size_t i = 0; i < g.nodes.size(); ++i) {
-      auto it = by_node.find(i);
-      if (it == by_node.end()) {
-        out.push_back(std::move(g.nodes[i]));
-        continue;
+  // Step 1 for one node: accept it (filling `c`) or say why not.
+  static quant::Verdict judge(const Model& work, const Node& n, const Config& cfg, quant::Candidate& c) {
+    using quant::reject;
+    if (cfg.exclude.count(n.name)) return reject("listed in exclude_nodes");
+    if (n.inputs.size() < 2 || n.inputs[1].empty()) return reject("it has no B input");
+    c.weight = n.inputs[1];
+    if (n.op_type == "Gemm") {
+      c.transposed = int_attr(n, "transB", 0) != 0;
+      if (cfg.format == OutFormat::MatMulNBits) {
+        if (int_attr(n, "transA", 0) != 0)
+          return reject("Gemm with transA = 1 has no MatMulNBits form (use format = 'dq')");
+        if (float_attr(n, "alpha", 1.0f) != 1.0f ||
+            (n.inputs.size() > 2 && !n.inputs[2].empty() && float_attr(n, "beta", 1.0f) != 1.0f))
+          return reject("Gemm with alpha or beta other than 1 has no MatMulNBits form (use format = 'dq')");
       }
-      const Decision& d = *it->second;
-      Quantized& q = done.at(d.key);
-      Node n = std::move(g.nodes[i]);
-      if (cfg.format == OutFormat::DQ) {
-        if (!q.dq_emitted) {
-          out.push_back(q.dq_node);
-          q.dq_emitted = true;
-        }
-        n.inputs[1] = q.dq_output;
-        out.push_back(std::move(n));
-        continue;
+    }
+    quant::Verdict v = quant::check_weight_is_constant(work, c.weight);
+    if (!v.accepted()) return v;
+    const Tensor* w = work.tensor(c.weight);
+    const std::string wq = "'" + c.weight + "'";
+    if (w->type != ElemType::F32 && w->type != ElemType::F16)
+      return reject(std::string("weight is ") + name_of(w->type) + "; only f32 and f16 weights are quantized",
+                    wq);
+    if (w->shape.size() != 2)
+      return reject("weight is not 2-D; only 2-D weights are quantized",
+                    wq + " has shape " + shape_str(w->shape));
+    if (w->shape[0] <= 0 || w->shape[1] <= 0)
+      return reject("weight is empty", wq + " " + shape_str(w->shape));
+    if (static_cast<int64_t>(w->numel()) < cfg.min_elements)
+      return reject("weight has fewer elements than min_elements = " + std::to_string(cfg.min_elements),
+                    wq + " has " + std::to_string(w->numel()));
+    if (cfg.format == OutFormat::MatMulNBits) {
+      const ValueInfo* a = work.graph->find_value_info(n.inputs[0]);
+      if (a && a->type.kind == ValueType::Kind::Tensor && a->type.shape && a->type.shape->size() < 2)
+        return reject("activation is 1-D; MatMulNBits needs A of rank >= 2 (use format = 'dq')",
+                      "'" + n.inputs[0] + "'");
+    }
+    if (cfg.format == OutFormat::MatMulNBits) c.key = c.weight + (c.transposed ? "|T" : "|N");
+    return quant::accept();
+  }
+
+  // Step 3 for one node: DequantizeLinear before it (dq), or MatMulNBits (and
+  // an Add for Gemm's C) in its place.
+  static void rewrite_node(Node n, Quantized& q, const Config& cfg, NameAllocator& names,
+                           std::vector<Node>& out) {
+    if (cfg.format == OutFormat::DQ) {
+      if (!q.dq_emitted) {
+        out.push_back(q.dq_node);
+        q.dq_emitted = true;
       }
-      // MatMulNBits (and Add for Gemm's C).
-      Node mm;
-      mm.name = names.fresh((n.name.empty() ? q.weight : n.name) + "_Q" + std::to_string(cfg.bits));
-      mm.op_type = "MatMulNBits";
-      mm.domain = "com.microsoft";
-      mm.doc_string = n.doc_string;
-      mm.inputs = {n.inputs[0], q.tensors[0].name, q.tensors[1].name};
-      if (q.tensors.size() > 2) mm.inputs.push_back(q.tensors[2].name);
-      mm.attributes.push_back(Attribute::of_int("K", q.K));
-      mm.attributes.push_back(Attribute::of_int("N", q.N));
-      mm.attributes.push_back(Attribute::of_int("bits", cfg.bits));
-      mm.attributes.push_back(Attribute::of_int("block_size", cfg.block_size));
-      if (cfg.accuracy_level >= 0)
-        mm.attributes.push_back(Attribute::of_int("accuracy_level", cfg.accuracy_level));
-      const bool has_bias = n.op_type == "Gemm" && n.inputs.size() > 2 && !n.inputs[2].empty();
-      if (!has_bias) {
-        mm.outputs = {n.outputs.at(0)};
-        out.push_back(std::move(mm));
-        continue;
-      }
-      const std::string mid = names.fresh(n.outputs.at(0) + "_matmul");
-      mm.outputs = {mid};
-      Node add;
-      add.name = names.fresh((n.name.empty() ? q.weight : n.name) + "_bias_add");
-      add.op_type = "Add";
-      add.inputs = {mid, n.inputs[2]};
-      add.outputs = {n.outputs.at(0)};
+      n.inputs[1] = q.dq_output;
+      out.push_back(std::move(n));
+      return;
+    }
+    Node mm;
+    mm.name = names.fresh((n.name.empty() ? q.weight : n.name) + "_Q" + std::to_string(cfg.bits));
+    mm.op_type = "MatMulNBits";
+    mm.domain = "com.microsoft";
+    mm.doc_string = n.doc_string;
+    mm.inputs = {n.inputs[0], q.tensors[0].name, q.tensors[1].name};
+    if (q.tensors.size() > 2) mm.inputs.push_back(q.tensors[2].name);
+    mm.attributes.push_back(Attribute::of_int("K", q.K));
+    mm.attributes.push_back(Attribute::of_int("N", q.N));
+    mm.attributes.push_back(Attribute::of_int("bits", cfg.bits));
+    mm.attributes.push_back(Attribute::of_int("block_size", cfg.block_size));
+    if (cfg.accuracy_level >= 0)
+      mm.attributes.push_back(Attribute::of_int("accuracy_level", cfg.accuracy_level));
+    const bool has_bias = n.op_type == "Gemm" && n.inputs.size() > 2 && !n.inputs[2].empty();
+    if (!has_bias) {
+      mm.outputs = {n.outputs.at(0)};
       out.push_back(std::move(mm));
-      out.push_back(std::move(add));
+      return;
     }
-    g.nodes = std::move(out);
-
-    std::vector<std::string> old_weights;
-    for (const std::string& key : order) {
-      Quantized& q = done.at(key);
-      old_weights.push_back(q.weight);
-      for (Tensor& t : q.tensors) work.tensors.push_back(std::move(t));
-    }
-    stats.quantized_weights = order.size();
-    stats.quantized_nodes = decisions.size();
-    quant::commit_rewrite(model, work, old_weights, stats, res);
+    const std::string mid = names.fresh(n.outputs.at(0) + "_matmul");
+    mm.outputs = {mid};
+    Node add;
+    add.name = names.fresh((n.name.empty() ? q.weight : n.name) + "_bias_add");
+    add.op_type = "Add";
+    add.inputs = {mid, n.inputs[2]};
+    add.outputs = {n.outputs.at(0)};
+    out.push_back(std::move(mm));
+    out.push_back(std::move(add));
   }
 
   static quant::QuantSpec dq_spec(const Tensor& w, const Config& cfg) {
@@ -370,7 +317,7 @@ class QuantizeWeightsPass : public quant::RewritePass {
   }
 
   // A Quantized for `d`'s weight with its logical [K, N], after checking the data.
-  static Quantized quantized_for(const Tensor& w, const Decision& d) {
+  static Quantized quantized_for(const Tensor& w, const quant::Candidate& d) {
     quant::check_float_data(w);
     Quantized q;
     q.weight = d.weight;
@@ -380,7 +327,7 @@ class QuantizeWeightsPass : public quant::RewritePass {
     return q;
   }
 
-  static Quantized quantize_dq(const Tensor& w, const Decision& d, const Node& n, const Config& cfg,
+  static Quantized quantize_dq(const Tensor& w, const quant::Candidate& d, const Node& n, const Config& cfg,
                                NameAllocator& names) {
     Quantized q = quantized_for(w, d);
     const ElemType code_type = dq_spec(w, cfg).type;
@@ -448,7 +395,7 @@ class QuantizeWeightsPass : public quant::RewritePass {
     return out;
   }
 
-  static Quantized quantize_nbits(const Tensor& w, const Decision& d, const Config& cfg,
+  static Quantized quantize_nbits(const Tensor& w, const quant::Candidate& d, const Config& cfg,
                                   NameAllocator& names) {
     Quantized q = quantized_for(w, d);
     const int64_t n_blocks = (q.K + cfg.block_size - 1) / cfg.block_size;
@@ -480,15 +427,19 @@ PassInfo quantize_weights_pass_info() {
   info.description =
       "weight-only quantization of ONNX MatMul/Gemm weights (DequantizeLinear or com.microsoft.MatMulNBits), "
       "as ONNX Runtime's MatMulNBitsQuantizer does";
-  info.version = 1;
+  info.version = 2;  // 2: normalises Constant-node and IR < 4 input weights first
   info.needs_graph = true;
+  using quant::at_least;
+  using quant::in_range;
+  using quant::int_choices;
   using quant::option_spec;
   using quant::string_list;
   info.options = {
-      option_spec("bits", OptType::Int, "bits per weight: 4 or 8", Value::of_int(4)),
-      option_spec("block_size", OptType::Int,
-                  "weights per scale along K; 0 = one scale per output channel (format 'dq' only). "
-                  "Default: 0 for 'dq', 32 for 'matmulnbits'"),
+      int_choices(option_spec("bits", OptType::Int, "bits per weight: 4 or 8", Value::of_int(4)), {4, 8}),
+      at_least(option_spec("block_size", OptType::Int,
+                           "weights per scale along K; 0 = one scale per output channel (format 'dq' only). "
+                           "Default: 0 for 'dq', 32 for 'matmulnbits'"),
+               0),
       option_spec("symmetric", OptType::Bool, "symmetric codes without zero points", Value::of_bool(true)),
       option_spec("format", OptType::Enum,
                   "dq: DequantizeLinear + MatMul; matmulnbits: com.microsoft.MatMulNBits",
@@ -496,10 +447,14 @@ PassInfo quantize_weights_pass_info() {
       option_spec("op_types", OptType::List, "op types whose weights are quantized", string_list({"MatMul"}),
                   {"MatMul", "Gemm"}),
       option_spec("exclude_nodes", OptType::List, "node names to leave in float"),
-      option_spec("min_elements", OptType::Int, "skip weights with fewer elements (ONNX Runtime skips none)",
-                  Value::of_int(0)),
-      option_spec("accuracy_level", OptType::Int, "MatMulNBits accuracy_level (0-4); omitted when unset"),
+      at_least(option_spec("min_elements", OptType::Int,
+                           "skip weights with fewer elements (ONNX Runtime skips none)", Value::of_int(0)),
+               0),
+      in_range(
+          option_spec("accuracy_level", OptType::Int, "MatMulNBits accuracy_level (0-4); omitted when unset"),
+          0, 4),
   };
+  info.validate = quant::validate_hook(combination_problems);
   info.factory = [] { return std::unique_ptr<Pass>(new QuantizeWeightsPass()); };
   return info;
 }

@@ -2,8 +2,10 @@
 // the way ONNX Runtime's MatMulNBitsQuantizer (matmul_nbits_quantizer.py)
 // rewrites a model.
 //
-// For each MatMul/Gemm (top-level graph, default domain, in `op_types`) whose
-// B input is a 2-D f32 initializer that is not also a graph input:
+// Weights are normalised first (passes/common/normalize.h: Constant nodes and
+// IR < 4 initializer inputs become plain initializers). Then for each
+// MatMul/Gemm (top-level graph, default domain, in `op_types`) whose B input
+// is a 2-D f32/f16 initializer that is not also a graph input:
 //
 //   format = "dq":          B -> DequantizeLinear(q, scale[, zero_point]) -> MatMul
 //       bits 8: int8 (symmetric, [-127, 127]) or uint8 codes, quant_utils math
@@ -17,8 +19,11 @@
 //       blob], scales[N*n_blocks], zero_points?) with MLAS blockwise math,
 //       unsigned codes, zero point 2^(bits-1) implied when symmetric.
 //
-// Weights that ORT's tool leaves alone (not constant, not 2-D, not f32) are
-// skipped with a note; bad options and models that cannot take the required
+// Nodes whose weights ORT's tool leaves alone (not constant, not 2-D, not
+// f32/f16) are reported in PassResult::skipped with the reason; when nothing
+// is quantized the pass reports no change and a warning. Bad options (also
+// refused at plan time: the schema's constraints and the validate hook) and
+// models that cannot take the required
 // opset fail the pass with a message naming the node and tensor. Subgraph
 // bodies (If/Loop/Scan) are not quantized.
 #pragma once

@@ -177,7 +177,7 @@ Array read_tensor_pb_bytes(BlobPtr bytes, const std::string& source) {
   if (t.has_raw_data() || (!used && numel == 0)) {
     if (t.raw_data().size() != *nbytes)
       throw Error(fmt::format("{}: raw_data has {} bytes, {} {} needs {}", who, t.raw_data().size(),
-                              name_of(a.type), shape_string(a.shape), *nbytes));
+                              name_of(a.type), shape_str(a.shape), *nbytes));
     a.data =
         detail::aligned_blob(make_blob(t.raw_data().data(), t.raw_data().size()), traits(a.type).type_size);
     return a;
@@ -185,7 +185,7 @@ Array read_tensor_pb_bytes(BlobPtr bytes, const std::string& source) {
   const char* want = field_for(a.type);
   if (!used)
     throw Error(fmt::format("{}: has no data: neither raw_data nor {} ({} {} needs {} values)", who, want,
-                            name_of(a.type), shape_string(a.shape), numel));
+                            name_of(a.type), shape_str(a.shape), numel));
   if (std::strcmp(used->name, want) != 0)
     throw Error(fmt::format("{}: a {} tensor keeps its values in {}, found {}", who, name_of(a.type), want,
                             used->name));
@@ -193,7 +193,7 @@ Array read_tensor_pb_bytes(BlobPtr bytes, const std::string& source) {
   auto check_count = [&](int count) {
     if (numel > UINT64_MAX / per || static_cast<uint64_t>(count) != numel * per)
       throw Error(fmt::format("{}: {} has {} values, {} {} needs {}", who, want, count, name_of(a.type),
-                              shape_string(a.shape), numel * per));
+                              shape_str(a.shape), numel * per));
   };
   switch (a.type) {
     case ElemType::F32:
@@ -380,15 +380,6 @@ Dataset dataset_from_dir(const std::string& dir) {
 }
 
 // ---------------------------------------------------------------- checks
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ",";
-    s += shape[i] < 0 ? "?" : std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 void check_sample(const Array& array, const std::string& input_name, ElemType expected,
                   const std::vector<int64_t>& expected_shape) {
   bool ok = array.type == expected && array.shape.size() == expected_shape.size();
@@ -396,8 +387,8 @@ void check_sample(const Array& array, const std::string& input_name, ElemType ex
     if (expected_shape[i] >= 0 && expected_shape[i] != array.shape[i]) ok = false;
   if (!ok)
     throw Error(fmt::format("{}: input '{}' expects {} {}, found {} {}", array.source, input_name,
-                            name_of(expected), shape_string(expected_shape), name_of(array.type),
-                            shape_string(array.shape)));
+                            name_of(expected), shape_str(expected_shape), name_of(array.type),
+                            shape_str(array.shape)));
 }
 
 }  // namespace qforge

@@ -370,20 +370,20 @@ Array read_npy_bytes(BlobPtr bytes, const std::string& source) {
     uint64_t ud = static_cast<uint64_t>(d);
     if (!empty && numel > UINT64_MAX / ud)
       fail(source, shape->offset,
-           fmt::format("shape {} has more elements than fit in 64 bits", shape_string(a.shape)));
+           fmt::format("shape {} has more elements than fit in 64 bits", shape_str(a.shape)));
     numel *= ud;
   }
   auto nbytes = byte_size(a.type, numel);
   if (!nbytes)
-    fail(source, shape->offset,
-         fmt::format("shape {} of {} is more bytes than fit in 64 bits", shape_string(a.shape),
-                     name_of(a.type)));
+    fail(
+        source, shape->offset,
+        fmt::format("shape {} of {} is more bytes than fit in 64 bits", shape_str(a.shape), name_of(a.type)));
   const uint64_t data_at = header_at + header_len;
   const uint64_t have = n - data_at;
   if (have != *nbytes) {
     fail(source, data_at,
          fmt::format("{}: shape {} of {} needs {} data bytes, the file has {}",
-                     have < *nbytes ? "truncated" : "trailing bytes", shape_string(a.shape), name_of(a.type),
+                     have < *nbytes ? "truncated" : "trailing bytes", shape_str(a.shape), name_of(a.type),
                      *nbytes, have));
   }
   a.data = detail::aligned_blob(slice_blob(bytes, data_at, *nbytes), traits(a.type).type_size);

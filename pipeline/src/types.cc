@@ -110,4 +110,13 @@ std::optional<uint64_t> byte_size(ElemType t, uint64_t n) {
   return blocks * tr.type_size;
 }
 
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += shape[i] < 0 ? "?" : std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
 }  // namespace qforge

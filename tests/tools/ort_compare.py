@@ -2,15 +2,25 @@
 """Compares two ONNX models' outputs in ONNX Runtime (needs onnxruntime, numpy).
 
   ort_compare.py REF.onnx CAND.onnx [--seed S] [--batch B] [--samples N]
+                [--shape NAME=D0,D1,...] [--int-range LO,HI] [--glyphs]
 
 Feeds both models the same inputs, drawn from the reference model's inputs:
-float tensors uniform in [-1, 1), integer tensors in [0, 4), symbolic or
-unknown dimensions set to --batch (default 4). Prints one JSON line:
+float tensors uniform in [-1, 1), integer tensors in [LO, HI) (default
+[0, 4)), symbolic or unknown dimensions set to --batch (default 4), or an
+input's whole shape given by --shape (repeatable). With --glyphs, 4-D float
+inputs [B, C, H, W] are text-line-like images instead of noise: a white
+page (1.0) with dark (-1.0) horizontal and vertical strokes grouped into
+glyph-sized cells, the normalised range OCR models read (on uniform noise an
+OCR recogniser predicts "blank" everywhere, which every variant agrees on).
+Prints one JSON line:
 
-  {"cosine": c, "max_abs": m, "ref_max_abs": r, "outputs": k, "samples": n}
+  {"cosine": c, "max_abs": m, "ref_max_abs": r, "argmax_agreement": a,
+   "argmax_rows": k, "outputs": k, "samples": n}
 
 where cosine is the cosine similarity of all outputs of all samples
-concatenated (float64) and max_abs the largest absolute difference.
+concatenated (float64), max_abs the largest absolute difference, and
+argmax_agreement the fraction of rows (every position of every output but
+the last axis) whose argmax along the last axis is the same in both.
 Exit status: 0 compared; 3 the candidate failed to load or run (message on
 stderr); 4 the reference failed; 2 usage error.
 
@@ -46,19 +56,44 @@ def session(path):
     return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def make_inputs(sess, rng, batch):
+def glyph_images(rng, shape):
+    """White images with dark strokes in glyph-sized cells (see --glyphs)."""
+    b, c, h, w = shape
+    img = np.ones(shape, np.float32)
+    top, bottom = h // 5, h - h // 5
+    for i in range(b):
+        x0 = 4
+        while x0 < w - 16:
+            cw = int(rng.integers(8, 16))
+            for _ in range(int(rng.integers(2, 5))):
+                if rng.random() < 0.5:
+                    col = x0 + int(rng.integers(0, cw))
+                    img[i, :, top:bottom, col:col + 2] = -1.0
+                else:
+                    row = int(rng.integers(top, bottom))
+                    img[i, :, row:row + 2, x0:x0 + cw] = -1.0
+            x0 += cw + int(rng.integers(2, 6))
+    return img
+
+
+def make_inputs(sess, rng, batch, shapes=None, int_range=(0, 4), glyphs=False):
     feeds = {}
     for i in sess.get_inputs():
         if i.type not in _NP:
             raise ValueError("input %s has unsupported type %s" % (i.name, i.type))
-        shape = [d if isinstance(d, int) and d >= 0 else batch for d in i.shape]
+        if shapes and i.name in shapes:
+            shape = shapes[i.name]
+        else:
+            shape = [d if isinstance(d, int) and d >= 0 else batch for d in i.shape]
         dt = _NP[i.type]
-        if np.issubdtype(dt, np.floating):
+        if np.issubdtype(dt, np.floating) and glyphs and len(shape) == 4:
+            feeds[i.name] = glyph_images(rng, shape).astype(dt)
+        elif np.issubdtype(dt, np.floating):
             feeds[i.name] = rng.uniform(-1.0, 1.0, size=shape).astype(dt)
         elif dt == np.bool_:
             feeds[i.name] = rng.integers(0, 2, size=shape).astype(dt)
         else:
-            feeds[i.name] = rng.integers(0, 4, size=shape).astype(dt)
+            feeds[i.name] = rng.integers(int_range[0], int_range[1], size=shape).astype(dt)
     return feeds
 
 
@@ -102,11 +137,22 @@ def main(argv):
         return mlas_quant(argv[1:])
     args = list(argv)
     opts = {"--seed": 0, "--batch": 4, "--samples": 4}
+    shapes = {}
+    int_range = (0, 4)
+    glyphs = False
     pos = []
     while args:
         a = args.pop(0)
         if a in opts and args:
             opts[a] = int(args.pop(0))
+        elif a == "--shape" and args:
+            name, _, dims = args.pop(0).partition("=")
+            shapes[name] = [int(d) for d in dims.split(",")]
+        elif a == "--glyphs":
+            glyphs = True
+        elif a == "--int-range" and args:
+            lo, _, hi = args.pop(0).partition(",")
+            int_range = (int(lo), int(hi))
         else:
             pos.append(a)
     if len(pos) != 2:
@@ -124,9 +170,10 @@ def main(argv):
         return 3
     rng = np.random.default_rng(opts["--seed"])
     r_all, c_all = [], []
+    agree, rows = 0, 0
     n_out = 0
     for _ in range(opts["--samples"]):
-        feeds = make_inputs(ref, rng, opts["--batch"])
+        feeds = make_inputs(ref, rng, opts["--batch"], shapes, int_range, glyphs)
         try:
             r = ref.run(None, feeds)
         except Exception as e:  # noqa: BLE001
@@ -147,6 +194,9 @@ def main(argv):
                 return 3
             r_all.append(x.astype(np.float64).ravel())
             c_all.append(y.astype(np.float64).ravel())
+            if x.ndim >= 1 and x.shape[-1] > 0 and np.issubdtype(x.dtype, np.floating):
+                agree += int(np.sum(np.argmax(x, axis=-1) == np.argmax(y, axis=-1)))
+                rows += int(x.size // x.shape[-1])
         n_out = len(r)
     a = np.concatenate(r_all)
     b = np.concatenate(c_all)
@@ -154,6 +204,7 @@ def main(argv):
     cosine = float(np.dot(a, b) / denom) if denom > 0 else (1.0 if np.array_equal(a, b) else 0.0)
     print(json.dumps({"cosine": cosine, "max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0,
                       "ref_max_abs": float(np.max(np.abs(a))) if a.size else 0.0,
+                      "argmax_agreement": agree / rows if rows else 1.0, "argmax_rows": rows,
                       "outputs": n_out, "samples": opts["--samples"]}))
     return 0
 

@@ -435,7 +435,7 @@ void Requantize(int nsub, int len, const float* HWY_RESTRICT x, const float* HWY
 
 // IEEE binary32 -> binary16 with integer lane ops (targets without F16C):
 // round to nearest even, overflow to infinity, NaN to 0x7e00, like
-// fp32_to_fp16 in internal.h.
+// qforge::fp32_to_fp16 (qforge/half.h).
 template <class D>
 HWY_INLINE hn::Vec<hn::RebindToSigned<D>> Fp16Bits(D df, hn::Vec<D> v) {
   const hn::RebindToSigned<D> di;

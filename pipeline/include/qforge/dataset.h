@@ -72,11 +72,8 @@ Dataset dataset_from_dir(const std::string& dir);
 
 // Checks one array against a model input. `expected_shape` dims < 0 match any
 // size (symbolic dims). Throws qforge::Error like
-//   "calib/3.npy: input 'x' expects f32 [1,3,224,224], found f64 [3,224,224]".
+//   "calib/3.npy: input 'x' expects f32 [1, 3, 224, 224], found f64 [3, 224, 224]".
 void check_sample(const Array& array, const std::string& input_name, ElemType expected,
                   const std::vector<int64_t>& expected_shape);
-
-// "[1,3,224,224]"; dims < 0 print as "?".
-std::string shape_string(const std::vector<int64_t>& shape);
 
 }  // namespace qforge

@@ -91,4 +91,8 @@ std::vector<ElemType> all_elem_types();
 std::optional<uint64_t> byte_size(ElemType t, uint64_t n);
 inline bool divisible(ElemType t, uint64_t n) { return n % traits(t).block_size == 0; }
 
+// A shape as every message and table prints it: "[1, 3, 224, 224]"; a negative
+// (unknown) dimension prints as "?"; a scalar is "[]".
+std::string shape_str(const std::vector<int64_t>& shape);
+
 }  // namespace qforge

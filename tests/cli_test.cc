@@ -350,3 +350,34 @@ TEST_CASE("qforge quantize: a bad type is one usage error with a suggestion", "[
   CHECK_THAT(ok.out, Catch::StartsWith("wrote "));
   CHECK(ok.out.find("| x") == std::string::npos);
 }
+
+TEST_CASE("plan refuses a bad value and a bad profile, each located, before any work", "[cli][graph]") {
+  TempDir d("plan-validate");
+  make_models(d);
+  fs::create_directories(d.path / "profiles");
+  d.write("profiles/board.toml", R"(name = "board"
+description = "a board whose profile misspells a pass"
+[defaults.quantize-weigths]
+bits = 4
+)");
+  d.write("qforge.toml", R"([profiles]
+paths = ["profiles"]
+[models.mlp]
+path = "models/mlp.onnx"
+[[targets]]
+name = "mlp-w{bits}"
+model = "mlp"
+matrix = { bits = [4, 5] }
+pipeline = [ { pass = "quantize-weights", bits = "{bits}" } ]
+)");
+  auto r = run(qforge() + " plan", d.path);
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Catch::Contains("qforge.toml:9:50: error: option 'bits' of pass 'quantize-weights' cannot be 5; "
+                                    "choose one of 4, 8"));
+  CHECK_THAT(r.err, Catch::Contains("board.toml:3:1: error: profile 'board' configures pass 'quantize-weigths', which is "
+                                    "not registered (did you mean 'quantize-weights'?)"));
+  CHECK(r.out.empty());
+  auto b = run(qforge() + " build", d.path);
+  CHECK(b.rc == 1);
+  CHECK_FALSE(fs::exists(d.path / "dist"));
+}

@@ -136,7 +136,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("real models: a manifest quantizes all three with quantize-dynamic, and ONNX Runtime agrees",
+TEST_CASE("real models: a matrix over three models quantizes each with quantize-dynamic, and ONNX Runtime agrees",
           "[real-models][quantize-dynamic][cli]") {
   struct Real {
     const char* name;
@@ -153,9 +153,10 @@ TEST_CASE("real models: a manifest quantizes all three with quantize-dynamic, an
     if (p.empty()) return;
     toml += std::string("\n[models.") + rm.name + "]\npath = \"" + p.string() + "\"\n";
   }
-  for (const Real& rm : models)
-    toml += std::string("\n[[targets]]\nname = \"") + rm.name + "-dynamic\"\nmodel = \"" + rm.name +
-            "\"\npipeline = [ { pass = \"quantize-dynamic\", per_channel = true } ]\n";
+  // One recipe for the family: a matrix over models.
+  toml += "\n[[targets]]\nname = \"{m}-dynamic\"\nmodel = \"{m}\"\nmatrix = { m = [";
+  for (size_t i = 0; i < std::size(models); ++i) toml += std::string(i ? ", " : "") + "\"" + models[i].name + "\"";
+  toml += "] }\npipeline = [ { pass = \"quantize-dynamic\", per_channel = true } ]\n";
   test::TempDir dir("qforge_real_manifest_");
   std::ofstream(dir / "qforge.toml") << toml;
   int st = 0;
@@ -165,6 +166,16 @@ TEST_CASE("real models: a manifest quantizes all three with quantize-dynamic, an
   INFO(out);
   REQUIRE(st == 0);
   const nlohmann::json report = nlohmann::json::parse(test::slurp(dir / "dist/report.json"));
+  // A build without the cache writes the same bytes.
+  auto artifact_of = [&](const Real& rm) { return (dir.path / "dist" / (std::string(rm.name) + "-dynamic.onnx")).string(); };
+  std::vector<std::vector<uint8_t>> cached;
+  for (const Real& rm : models) cached.push_back(test::slurp(artifact_of(rm)));
+  const std::string again = test::run_capture(
+      "cd " + test::shell_quote(dir.path.string()) + " && " + test::shell_quote(QFORGE_BIN) + " build --no-cache 2>&1", st);
+  INFO(again);
+  REQUIRE(st == 0);
+  for (size_t i = 0; i < std::size(models); ++i)
+    CHECK(test::slurp(artifact_of(models[i])) == cached[i]);
   for (const Real& rm : models) {
     DYNAMIC_SECTION(rm.name) {
       const fs::path artifact = dir.path / "dist" / (std::string(rm.name) + "-dynamic.onnx");
@@ -174,6 +185,9 @@ TEST_CASE("real models: a manifest quantizes all three with quantize-dynamic, an
         if (t.at("name") == std::string(rm.name) + "-dynamic") {
           reported = true;
           CHECK(t.at("metrics").at("quantized_nodes").get<double>() >= 1);
+          // Weights counted from Constant nodes too: below f32, above int8.
+          CHECK(t.at("bits_per_weight").get<double>() > 8);
+          CHECK(t.at("bits_per_weight").get<double>() < 32);
         }
       CHECK(reported);
       const Comparison c = ort_compare_with(

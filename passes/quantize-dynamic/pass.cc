@@ -211,6 +211,8 @@ PassInfo quantize_dynamic_pass_info() {
                   Value::of_bool(false)),
       option_spec("exclude_nodes", OptType::List, "node names to leave in float"),
   };
+  // Sets: their order does not change the output, so it is not part of the key.
+  for (auto& o : info.options) o.unordered = o.name == "op_types" || o.name == "exclude_nodes";
   info.factory = [] { return std::unique_ptr<Pass>(new QuantizeDynamicPass()); };
   return info;
 }

@@ -455,6 +455,8 @@ PassInfo quantize_weights_pass_info() {
           0, 4),
   };
   info.validate = quant::validate_hook(combination_problems);
+  // Sets: their order does not change the output, so it is not part of the key.
+  for (auto& o : info.options) o.unordered = o.name == "op_types" || o.name == "exclude_nodes";
   info.factory = [] { return std::unique_ptr<Pass>(new QuantizeWeightsPass()); };
   return info;
 }

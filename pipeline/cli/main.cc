@@ -80,11 +80,6 @@ const Format* detect_format(const Registry& reg, const std::string& path, const 
   return best;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
-  return o + "]";
-}
 
 // Dataset files (.npy, .npz, TensorProto .pb): arrays with type and shape.
 int inspect_dataset(const std::string& file, bool json) {

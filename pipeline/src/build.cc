@@ -530,7 +530,7 @@ class Builder {
       if (!r.table) throw Error(n.pass->name + ": the pass returned no table (a bug in the pass)");
       return {nullptr, r.table};
     }
-    if (!r.changed) {
+    if (!r.changed && r.warnings.empty()) {  // a pass that said why itself is not repeated
       std::string w = n.pass->name + ": changed nothing in model '" + n.model + "'";
       const auto sk = summarize_skips(own.skipped, 2);
       if (!sk.empty()) w += " (" + sk.front() + (sk.size() > 1 ? "; ..." : "") + ")";

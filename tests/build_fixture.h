@@ -3,8 +3,8 @@
 // and a Fixture that writes a manifest in a temporary directory and builds it.
 #pragma once
 
-#include <catch2/catch.hpp>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <atomic>
 #include <cstring>
@@ -120,13 +120,14 @@ struct Fixture {
     manifest("2");
   }
   ~Fixture() { fs::remove_all(dir); }
-  void write(const std::string& name, const std::string& text) {
-    std::ofstream(dir / name) << text;
-  }
+  void write(const std::string& name, const std::string& text) { std::ofstream(dir / name) << text; }
   void manifest(const std::string& second_factor) {
-    write("qforge.toml", "[models.m]\npath = \"model.txt\"\n"
-                         "[[targets]]\nname = \"x{f}\"\nmodel = \"m\"\nmatrix = { f = [\"3\", \"" + second_factor + "\"] }\n"
-                         "pipeline = [ { pass = \"scale\", factor = \"{f}\" } ]\n");
+    write("qforge.toml",
+          "[models.m]\npath = \"model.txt\"\n"
+          "[[targets]]\nname = \"x{f}\"\nmodel = \"m\"\nmatrix = { f = [\"3\", \"" +
+              second_factor +
+              "\"] }\n"
+              "pipeline = [ { pass = \"scale\", factor = \"{f}\" } ]\n");
   }
   BuildResult build(int jobs = 2, bool no_cache = false) {
     BuildOptions o;

@@ -120,7 +120,8 @@ class LazyFail : public Pass {
   PassResult run(Model& m, PassContext&) override {
     Tensor& t = m.tensors.at(0);
     t.data = nullptr;
-    t.producer = guarded_producer("lazy-fail", t.name, []() -> BlobPtr { throw Error("the quantizer ran out of luck"); });
+    t.producer = guarded_producer("lazy-fail", t.name,
+                                  []() -> BlobPtr { throw Error("the quantizer ran out of luck"); });
     PassResult r;
     r.changed = true;
     return r;
@@ -209,7 +210,8 @@ const StepResult* step(const BuildResult& r, const std::string& pass) {
 
 }  // namespace
 
-TEST_CASE("a table made by one step feeds the next, targets share it, and a later build loads it", "[build][graph]") {
+TEST_CASE("a table made by one step feeds the next, targets share it, and a later build loads it",
+          "[build][graph]") {
   Fixture fx(register_graph_passes);
   fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "sums" }, { pass = "offset", k = 1 })") +
                                         target("b", R"({ pass = "sums" }, { pass = "offset", k = 2 })")));
@@ -245,7 +247,8 @@ TEST_CASE("a table made by one step feeds the next, targets share it, and a late
   CHECK(step(r2, "sums")->status == "cached");
   CHECK(fx.read("dist/c.txt") == "a 1 2 3\nb 4 5\n");
   bool said = false;
-  for (const auto& l : lines.lines) said |= l.find("load sums m") == 0 && l.find("cached table") != std::string::npos;
+  for (const auto& l : lines.lines)
+    said |= l.find("load sums m") == 0 && l.find("cached table") != std::string::npos;
   CHECK(said);
 
   // The cached build equals an uncached one, byte for byte.
@@ -257,7 +260,8 @@ TEST_CASE("a table made by one step feeds the next, targets share it, and a late
 
   // A corrupt table object is reported and the table recomputed.
   for (auto& e : fs::recursive_directory_iterator(fx.dir / ".qforge/cache/objects"))
-    if (e.is_regular_file() && fx.read(fs::relative(e.path(), fx.dir).string()).find("sums/1") != std::string::npos) {
+    if (e.is_regular_file() &&
+        fx.read(fs::relative(e.path(), fx.dir).string()).find("sums/1") != std::string::npos) {
       fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
       std::ofstream(e.path()) << "{\"schema\": \"sums/1\", \"data\": {}}";
     }
@@ -270,8 +274,10 @@ TEST_CASE("a table made by one step feeds the next, targets share it, and a late
 
 TEST_CASE("step references: another target's step, and the errors of a bad reference", "[build][graph]") {
   Fixture fx(register_graph_passes);
-  fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "sums", id = "calib" }, { pass = "offset" })") +
-                                        target("b", R"({ pass = "scale", factor = 2 }, { pass = "offset", inputs = ["a/calib"] })")));
+  fx.write("qforge.toml",
+           manifest_with(
+               target("a", R"({ pass = "sums", id = "calib" }, { pass = "offset" })") +
+               target("b", R"({ pass = "scale", factor = 2 }, { pass = "offset", inputs = ["a/calib"] })")));
   g_stats = 0;
   auto r = fx.build();
   REQUIRE(r.ok());
@@ -279,28 +285,37 @@ TEST_CASE("step references: another target's step, and the errors of a bad refer
   // b scales by 2, then adds the sums of the *unscaled* model that a's step measured.
   CHECK(fx.read("dist/b.txt") == "a 8 10 12\nb 17 19\n");
 
-  fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "offset" })") +
-                                        target("b", R"({ pass = "scale", factor = 2 }, { pass = "offset", inputs = ["scale"] })") +
-                                        target("c", R"({ pass = "offset", inputs = ["nope/sums"] })") +
-                                        target("d", R"({ pass = "offset", inputs = ["x", "y"] })")));
+  fx.write("qforge.toml",
+           manifest_with(
+               target("a", R"({ pass = "offset" })") +
+               target("b", R"({ pass = "scale", factor = 2 }, { pass = "offset", inputs = ["scale"] })") +
+               target("c", R"({ pass = "offset", inputs = ["nope/sums"] })") +
+               target("d", R"({ pass = "offset", inputs = ["x", "y"] })")));
   const std::string text = fx.plan_errors();
-  CHECK_THAT(text, Catch::Contains("6:23: error: pass 'offset' needs a 'sums/1' table (tensor sums): add a step that makes "
-                                   "one before it ('sums'), or name one with inputs = [\"target/step\"]"));
-  CHECK_THAT(text, Catch::Contains("step 'scale' makes a model, but pass 'offset' needs a 'sums/1' table here"));
+  CHECK_THAT(text,
+             Catch::Contains(
+                 "6:23: error: pass 'offset' needs a 'sums/1' table (tensor sums): add a step that makes "
+                 "one before it ('sums'), or name one with inputs = [\"target/step\"]"));
+  CHECK_THAT(text,
+             Catch::Contains("step 'scale' makes a model, but pass 'offset' needs a 'sums/1' table here"));
   CHECK_THAT(text, Catch::Contains("no target named 'nope'"));
   CHECK_THAT(text, Catch::Contains("pass 'offset' takes 1 table input(s), and inputs names 2"));
 
   // Targets naming each other's steps are refused (references go one way).
-  fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "sums", id = "s" }, { pass = "offset", inputs = ["b/s"] })") +
-                                        target("b", R"({ pass = "sums", id = "s" }, { pass = "offset", inputs = ["a/s"] })")));
+  fx.write(
+      "qforge.toml",
+      manifest_with(target("a", R"({ pass = "sums", id = "s" }, { pass = "offset", inputs = ["b/s"] })") +
+                    target("b", R"({ pass = "sums", id = "s" }, { pass = "offset", inputs = ["a/s"] })")));
   CHECK_THAT(fx.plan_errors(), Catch::Contains("depends on its own steps through step references (a cycle)"));
 }
 
 TEST_CASE("an expensive intermediate model is stored, then loaded instead of recomputed", "[build][graph]") {
   Fixture fx(register_graph_passes);
   auto write = [&](const std::string& f2) {
-    fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "slow-scale" }, { pass = "scale", factor = 3 })") +
-                                          target("b", R"({ pass = "slow-scale" }, { pass = "scale", factor = )" + f2 + " }")));
+    fx.write(
+        "qforge.toml",
+        manifest_with(target("a", R"({ pass = "slow-scale" }, { pass = "scale", factor = 3 })") +
+                      target("b", R"({ pass = "slow-scale" }, { pass = "scale", factor = )" + f2 + " }")));
   };
   write("5");
   std::unique_ptr<Manifest> keep;
@@ -308,7 +323,8 @@ TEST_CASE("an expensive intermediate model is stored, then loaded instead of rec
   REQUIRE(errors.empty());
   bool stored = false;
   for (const auto& n : plan.nodes)
-    if (n.pass && n.pass->name == "slow-scale") stored = n.store && n.store_why.find("expensive") != std::string::npos;
+    if (n.pass && n.pass->name == "slow-scale")
+      stored = n.store && n.store_why.find("expensive") != std::string::npos;
   CHECK(stored);
   g_slow = 0;
   REQUIRE(fx.build().ok());
@@ -347,17 +363,23 @@ TEST_CASE("plan --json shows artifact kinds, inputs and the cache policy", "[bui
 
 TEST_CASE("option constraints and validate hooks are checked at plan time, located", "[build][graph]") {
   Fixture fx(register_graph_passes);
-  fx.write("qforge.toml", manifest_with(target(
-                              "a", R"({ pass = "checked", bits = 5, percentile = 120, rules = ["attn"], budget = "3 parsecs" },
+  fx.write(
+      "qforge.toml",
+      manifest_with(target(
+          "a", R"({ pass = "checked", bits = 5, percentile = 120, rules = ["attn"], budget = "3 parsecs" },
   { pass = "checked", bits = 8, budget = "3.5GiB" }, { pass = "checked", rules = { "attn_q" = "Q8_0", "attn" = "Q5_0" } })")));
   const std::string text = fx.plan_errors();
-  CHECK_THAT(text, Catch::Contains("6:41: error: option 'bits' of pass 'checked' cannot be 5; choose one of 4, 8"));
-  CHECK_THAT(text, Catch::Contains("error: option 'percentile' of pass 'checked' must be between 50 and 100, found 120"));
-  CHECK_THAT(text, Catch::Contains("error: option 'rules' of pass 'checked': 'attn' is not of the form REGEX=TYPE"));
+  CHECK_THAT(text,
+             Catch::Contains("6:41: error: option 'bits' of pass 'checked' cannot be 5; choose one of 4, 8"));
+  CHECK_THAT(text, Catch::Contains(
+                       "error: option 'percentile' of pass 'checked' must be between 50 and 100, found 120"));
+  CHECK_THAT(
+      text, Catch::Contains("error: option 'rules' of pass 'checked': 'attn' is not of the form REGEX=TYPE"));
   CHECK_THAT(text, Catch::Contains("error: option 'budget' of pass 'checked' must be a size such as"));
   CHECK_THAT(text, Catch::Contains("7:33: error: pass 'checked', option 'budget': a budget needs bits = 4"));
-  CHECK_THAT(text, Catch::Contains("a list whose order matters (the first matching rule wins), and a TOML table has no "
-                                   "order; write it as a list: rules = [\"attn_q=Q8_0\", \"attn=Q5_0\"]"));
+  CHECK_THAT(text, Catch::Contains(
+                       "a list whose order matters (the first matching rule wins), and a TOML table has no "
+                       "order; write it as a list: rules = [\"attn_q=Q8_0\", \"attn=Q5_0\"]"));
   SizeValue sv;
   REQUIRE(parse_size("3.5GiB", sv));
   CHECK(sv.unit == SizeValue::Unit::Bytes);
@@ -393,24 +415,30 @@ k = [2.0]
   REQUIRE_FALSE(d.has_errors());
   validate_profiles(fx.profiles, fx.reg, d);
   const std::string text = d.render();
-  CHECK_THAT(text, Catch::Contains("bad.toml:3:1: error: profile 'bad' configures pass 'scael', which is not registered "
-                                   "(did you mean 'scale'?)"));
-  CHECK_THAT(text, Catch::Contains("bad.toml:9:8: error: profile 'bad' sets option 'bitz' that pass 'checked' does not "
-                                   "have (did you mean 'bits'?)"));
-  CHECK_THAT(text, Catch::Contains("bad.toml:8:8: error: profile 'bad': default bits = 8 for pass 'checked' is not among "
-                                   "the values it allows, [4]"));
-  CHECK_THAT(text, Catch::Contains("profile 'bad' forbids k = 1, the default of pass 'offset', without setting another"));
+  CHECK_THAT(text, Catch::Contains(
+                       "bad.toml:3:1: error: profile 'bad' configures pass 'scael', which is not registered "
+                       "(did you mean 'scale'?)"));
+  CHECK_THAT(text, Catch::Contains(
+                       "bad.toml:9:8: error: profile 'bad' sets option 'bitz' that pass 'checked' does not "
+                       "have (did you mean 'bits'?)"));
+  CHECK_THAT(text, Catch::Contains(
+                       "bad.toml:8:8: error: profile 'bad': default bits = 8 for pass 'checked' is not among "
+                       "the values it allows, [4]"));
+  CHECK_THAT(text, Catch::Contains(
+                       "profile 'bad' forbids k = 1, the default of pass 'offset', without setting another"));
   CHECK(text.find("quantize-later") == std::string::npos);  // optional: checked only once registered
 }
 
-TEST_CASE("a pass that changes nothing warns, skips are summarised, and --strict fails cached or not", "[build][graph]") {
+TEST_CASE("a pass that changes nothing warns, skips are summarised, and --strict fails cached or not",
+          "[build][graph]") {
   Fixture fx(register_graph_passes);
   fx.write("model.txt", "a 1\nb 2\nc 3\nd 4\ne 5\n");
   fx.write("qforge.toml", manifest_with(target("n", R"({ pass = "noop" })")));
   auto r = fx.build();
   REQUIRE(r.ok());
   REQUIRE(r.targets[0].warnings.size() == 1);
-  CHECK_THAT(r.targets[0].warnings[0], Catch::StartsWith("noop: changed nothing in model 'm' (noop skipped 3 (not interesting)"));
+  CHECK_THAT(r.targets[0].warnings[0],
+             Catch::StartsWith("noop: changed nothing in model 'm' (noop skipped 3 (not interesting)"));
   CHECK(r.targets[0].skipped.size() == 5);
   auto lines = summarize_skips(r.targets[0].skipped);
   REQUIRE(lines.size() == 2);
@@ -439,8 +467,10 @@ TEST_CASE("a pass that changes nothing warns, skips are summarised, and --strict
 
 TEST_CASE("steps at once times threads each never exceeds the budget", "[build][graph]") {
   Fixture fx(register_graph_passes);
-  fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "threads" })") + target("b", R"({ pass = "scale", factor = 2 }, { pass = "threads" })") +
-                                        target("c", R"({ pass = "scale", factor = 3 }, { pass = "threads" })")));
+  fx.write("qforge.toml",
+           manifest_with(target("a", R"({ pass = "threads" })") +
+                         target("b", R"({ pass = "scale", factor = 2 }, { pass = "threads" })") +
+                         target("c", R"({ pass = "scale", factor = 3 }, { pass = "threads" })")));
   {
     std::lock_guard<std::mutex> lk(g_mu);
     g_threads.clear();

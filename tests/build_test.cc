@@ -1,8 +1,8 @@
 // The build engine: shared nodes run once, the cache makes a second build do
 // nothing, one changed option rebuilds one target, corrupt entries are rebuilt,
 // -j does not change the bytes. Uses a small text format and pass defined here.
-#include <catch2/catch.hpp>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -107,16 +107,20 @@ TEST_CASE("artifacts are byte-identical with one or two jobs, and --no-cache wri
 
 TEST_CASE("option errors: unknown option, wrong type, missing required", "[build]") {
   Fixture fx;
-  fx.write("qforge.toml", "[models.m]\npath = \"model.txt\"\n[[targets]]\nname = \"t\"\nmodel = \"m\"\n"
-                          "pipeline = [ { pass = \"scale\", factr = 2 }, { pass = \"scale\", factor = \"big\" }, { pass = \"scael\" } ]\n");
+  fx.write("qforge.toml",
+           "[models.m]\npath = \"model.txt\"\n[[targets]]\nname = \"t\"\nmodel = \"m\"\n"
+           "pipeline = [ { pass = \"scale\", factr = 2 }, { pass = \"scale\", factor = \"big\" }, { pass = "
+           "\"scael\" } ]\n");
   Diagnostics d;
   Manifest m = load_manifest((fx.dir / "qforge.toml").string(), d);
   StatCache stats(m.cache_dir + "/stat-cache");
   make_plan(m, fx.reg, fx.profiles, stats, {}, d);
   std::string text = d.render();
-  CHECK_THAT(text, Catch::Contains("6:32: error: pass 'scale' has no option 'factr' (did you mean 'factor'?)"));
+  CHECK_THAT(text,
+             Catch::Contains("6:32: error: pass 'scale' has no option 'factr' (did you mean 'factor'?)"));
   CHECK_THAT(text, Catch::Contains("error: pass 'scale' needs option 'factor' (the factor)"));
-  CHECK_THAT(text, Catch::Contains("error: option 'factor' of pass 'scale' must be a number, found a string \"big\""));
+  CHECK_THAT(text, Catch::Contains(
+                       "error: option 'factor' of pass 'scale' must be a number, found a string \"big\""));
   CHECK_THAT(text, Catch::Contains("error: unknown pass 'scael' (did you mean 'scale'?)"));
 }
 

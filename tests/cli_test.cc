@@ -102,7 +102,8 @@ model = "lmm"
 )");
   auto r = run(qforge() + " build", d.path);
   CHECK(r.rc == 1);
-  CHECK_THAT(r.err, Catch::Contains("qforge.toml:12:1: error: unknown key 'emitt' in a target (did you mean 'emit'?)"));
+  CHECK_THAT(r.err, Catch::Contains(
+                        "qforge.toml:12:1: error: unknown key 'emitt' in a target (did you mean 'emit'?)"));
   CHECK_THAT(r.err, Catch::Contains("qforge.toml:11:23: error: unknown pass 'quantise'"));
   CHECK_THAT(r.err, Catch::Contains("qforge.toml:16:9: error: unknown model 'lmm' (did you mean 'llm'?)"));
   CHECK_THAT(r.err, Catch::Contains("3 errors"));
@@ -173,11 +174,13 @@ model = "mlp"
   CHECK(run(qforge() + " build --target nope", d.path).rc == 1);
 }
 
-TEST_CASE("kill -9 while writing leaves no file under the final name, and the next build completes", "[cli]") {
+TEST_CASE("kill -9 while writing leaves no file under the final name, and the next build completes",
+          "[cli]") {
   TempDir d("kill");
   // Large enough that writing takes a while: ~200 MB.
   make_models(d, "--layers 24 --embd 512 --ff 2048 --vocab 4000");
-  d.write("qforge.toml", "[models.llm]\npath = \"models/tiny.gguf\"\n[[targets]]\nname = \"big\"\nmodel = \"llm\"\n");
+  d.write("qforge.toml",
+          "[models.llm]\npath = \"models/tiny.gguf\"\n[[targets]]\nname = \"big\"\nmodel = \"llm\"\n");
   fs::create_directories(d.path / "dist");
   bool killed_mid_write = false;
   for (int attempt = 0; attempt < 5 && !killed_mid_write; ++attempt) {
@@ -195,7 +198,8 @@ TEST_CASE("kill -9 while writing leaves no file under the final name, and the ne
     while (std::chrono::steady_clock::now() < deadline) {
       bool temp = false;
       for (const auto& e : fs::directory_iterator(d.path / "dist"))
-        if (e.path().filename().string().find(".big.gguf.tmp-") == 0 && fs::file_size(e.path()) > 0) temp = true;
+        if (e.path().filename().string().find(".big.gguf.tmp-") == 0 && fs::file_size(e.path()) > 0)
+          temp = true;
       if (temp) {
         ::kill(pid, SIGKILL);
         killed_mid_write = true;
@@ -236,7 +240,8 @@ TEST_CASE("every hostile file gets exit status 1 and a message, and no output", 
     // dataset files are inputs of calibration, not models).
     std::string kind = e.path().parent_path().filename().string();
     if (kind == "npy" || kind == "npz" || kind == "pb") continue;
-    fs::copy_file(e.path(), d.path / ("models/in" + e.path().extension().string()), fs::copy_options::overwrite_existing);
+    fs::copy_file(e.path(), d.path / ("models/in" + e.path().extension().string()),
+                  fs::copy_options::overwrite_existing);
     d.write("qforge.toml", "[models.m]\npath = \"models/in" + e.path().extension().string() +
                                "\"\nformat = \"" + e.path().parent_path().filename().string() +
                                "\"\n[[targets]]\nname = \"t\"\nmodel = \"m\"\n");
@@ -247,11 +252,15 @@ TEST_CASE("every hostile file gets exit status 1 and a message, and no output", 
   CHECK(n >= 40);
 }
 
-TEST_CASE("the quickstart builds, and every artifact runs in ONNX Runtime or llama.cpp", "[cli][quickstart]") {
+TEST_CASE("the quickstart builds, and every artifact runs in ONNX Runtime or llama.cpp",
+          "[cli][quickstart]") {
   TempDir d("quickstart");
   fs::copy_file(fs::path(QFORGE_SOURCE_DIR) / "examples/quickstart/qforge.toml", d.path / "qforge.toml");
-  REQUIRE(run("'" + bin_dir() + "/make_tiny_llama' models/tiny-llama.gguf --layers 2 --embd 256 --ff 768 --vocab 512 "
-              "--heads 4 --heads-kv 2", d.path).rc == 0);
+  REQUIRE(run("'" + bin_dir() +
+                  "/make_tiny_llama' models/tiny-llama.gguf --layers 2 --embd 256 --ff 768 --vocab 512 "
+                  "--heads 4 --heads-kv 2",
+              d.path)
+              .rc == 0);
   REQUIRE(run("'" + bin_dir() + "/make_tiny_onnx' mlp models/mlp.onnx", d.path).rc == 0);
   auto r = run(qforge() + " build", d.path);
   INFO(r.err);
@@ -267,7 +276,8 @@ TEST_CASE("the quickstart builds, and every artifact runs in ONNX Runtime or lla
     CHECK(t["status"] == "built");
     if (t["format"] == "onnx") {
       // Runs in ONNX Runtime, and stays close to the float model.
-      auto c = run("'" + py + "' '" + src + "/tests/tools/ort_compare.py' models/mlp.onnx " + artifact, d.path);
+      auto c =
+          run("'" + py + "' '" + src + "/tests/tools/ort_compare.py' models/mlp.onnx " + artifact, d.path);
       INFO(c.err);
       REQUIRE(c.rc == 0);
       CHECK(nlohmann::json::parse(c.out)["cosine"].get<double>() > 0.98);
@@ -290,12 +300,15 @@ TEST_CASE("the quickstart builds, and every artifact runs in ONNX Runtime or lla
   CHECK_THAT(run(qforge() + " build", d.path).out, Catch::Contains("(nothing to do)"));
 }
 
-TEST_CASE("reordered tensor_types rules change the artifact, and a cached build equals --no-cache", "[cli][graph]") {
+TEST_CASE("reordered tensor_types rules change the artifact, and a cached build equals --no-cache",
+          "[cli][graph]") {
   TempDir d("rules");
   make_models(d);
   auto manifest = [&](const std::string& rules) {
-    d.write("qforge.toml", "[models.llm]\npath = \"models/tiny.gguf\"\n[[targets]]\nname = \"llm\"\nmodel = \"llm\"\n"
-                           "pipeline = [ { pass = \"quantize-gguf\", type = \"Q4_0\", tensor_types = " + rules + " } ]\n");
+    d.write("qforge.toml",
+            "[models.llm]\npath = \"models/tiny.gguf\"\n[[targets]]\nname = \"llm\"\nmodel = \"llm\"\n"
+            "pipeline = [ { pass = \"quantize-gguf\", type = \"Q4_0\", tensor_types = " +
+                rules + " } ]\n");
   };
   manifest(R"(["attn_q=Q8_0", "attn=Q5_0"])");
   auto r1 = run(qforge() + " build", d.path);
@@ -321,15 +334,17 @@ TEST_CASE("reordered tensor_types rules change the artifact, and a cached build 
   manifest(R"({ "attn_q" = "Q8_0", "attn" = "Q5_0" })");
   auto bad = run(qforge() + " plan", d.path);
   CHECK(bad.rc == 1);
-  CHECK_THAT(bad.err, Catch::Contains("qforge.toml:6:70: error: option 'tensor_types' of pass 'quantize-gguf' is a list "
-                                      "whose order matters"));
+  CHECK_THAT(bad.err, Catch::Contains(
+                          "qforge.toml:6:70: error: option 'tensor_types' of pass 'quantize-gguf' is a list "
+                          "whose order matters"));
   CHECK_THAT(bad.err, Catch::Contains("tensor_types = [\"attn_q=Q8_0\", \"attn=Q5_0\"]"));
   // Type names are checked at plan time, with a suggestion.
   manifest(R"(["attn_q=Q8_O"])");
   auto typo = run(qforge() + " plan", d.path);
   CHECK(typo.rc == 1);
-  CHECK_THAT(typo.err, Catch::Contains("error: pass 'quantize-gguf', option 'tensor_types': rule 'attn_q=Q8_O': unknown "
-                                       "tensor type 'Q8_O' (did you mean 'q8_0'?)"));
+  CHECK_THAT(typo.err, Catch::Contains(
+                           "error: pass 'quantize-gguf', option 'tensor_types': rule 'attn_q=Q8_O': unknown "
+                           "tensor type 'Q8_O' (did you mean 'q8_0'?)"));
 }
 
 TEST_CASE("qforge quantize: a bad type is one usage error with a suggestion", "[cli]") {
@@ -337,7 +352,8 @@ TEST_CASE("qforge quantize: a bad type is one usage error with a suggestion", "[
   make_models(d);
   auto r = run(qforge() + " quantize models/tiny.gguf out.gguf --type Q4_K_Z", d.path);
   CHECK(r.rc == 2);
-  CHECK_THAT(r.err, Catch::Contains("error: --type: unknown type 'Q4_K_Z' (did you mean 'Q4_K_M' or 'Q4_K_S'?)"));
+  CHECK_THAT(r.err,
+             Catch::Contains("error: --type: unknown type 'Q4_K_Z' (did you mean 'Q4_K_M' or 'Q4_K_S'?)"));
   CHECK(r.err.find("quantize-gguf: quantize-gguf") == std::string::npos);
   CHECK(r.out.empty());
   CHECK_FALSE(fs::exists(d.path / "out.gguf"));
@@ -372,10 +388,12 @@ pipeline = [ { pass = "quantize-weights", bits = "{bits}" } ]
 )");
   auto r = run(qforge() + " plan", d.path);
   CHECK(r.rc == 1);
-  CHECK_THAT(r.err, Catch::Contains("qforge.toml:9:50: error: option 'bits' of pass 'quantize-weights' cannot be 5; "
-                                    "choose one of 4, 8"));
-  CHECK_THAT(r.err, Catch::Contains("board.toml:3:1: error: profile 'board' configures pass 'quantize-weigths', which is "
-                                    "not registered (did you mean 'quantize-weights'?)"));
+  CHECK_THAT(r.err,
+             Catch::Contains("qforge.toml:9:50: error: option 'bits' of pass 'quantize-weights' cannot be 5; "
+                             "choose one of 4, 8"));
+  CHECK_THAT(r.err, Catch::Contains(
+                        "board.toml:3:1: error: profile 'board' configures pass 'quantize-weigths', which is "
+                        "not registered (did you mean 'quantize-weights'?)"));
   CHECK(r.out.empty());
   auto b = run(qforge() + " build", d.path);
   CHECK(b.rc == 1);

@@ -18,7 +18,8 @@ std::string read_all(const fs::path& p) {
   return ss.str();
 }
 bool is_source(const fs::path& p) {
-  static const std::set<std::string> ext = {".cc", ".h", ".md", ".cmake", ".sh", ".py", ".toml", ".in", ".mjs"};
+  static const std::set<std::string> ext = {".cc", ".h",    ".md", ".cmake", ".sh",
+                                            ".py", ".toml", ".in", ".mjs"};
   const std::string name = p.filename().string();
   return ext.count(p.extension().string()) || name == "CMakeLists.txt" || name == "Makefile" || name == "run";
 }
@@ -32,15 +33,20 @@ TEST_CASE("every referenced document and section is in the repository", "[docs]"
   for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
     const fs::path p = it->path();
     const std::string rel = fs::relative(p, root).string();
-    if (it->is_directory() && (rel.rfind("build", 0) == 0 || rel == ".git" || rel.find("/.") != std::string::npos ||
-                               p.filename() == "node_modules" || rel.rfind("tests/data", 0) == 0 ||
-                               rel.rfind("tests/fuzz/corpus", 0) == 0)) {
+    if (it->is_directory() && (rel.rfind("build", 0) == 0 || rel == ".git" ||
+                               rel.find("/.") != std::string::npos || p.filename() == "node_modules" ||
+                               rel.rfind("tests/data", 0) == 0 || rel.rfind("tests/fuzz/corpus", 0) == 0)) {
       it.disable_recursion_pending();
       continue;
     }
     if (!it->is_regular_file() || !is_source(p)) continue;
     const std::string text = read_all(p);
-    const bool cites_outside = text.find("DESIGN" ".md") != std::string::npos || text.find("../sha" "red/") != std::string::npos;
+    const bool cites_outside = text.find(
+                                   "DESIGN"
+                                   ".md") != std::string::npos ||
+                               text.find(
+                                   "../sha"
+                                   "red/") != std::string::npos;
     if (cites_outside) missing.push_back(rel + " refers to a document outside the repository");
     for (std::sregex_iterator m(text.begin(), text.end(), ref), end; m != end; ++m) {
       ++refs;
@@ -51,9 +57,11 @@ TEST_CASE("every referenced document and section is in the repository", "[docs]"
       }
       if ((*m)[3].matched) {
         const std::string heading = (*m)[3].str();
-        const std::regex h("(^|\n)#+ [^\n]*" + std::regex_replace(heading, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)"));
+        const std::regex h("(^|\n)#+ [^\n]*" +
+                           std::regex_replace(heading, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)"));
         if (!std::regex_search(read_all(doc), h))
-          missing.push_back(rel + " refers to section \"" + heading + "\" of " + (*m)[1].str() + ", which has none");
+          missing.push_back(rel + " refers to section \"" + heading + "\" of " + (*m)[1].str() +
+                            ", which has none");
       }
     }
   }

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 
-#include "test_util.h"
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include "test_util.h"
 
 #include "gguf/gguf.h"
 #include "gguf/tiny_llama.h"
@@ -439,7 +439,8 @@ TEST_CASE("gguf: writer refuses bad models and leaves no output", "[gguf]") {
   {
     Model m = sample_model();
     m.tensors[0].data = nullptr;
-    m.tensors[0].producer = guarded_producer("quantize-x", "w.f32", []() -> BlobPtr { throw Error("quantizer failed"); });
+    m.tensors[0].producer =
+        guarded_producer("quantize-x", "w.f32", []() -> BlobPtr { throw Error("quantizer failed"); });
     expect(m, "quantize-x: tensor 'w.f32': quantizer failed");
   }
 }

@@ -4,9 +4,9 @@
 // dequantizers. ggml is loaded at run time from the libggml-base.so named by
 // QFORGE_GGML_BASE_SO (the one in @node-llama-cpp/linux-x64@3.22.1, ggml
 // 0.25.1); without it the comparison tests fail rather than skip.
-#include <catch2/catch.hpp>
 #include <dlfcn.h>
 #include <hwy/targets.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -177,7 +177,9 @@ std::vector<DataKind> data_kinds() {
   k.push_back({"subnormal", each([](Rng& r) { return 1e-40 * r.normal(); })});
   k.push_back({"subnormal-mixed", each([](Rng& r) {
                  const double u = r.uniform();
-                 return u < 0.3 ? 1e-45 * static_cast<double>(r.next() % 7) - 3e-45 : u < 0.6 ? 1e-39 * r.normal() : 0.0;
+                 return u < 0.3   ? 1e-45 * static_cast<double>(r.next() % 7) - 3e-45
+                        : u < 0.6 ? 1e-39 * r.normal()
+                                  : 0.0;
                })});
   k.push_back({"tiny-1e-30", each([](Rng& r) { return 1e-30 * r.normal(); })});
   k.push_back({"tiny-1e-37", each([](Rng& r) { return 1e-37 * r.normal(); })});
@@ -186,12 +188,15 @@ std::vector<DataKind> data_kinds() {
   k.push_back({"mixed-scales", [](Rng& r, std::vector<float>& v, int64_t) {
                  for (size_t i = 0; i < v.size(); i += 32) {
                    const double s = std::pow(10.0, 16 * r.uniform() - 8);
-                   for (size_t j = i; j < i + 32 && j < v.size(); ++j) v[j] = static_cast<float>(s * r.normal());
+                   for (size_t j = i; j < i + 32 && j < v.size(); ++j)
+                     v[j] = static_cast<float>(s * r.normal());
                  }
                }});
-  k.push_back({"grid-ties", each([](Rng& r) { return static_cast<double>(static_cast<int>(r.next() % 33) - 16) / 8; })});
+  k.push_back({"grid-ties",
+               each([](Rng& r) { return static_cast<double>(static_cast<int>(r.next() % 33) - 16) / 8; })});
   k.push_back({"sparse", each([](Rng& r) { return r.uniform() < 0.9 ? 0.0 : r.normal(); })});
-  k.push_back({"fp16-exact", each([](Rng& r) { return std::ldexp(static_cast<double>(r.next() % 2048), -10); })});
+  k.push_back(
+      {"fp16-exact", each([](Rng& r) { return std::ldexp(static_cast<double>(r.next() % 2048), -10); })});
   return k;
 }
 
@@ -204,7 +209,11 @@ struct ImatrixKind {
 std::vector<ImatrixKind> imatrix_kinds() {
   return {
       {"none", false, nullptr},
-      {"activations", true, [](Rng& r) { const double z = r.normal(); return static_cast<float>(z * z + 0.01); }},
+      {"activations", true,
+       [](Rng& r) {
+         const double z = r.normal();
+         return static_cast<float>(z * z + 0.01);
+       }},
       {"ones", true, [](Rng&) { return 1.0f; }},
       {"with-zeros", true, [](Rng& r) { return r.uniform() < 0.3 ? 0.0f : static_cast<float>(r.uniform()); }},
       {"heavy", true, [](Rng& r) { return static_cast<float>(std::pow(10.0, 12 * r.uniform() - 6)); }},
@@ -212,8 +221,8 @@ std::vector<ImatrixKind> imatrix_kinds() {
 }
 
 const ElemType kQuantTypes[] = {
-    ElemType::F32,  ElemType::F16,  ElemType::BF16, ElemType::Q8_0, ElemType::Q4_0,
-    ElemType::Q4_1, ElemType::Q5_0, ElemType::Q5_1, ElemType::Q2_K, ElemType::Q3_K,
+    ElemType::F32,  ElemType::F16,  ElemType::BF16, ElemType::Q8_0,   ElemType::Q4_0,
+    ElemType::Q4_1, ElemType::Q5_0, ElemType::Q5_1, ElemType::Q2_K,   ElemType::Q3_K,
     ElemType::Q4_K, ElemType::Q5_K, ElemType::Q6_K, ElemType::IQ4_NL, ElemType::IQ4_XS,
 };
 
@@ -242,7 +251,8 @@ void for_each_simd_target(F f) {
   }
 }
 
-std::string first_difference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, size_t block_bytes) {
+std::string first_difference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b,
+                             size_t block_bytes) {
   for (size_t i = 0; i < a.size() && i < b.size(); ++i)
     if (a[i] != b[i]) {
       std::ostringstream os;
@@ -264,12 +274,13 @@ bool same_quantization(ElemType t, const std::vector<float>& x, int64_t n_per_ro
   const size_t rs = gguf::row_size(t, n_per_row);
   const int64_t total_rows = static_cast<int64_t>(x.size()) / n_per_row;
   std::vector<uint8_t> theirs(rs * static_cast<size_t>(total_rows), 0xA5);
-  const size_t n_ggml = g.quantize_chunk(ggml_id(t), x.data(), theirs.data(), start_row * n_per_row, nrows,
-                                         n_per_row, imatrix);
+  const size_t n_ggml =
+      g.quantize_chunk(ggml_id(t), x.data(), theirs.data(), start_row * n_per_row, nrows, n_per_row, imatrix);
   bool same = true;
   for_each_simd_target([&](const char* target) {
     std::vector<uint8_t> ours(theirs.size(), 0xA5);
-    const size_t n_ours = gguf::quantize_chunk(t, x.data(), ours.data(), start_row, nrows, n_per_row, imatrix);
+    const size_t n_ours =
+        gguf::quantize_chunk(t, x.data(), ours.data(), start_row, nrows, n_per_row, imatrix);
     if (!same) return;
     if (n_ggml != n_ours) {
       *why = std::string(target) + ": returned sizes differ: ggml " + std::to_string(n_ggml) + " vs qforge " +
@@ -308,7 +319,8 @@ void check_spread() {
           for (auto [start, count] : {std::pair<int64_t, int64_t>{0, nrows}, {2, 2}, {4, 1}}) {
             std::string why;
             INFO("type " << qforge::name_of(t) << ", imatrix " << im.name << ", data " << kind.name
-                         << ", n_per_row " << n_per_row << ", rows [" << start << ", " << start + count << ")");
+                         << ", n_per_row " << n_per_row << ", rows [" << start << ", " << start + count
+                         << ")");
             const bool same = same_quantization(t, x, n_per_row, start, count, imatrix, &why);
             INFO(why);
             CHECK(same);
@@ -476,8 +488,7 @@ TEST_CASE("gguf kernels: dequantize_row is bit-identical to ggml", "[gguf][quant
   Ggml& g = ggml();
   const auto kinds = data_kinds();
   std::vector<ElemType> types(std::begin(kQuantTypes), std::end(kQuantTypes));
-  for (ElemType t : {ElemType::Q8_K, ElemType::TQ1_0, ElemType::TQ2_0, ElemType::MXFP4})
-    types.push_back(t);
+  for (ElemType t : {ElemType::Q8_K, ElemType::TQ1_0, ElemType::TQ2_0, ElemType::MXFP4}) types.push_back(t);
   for (ElemType t : types) {
     INFO("type " << qforge::name_of(t));
     REQUIRE(gguf::can_dequantize(t));

@@ -6,7 +6,9 @@
 using namespace qforge;
 
 namespace {
-Manifest parse(const std::string& text, Diagnostics& d) { return parse_manifest(text, "/tmp/qforge-test/qforge.toml", d); }
+Manifest parse(const std::string& text, Diagnostics& d) {
+  return parse_manifest(text, "/tmp/qforge-test/qforge.toml", d);
+}
 }  // namespace
 
 TEST_CASE("matrix expands to the cartesian product, first key outermost", "[manifest]") {
@@ -19,7 +21,8 @@ name = "llm-{type}-{ctx}"
 model = "llm"
 matrix = { type = ["Q4_K_M", "Q8_0"], ctx = [1, 2] }
 pipeline = [ { pass = "quantize-gguf", type = "{type}", n = "{ctx}" } ]
-)", d);
+)",
+                 d);
   REQUIRE_FALSE(d.has_errors());
   REQUIRE(m.targets.size() == 4);
   CHECK(m.targets[0].name == "llm-Q4_K_M-1");
@@ -50,7 +53,8 @@ model = "{m}"
 matrix = { m = ["a", "b"], bits = [4, 8], sym = [true], p = [99.9] }
 output = "out/{m}/{bits}.onnx"
 pipeline = [ { pass = "x", id = "step-{m}", bits = "{bits}", symmetric = "{sym}", pct = "{p}", dataset = "cal-{m}", rule = "blk\\.[0-9]{2}\\.attn={{literal}}", inputs = ["{m}-w4-true-99.9/step-{m}"] } ]
-)", d);
+)",
+                 d);
   INFO(d.render());
   REQUIRE_FALSE(d.has_errors());
   REQUIRE(m.targets.size() == 4);
@@ -81,10 +85,13 @@ name = "t-{m}"
 model = "{m}"
 matrix = { m = ["a", "c"] }
 pipeline = [ { pass = "x", opt = "{mm}" } ]
-)", d2);
+)",
+        d2);
   const std::string text = d2.render();
   CHECK_THAT(text, Catch::Contains("6:9: error: unknown model 'c' (in variant 't-c') (did you mean 'a'?)"));
-  CHECK_THAT(text, Catch::Contains("8:34: error: placeholder '{mm}' has no value: the matrix defines 'm' (did you mean 'm'?)"));
+  CHECK_THAT(text,
+             Catch::Contains(
+                 "8:34: error: placeholder '{mm}' has no value: the matrix defines 'm' (did you mean 'm'?)"));
 }
 
 TEST_CASE("every mistake is reported with file:line:col and a suggestion", "[manifest]") {
@@ -98,12 +105,15 @@ name = "det"
 model = "dte"
 pipeline = [ { pass = "calibrate" } ]
 prfile = "x"
-)", d);
+)",
+        d);
   REQUIRE(d.error_count() == 3);
   std::string text = d.render();
-  CHECK_THAT(text, Catch::Contains("qforge.toml:2:1: error: unknown key 'outptu' in [build] (did you mean 'output'?)"));
+  CHECK_THAT(text, Catch::Contains(
+                       "qforge.toml:2:1: error: unknown key 'outptu' in [build] (did you mean 'output'?)"));
   CHECK_THAT(text, Catch::Contains("qforge.toml:7:9: error: unknown model 'dte' (did you mean 'det'?)"));
-  CHECK_THAT(text, Catch::Contains("qforge.toml:9:1: error: unknown key 'prfile' in a target (did you mean 'profile'?)"));
+  CHECK_THAT(text, Catch::Contains(
+                       "qforge.toml:9:1: error: unknown key 'prfile' in a target (did you mean 'profile'?)"));
   CHECK_THAT(text, Catch::Contains("  model = \"dte\"\n          ^"));
 }
 
@@ -117,9 +127,11 @@ path = "/dev/null"
 name = "t"
 model = "m"
 matrix = "x"
-)", d);
+)",
+        d);
   std::string text = d.render();
-  CHECK_THAT(text, Catch::Contains("2:8: error: 'jobs' in [build] must be an integer, found a string \"two\""));
+  CHECK_THAT(text,
+             Catch::Contains("2:8: error: 'jobs' in [build] must be an integer, found a string \"two\""));
   CHECK_THAT(text, Catch::Contains("8:10: error: 'matrix' must be a table, found a string"));
 }
 
@@ -145,16 +157,19 @@ model = "m"
 [[targets]]
 name = "b"
 model = "m"
-)", d);
+)",
+        d);
   std::string text = d.render();
-  CHECK_THAT(text, Catch::Contains("placeholder '{typ}' has no value: the matrix defines 'type' (did you mean 'type'?)"));
+  CHECK_THAT(text, Catch::Contains(
+                       "placeholder '{typ}' has no value: the matrix defines 'type' (did you mean 'type'?)"));
   CHECK_THAT(text, Catch::Contains("model file 'does-not-exist.gguf' does not exist"));
   CHECK_THAT(text, Catch::Contains("two targets are named 'b'"));
   CHECK_THAT(text, Catch::Contains("warning: matrix key 'type' is used nowhere"));
 }
 
 TEST_CASE("did you mean", "[diag]") {
-  CHECK(did_you_mean("quantise", {"calibrate", "quantize-static", "evaluate"}) == " (did you mean 'quantize-static'?)");
+  CHECK(did_you_mean("quantise", {"calibrate", "quantize-static", "evaluate"}) ==
+        " (did you mean 'quantize-static'?)");
   CHECK(did_you_mean("zzz", {"calibrate", "evaluate"}).empty());
   CHECK(edit_distance("kitten", "sitting") == 3);
 }

@@ -13,8 +13,6 @@
 
 #include <catch2/catch.hpp>
 
-#include "test_util.h"
-#include "tools/llama_abi.h"
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -28,6 +26,8 @@
 #include <random>
 #include <string>
 #include <vector>
+#include "test_util.h"
+#include "tools/llama_abi.h"
 
 #include "gguf/gguf.h"
 #include "gguf/tiny_llama.h"

@@ -136,8 +136,9 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("real models: a matrix over three models quantizes each with quantize-dynamic, and ONNX Runtime agrees",
-          "[real-models][quantize-dynamic][cli]") {
+TEST_CASE(
+    "real models: a matrix over three models quantizes each with quantize-dynamic, and ONNX Runtime agrees",
+    "[real-models][quantize-dynamic][cli]") {
   struct Real {
     const char* name;
     const char* inputs;  // ort_compare.py options
@@ -155,7 +156,8 @@ TEST_CASE("real models: a matrix over three models quantizes each with quantize-
   }
   // One recipe for the family: a matrix over models.
   toml += "\n[[targets]]\nname = \"{m}-dynamic\"\nmodel = \"{m}\"\nmatrix = { m = [";
-  for (size_t i = 0; i < std::size(models); ++i) toml += std::string(i ? ", " : "") + "\"" + models[i].name + "\"";
+  for (size_t i = 0; i < std::size(models); ++i)
+    toml += std::string(i ? ", " : "") + "\"" + models[i].name + "\"";
   toml += "] }\npipeline = [ { pass = \"quantize-dynamic\", per_channel = true } ]\n";
   test::TempDir dir("qforge_real_manifest_");
   std::ofstream(dir / "qforge.toml") << toml;
@@ -167,15 +169,17 @@ TEST_CASE("real models: a matrix over three models quantizes each with quantize-
   REQUIRE(st == 0);
   const nlohmann::json report = nlohmann::json::parse(test::slurp(dir / "dist/report.json"));
   // A build without the cache writes the same bytes.
-  auto artifact_of = [&](const Real& rm) { return (dir.path / "dist" / (std::string(rm.name) + "-dynamic.onnx")).string(); };
+  auto artifact_of = [&](const Real& rm) {
+    return (dir.path / "dist" / (std::string(rm.name) + "-dynamic.onnx")).string();
+  };
   std::vector<std::vector<uint8_t>> cached;
   for (const Real& rm : models) cached.push_back(test::slurp(artifact_of(rm)));
-  const std::string again = test::run_capture(
-      "cd " + test::shell_quote(dir.path.string()) + " && " + test::shell_quote(QFORGE_BIN) + " build --no-cache 2>&1", st);
+  const std::string again = test::run_capture("cd " + test::shell_quote(dir.path.string()) + " && " +
+                                                  test::shell_quote(QFORGE_BIN) + " build --no-cache 2>&1",
+                                              st);
   INFO(again);
   REQUIRE(st == 0);
-  for (size_t i = 0; i < std::size(models); ++i)
-    CHECK(test::slurp(artifact_of(models[i])) == cached[i]);
+  for (size_t i = 0; i < std::size(models); ++i) CHECK(test::slurp(artifact_of(models[i])) == cached[i]);
   for (const Real& rm : models) {
     DYNAMIC_SECTION(rm.name) {
       const fs::path artifact = dir.path / "dist" / (std::string(rm.name) + "-dynamic.onnx");

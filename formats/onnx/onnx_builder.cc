@@ -65,7 +65,6 @@ void add_io(Graph& g, const std::string& in, std::vector<int64_t> in_dims, const
 
 }  // namespace
 
-
 Model tiny_mlp_model(uint32_t seed) {
   Model m = new_model("tiny_mlp");
   Rng rng(seed);

@@ -35,7 +35,6 @@ class XorShiftRng {
   uint64_t s_;
 };
 
-
 Model tiny_mlp_model(uint32_t seed = 1);
 Model tiny_conv_model(uint32_t seed = 2);
 // `kind` is "mlp" or "conv"; throws qforge::Error otherwise or on write failure.

@@ -330,8 +330,8 @@ Attribute decode_attribute(ImportCtx& ctx, onnx::AttributeProto& ap, const std::
   for (int k = 0; k < ap.unknown_fields().field_count(); ++k) {
     const auto& uf = ap.unknown_fields().field(k);
     if (uf.number() == AP::kTypeFieldNumber && uf.type() == google::protobuf::UnknownField::TYPE_VARINT)
-      throw Error(where + " attribute '" + a.name + "': unknown attribute type " + std::to_string(uf.varint()) +
-                  " (expected 1..14 of ONNX's AttributeType)");
+      throw Error(where + " attribute '" + a.name + "': unknown attribute type " +
+                  std::to_string(uf.varint()) + " (expected 1..14 of ONNX's AttributeType)");
   }
   if (!ap.has_type()) {  // IR version 1 models: infer from the field set
     if (ap.has_f())

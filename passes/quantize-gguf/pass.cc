@@ -5,11 +5,11 @@
 #include <regex>
 #include <string>
 
+#include "kernels/quants.h"
 #include "qforge/diag.h"
 #include "qforge/pass.h"
 #include "qforge/plugin.h"
 #include "qforge/status.h"
-#include "kernels/quants.h"
 #include "quantize_gguf.h"
 
 namespace qforge::gguf_quant {
@@ -41,7 +41,8 @@ std::vector<OptionProblem> validate_options(const Options& o) {
   std::vector<OptionProblem> out;
   // Suggestions name the commonly chosen mixtures first (a tie between
   // Q4_K_S and Q4_K_M for "Q4_K_Z" reads better as "Q4_K_M or Q4_K_S").
-  std::vector<std::string> file_type_names = {"Q4_K_M", "Q5_K_M", "Q8_0", "Q6_K", "Q3_K_M"}, tensor_type_names;
+  std::vector<std::string> file_type_names = {"Q4_K_M", "Q5_K_M", "Q8_0", "Q6_K", "Q3_K_M"},
+                           tensor_type_names;
   for (const auto& r : file_types())
     if (std::find(file_type_names.begin(), file_type_names.end(), r.name) == file_type_names.end())
       file_type_names.push_back(r.name);
@@ -58,7 +59,8 @@ std::vector<OptionProblem> validate_options(const Options& o) {
   auto tensor_type = [&](const std::string& option, const std::string& name, const std::string& context) {
     auto t = elem_from_name(name);
     if (!t || traits(*t).ggml_id < 0 || !gguf::can_quantize(*t))
-      out.push_back({option, context + "unknown tensor type '" + name + "'" + did_you_mean(name, tensor_type_names)});
+      out.push_back(
+          {option, context + "unknown tensor type '" + name + "'" + did_you_mean(name, tensor_type_names)});
   };
   if (const std::string type = text("type"); !type.empty()) {
     try {
@@ -73,7 +75,8 @@ std::vector<OptionProblem> validate_options(const Options& o) {
     }
   }
   if (const std::string t = text("output_tensor_type"); !t.empty()) tensor_type("output_tensor_type", t, "");
-  if (const std::string t = text("token_embedding_type"); !t.empty()) tensor_type("token_embedding_type", t, "");
+  if (const std::string t = text("token_embedding_type"); !t.empty())
+    tensor_type("token_embedding_type", t, "");
   if (auto it = o.find("tensor_types"); it != o.end() && it->second.kind == Value::Kind::List)
     for (const Value& rule : it->second.list) {
       const auto eq = rule.s.find('=');
@@ -81,8 +84,8 @@ std::vector<OptionProblem> validate_options(const Options& o) {
       try {
         std::regex re(rule.s.substr(0, eq));
       } catch (const std::regex_error& e) {
-        out.push_back({"tensor_types", "rule '" + rule.s + "': '" + rule.s.substr(0, eq) + "' is not a valid regex (" +
-                                           e.what() + ")"});
+        out.push_back({"tensor_types", "rule '" + rule.s + "': '" + rule.s.substr(0, eq) +
+                                           "' is not a valid regex (" + e.what() + ")"});
       }
       tensor_type("tensor_types", rule.s.substr(eq + 1), "rule '" + rule.s + "': ");
     }

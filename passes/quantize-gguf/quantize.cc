@@ -454,7 +454,8 @@ QuantizeSummary quantize_model(Model& model, const QuantizeOptions& q, int threa
   for (auto& [key, v] : overrides) set_last(model, key, v);
   if (im) {
     auto trunc = [](const std::string& s) { return s.substr(0, std::min<size_t>(s.size(), 127)); };
-    set_last(model, "quantize.imatrix.file", MetaValue::of_string(trunc(q.imatrix_written.empty() ? q.imatrix : q.imatrix_written)));
+    set_last(model, "quantize.imatrix.file",
+             MetaValue::of_string(trunc(q.imatrix_written.empty() ? q.imatrix : q.imatrix_written)));
     if (!im->datasets.empty())
       set_last(model, "quantize.imatrix.dataset", MetaValue::of_string(trunc(im->datasets[0])));
     set_last(model, "quantize.imatrix.entries_count",

@@ -25,8 +25,8 @@
 namespace qforge::gguf_quant {
 
 struct QuantizeOptions {
-  std::string type;     // a file type ("Q4_K_M") or a tensor type that names one ("q8_0")
-  std::string imatrix;  // path; empty: none
+  std::string type;             // a file type ("Q4_K_M") or a tensor type that names one ("q8_0")
+  std::string imatrix;          // path; empty: none
   std::string imatrix_written;  // the path as the user wrote it (recorded in the metadata, as llama.cpp does)
   std::vector<std::pair<std::string, std::string>> tensor_types;  // regex, type (in order)
   std::string output_tensor_type;

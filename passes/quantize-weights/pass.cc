@@ -351,7 +351,8 @@ class QuantizeWeightsPass : public quant::RewritePass {
         quant::lazy_parts(has_zp ? 3 : 2, [src, transposed, cfg] { return dq_bytes(src, transposed, cfg); });
     const std::string tag = "_DQ_Q" + std::to_string(cfg.bits);
     Tensor qt = quant::make_lazy_tensor(names.fresh(d.weight + tag), w.shape, code_type, parts[0], kPass);
-    Tensor st = quant::make_lazy_tensor(names.fresh(d.weight + "_DQ_scales"), sshape, w.type, parts[1], kPass);
+    Tensor st =
+        quant::make_lazy_tensor(names.fresh(d.weight + "_DQ_scales"), sshape, w.type, parts[1], kPass);
     Node dq;
     dq.name = names.fresh(d.weight + "_DequantizeLinear");
     dq.op_type = "DequantizeLinear";
@@ -365,8 +366,8 @@ class QuantizeWeightsPass : public quant::RewritePass {
     q.tensors.push_back(std::move(qt));
     q.tensors.push_back(std::move(st));
     if (has_zp) {
-      Tensor zt =
-          quant::make_lazy_tensor(names.fresh(d.weight + "_DQ_zero_points"), sshape, code_type, parts[2], kPass);
+      Tensor zt = quant::make_lazy_tensor(names.fresh(d.weight + "_DQ_zero_points"), sshape, code_type,
+                                          parts[2], kPass);
       dq.inputs.push_back(zt.name);
       q.tensors.push_back(std::move(zt));
     }
@@ -406,10 +407,10 @@ class QuantizeWeightsPass : public quant::RewritePass {
     auto parts = quant::lazy_parts(has_zp ? 3 : 2,
                                    [src, transposed, cfg] { return nbits_bytes(src, transposed, cfg); });
     const std::string tag = "_Q" + std::to_string(cfg.bits);
-    q.tensors.push_back(
-        quant::make_lazy_tensor(names.fresh(d.weight + tag), {q.N, n_blocks, blob}, ElemType::U8, parts[0], kPass));
-    q.tensors.push_back(
-        quant::make_lazy_tensor(names.fresh(d.weight + "_scales"), {q.N * n_blocks}, w.type, parts[1], kPass));
+    q.tensors.push_back(quant::make_lazy_tensor(names.fresh(d.weight + tag), {q.N, n_blocks, blob},
+                                                ElemType::U8, parts[0], kPass));
+    q.tensors.push_back(quant::make_lazy_tensor(names.fresh(d.weight + "_scales"), {q.N * n_blocks}, w.type,
+                                                parts[1], kPass));
     if (has_zp) {
       const int64_t zp_cols = (n_blocks * cfg.bits + 7) / 8;
       q.tensors.push_back(quant::make_lazy_tensor(names.fresh(d.weight + "_zero_points"), {q.N * zp_cols},

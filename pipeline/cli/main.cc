@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -47,8 +47,10 @@ struct Env {
   }
   void load_path(const std::string& p) {
     std::error_code ec;
-    if (fs::is_directory(p, ec)) host.load_dir(p);
-    else if (fs::exists(p, ec)) host.load(p);
+    if (fs::is_directory(p, ec))
+      host.load_dir(p);
+    else if (fs::exists(p, ec))
+      host.load(p);
   }
 };
 
@@ -80,29 +82,35 @@ const Format* detect_format(const Registry& reg, const std::string& path, const 
   return best;
 }
 
-
 // Dataset files (.npy, .npz, TensorProto .pb): arrays with type and shape.
 int inspect_dataset(const std::string& file, bool json) {
   std::string ext = fs::path(file).extension().string();
   std::vector<Array> arrays;
-  if (ext == ".npy") arrays.push_back(read_npy(file));
-  else if (ext == ".npz") arrays = read_npz(file);
-  else arrays.push_back(read_tensor_pb(file));
+  if (ext == ".npy")
+    arrays.push_back(read_npy(file));
+  else if (ext == ".npz")
+    arrays = read_npz(file);
+  else
+    arrays.push_back(read_tensor_pb(file));
   if (json) {
     Json j;
     j["file"] = file;
     j["format"] = ext.substr(1);
     Json a = Json::array();
     for (const auto& x : arrays)
-      a.push_back({{"name", x.name}, {"type", name_of(x.type)}, {"shape", x.shape}, {"bytes", x.data ? x.data->size() : 0}});
+      a.push_back({{"name", x.name},
+                   {"type", name_of(x.type)},
+                   {"shape", x.shape},
+                   {"bytes", x.data ? x.data->size() : 0}});
     j["arrays"] = a;
     std::cout << j.dump(2) << "\n";
     return 0;
   }
   std::printf("%s: %s, %zu array(s)\n", file.c_str(), ext.substr(1).c_str(), arrays.size());
   for (const auto& x : arrays)
-    std::printf("  %-24s %-6s %-22s %12llu bytes\n", x.name.empty() ? "(unnamed)" : x.name.c_str(), name_of(x.type),
-                shape_str(x.shape).c_str(), (unsigned long long)(x.data ? x.data->size() : 0));
+    std::printf("  %-24s %-6s %-22s %12llu bytes\n", x.name.empty() ? "(unnamed)" : x.name.c_str(),
+                name_of(x.type), shape_str(x.shape).c_str(),
+                (unsigned long long)(x.data ? x.data->size() : 0));
   return 0;
 }
 
@@ -125,30 +133,33 @@ int cmd_inspect(Env& env, const std::string& file, bool json, const std::string&
     j["file"] = file;
     j["format"] = f->name();
     Json meta = Json::array();
-    for (const auto& [k, v] : m.metadata) meta.push_back({{"key", k}, {"type", name_of(v.type)}, {"value", v.summary(16)}});
+    for (const auto& [k, v] : m.metadata)
+      meta.push_back({{"key", k}, {"type", name_of(v.type)}, {"value", v.summary(16)}});
     j["metadata"] = meta;
     Json ts = Json::array();
     for (const auto& t : m.tensors)
       ts.push_back({{"name", t.name}, {"shape", t.shape}, {"type", name_of(t.type)}, {"bytes", t.nbytes()}});
     j["tensors"] = ts;
-    j["totals"] = {{"tensors", m.tensors.size()}, {"parameters", params}, {"bytes", bytes}, {"bits_per_weight", bpw}};
+    j["totals"] = {
+        {"tensors", m.tensors.size()}, {"parameters", params}, {"bytes", bytes}, {"bits_per_weight", bpw}};
     std::cout << j.dump(2) << "\n";
     return 0;
   }
   std::printf("%s: %s\n", file.c_str(), f->name().c_str());
   std::printf("metadata (%zu):\n", m.metadata.size());
-  for (const auto& [k, v] : m.metadata) std::printf("  %-40s %-6s %s\n", k.c_str(), name_of(v.type), v.summary().c_str());
+  for (const auto& [k, v] : m.metadata)
+    std::printf("  %-40s %-6s %s\n", k.c_str(), name_of(v.type), v.summary().c_str());
   std::printf("tensors (%zu):\n", m.tensors.size());
   std::map<std::string, uint64_t> by_type;
   for (const auto& t : m.tensors) {
-    std::printf("  %-40s %-8s %-22s %12llu bytes\n", t.name.c_str(), name_of(t.type), shape_str(t.shape).c_str(),
-                (unsigned long long)t.nbytes());
+    std::printf("  %-40s %-8s %-22s %12llu bytes\n", t.name.c_str(), name_of(t.type),
+                shape_str(t.shape).c_str(), (unsigned long long)t.nbytes());
     by_type[name_of(t.type)]++;
   }
   std::string types;
   for (const auto& [k, v] : by_type) types += (types.empty() ? "" : ", ") + k + ": " + std::to_string(v);
-  std::printf("totals: %zu tensors (%s), %llu parameters, %llu bytes, %.3f bits per weight\n", m.tensors.size(),
-              types.c_str(), (unsigned long long)params, (unsigned long long)bytes, bpw);
+  std::printf("totals: %zu tensors (%s), %llu parameters, %llu bytes, %.3f bits per weight\n",
+              m.tensors.size(), types.c_str(), (unsigned long long)params, (unsigned long long)bytes, bpw);
   return 0;
 }
 
@@ -162,25 +173,28 @@ int cmd_list(Env& env, const std::string& what, bool markdown) {
       std::printf("%-20s v%-3d %s  [%s]\n", p->name.c_str(), p->version, p->description.c_str(),
                   env.registry.origin_of_pass(p->name).c_str());
       for (const auto& o : p->options)
-        std::printf("    %-22s %s%s%s\n", o.name.c_str(), o.help.c_str(),
-                    o.default_value.is_null() ? "" : (" (default " + o.default_value.display() + ")").c_str(),
-                    o.choices.empty() ? "" : [&] {
-                      static std::string c;
-                      c = " {";
-                      for (size_t i = 0; i < o.choices.size(); ++i) c += (i ? "|" : "") + o.choices[i];
-                      c += "}";
-                      return c.c_str();
-                    }());
+        std::printf(
+            "    %-22s %s%s%s\n", o.name.c_str(), o.help.c_str(),
+            o.default_value.is_null() ? "" : (" (default " + o.default_value.display() + ")").c_str(),
+            o.choices.empty() ? "" : [&] {
+              static std::string c;
+              c = " {";
+              for (size_t i = 0; i < o.choices.size(); ++i) c += (i ? "|" : "") + o.choices[i];
+              c += "}";
+              return c.c_str();
+            }());
     }
     if (env.registry.passes().empty()) std::printf("(no passes registered)\n");
   } else if (what == "formats") {
     for (const auto* f : env.registry.formats())
-      std::printf("%-12s %-8s %-13s %s  [%s]\n", f->name().c_str(), f->version().c_str(), f->extension().c_str(),
-                  f->description().c_str(), env.registry.origin_of_format(f->name()).c_str());
+      std::printf("%-12s %-8s %-13s %s  [%s]\n", f->name().c_str(), f->version().c_str(),
+                  f->extension().c_str(), f->description().c_str(),
+                  env.registry.origin_of_format(f->name()).c_str());
   } else if (what == "profiles") {
     validate_profiles(env.profiles, env.registry, env.profile_diags);
     if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
-    for (const auto* p : env.profiles.all()) std::printf("%-16s %s\n", p->name.c_str(), p->description.c_str());
+    for (const auto* p : env.profiles.all())
+      std::printf("%-16s %s\n", p->name.c_str(), p->description.c_str());
   } else if (what == "plugins") {
     for (const auto& p : env.registry.plugins())
       std::printf("%-20s %-8s %s\n", p.name.c_str(), p.version.c_str(), p.path.c_str());
@@ -223,7 +237,8 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
     return 1;
   }
   const bool quiet_plan = a.json || (!a.dry_run && a.plan_only);
-  auto progress = quiet_plan ? std::unique_ptr<Progress>(new NullProgress()) : make_console_progress(a.verbose || a.explain || a.dry_run);
+  auto progress = quiet_plan ? std::unique_ptr<Progress>(new NullProgress())
+                             : make_console_progress(a.verbose || a.explain || a.dry_run);
   BuildOptions bo;
   bo.jobs = a.jobs;
   bo.threads = a.threads;
@@ -248,14 +263,17 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
   if (a.summary_only) {
     for (const auto& t : r.targets) {
       for (const auto& w : t.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-      if (!t.error.empty()) std::fprintf(stderr, "error: %s\n", t.error.c_str());
-      else std::printf("wrote %s (%llu bytes, %.2f bits per weight) in %.2fs\n", t.artifact.c_str(),
-                       (unsigned long long)t.bytes, t.bits_per_weight, r.seconds);
+      if (!t.error.empty())
+        std::fprintf(stderr, "error: %s\n", t.error.c_str());
+      else
+        std::printf("wrote %s (%llu bytes, %.2f bits per weight) in %.2fs\n", t.artifact.c_str(),
+                    (unsigned long long)t.bytes, t.bits_per_weight, r.seconds);
     }
   } else {
     std::fputs(report_table(r, m.dir).c_str(), stdout);
   }
-  if (write_reports_flag) std::printf("report: %s/report.json, %s/report.md\n", m.output_dir.c_str(), m.output_dir.c_str());
+  if (write_reports_flag)
+    std::printf("report: %s/report.json, %s/report.md\n", m.output_dir.c_str(), m.output_dir.c_str());
   return r.ok() ? 0 : 1;
 }
 
@@ -272,14 +290,17 @@ int main(int argc, char** argv) {
   auto* build = app.add_subcommand("build", "Build the manifest's targets");
   build->add_option("-f,--file", b.manifest, "The manifest")->capture_default_str();
   build->add_option("--target", b.targets, "Build only this target (repeatable)");
-  build->add_option("-j,--jobs", b.jobs, "Nodes to run in parallel (default: [build] jobs, else the number of cores)")
+  build
+      ->add_option("-j,--jobs", b.jobs,
+                   "Nodes to run in parallel (default: [build] jobs, else the number of cores)")
       ->check(CLI::Range(1, 1024));
   build->add_flag("--dry-run", b.dry_run, "Show what would run, do nothing");
   build->add_flag("--explain", b.explain, "Say why each node runs");
   build->add_flag("--no-cache", b.no_cache, "Neither read nor write the cache");
-  build->add_option("-t,--threads", b.threads,
-                    "Thread budget of the build: steps at once times the threads each uses never exceeds it "
-                    "(default: [build] threads, else the number of cores)")
+  build
+      ->add_option("-t,--threads", b.threads,
+                   "Thread budget of the build: steps at once times the threads each uses never exceeds it "
+                   "(default: [build] threads, else the number of cores)")
       ->check(CLI::Range(1, 1024));
   build->add_flag("--strict", b.strict, "Warnings are errors (also [build] strict = true)");
   build->add_flag("-v,--verbose", b.verbose, "Print a line per step");
@@ -293,7 +314,8 @@ int main(int argc, char** argv) {
   std::string inspect_file, inspect_format;
   bool inspect_json = false;
   auto* inspect = app.add_subcommand("inspect", "Metadata, tensors, encodings and sizes of a model file");
-  inspect->add_option("FILE", inspect_file, "Model file, or a dataset file (.npy, .npz, TensorProto .pb)")->required();
+  inspect->add_option("FILE", inspect_file, "Model file, or a dataset file (.npy, .npz, TensorProto .pb)")
+      ->required();
   inspect->add_flag("--json", inspect_json, "Machine-readable output");
   inspect->add_option("--format", inspect_format, "Force the format instead of probing");
 
@@ -303,21 +325,25 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::IsMember({"passes", "formats", "profiles", "plugins"}));
   bool list_markdown = false;
-  list->add_flag("--markdown", list_markdown, "passes: the option reference as Markdown (as in docs/manifest.md)");
+  list->add_flag("--markdown", list_markdown,
+                 "passes: the option reference as Markdown (as in docs/manifest.md)");
 
   // quantize: a one-target build of quantize-gguf (llama-quantize's options).
   std::string q_in, q_out, q_type, q_imatrix, q_out_type, q_embd_type;
   std::vector<std::string> q_tensor_types, q_include, q_exclude, q_override_kv;
   bool q_pure = false, q_leave_output = false, q_allow_requant = false, q_no_fallback = false;
   int q_threads = 0;
-  auto* quantize = app.add_subcommand("quantize", "Quantize a GGUF model (like llama-quantize), through the build pipeline");
+  auto* quantize = app.add_subcommand(
+      "quantize", "Quantize a GGUF model (like llama-quantize), through the build pipeline");
   quantize->add_option("IN", q_in, "Input model")->required()->check(CLI::ExistingFile);
   quantize->add_option("OUT", q_out, "Output model")->required();
   quantize->add_option("--type", q_type, "Tensor type or file type (Q4_K_M, Q8_0, ...)")->required();
-  quantize->add_option("--imatrix", q_imatrix, "Importance matrix (GGUF or legacy .dat)")->check(CLI::ExistingFile);
+  quantize->add_option("--imatrix", q_imatrix, "Importance matrix (GGUF or legacy .dat)")
+      ->check(CLI::ExistingFile);
   quantize->add_option("--tensor-type", q_tensor_types, "REGEX=TYPE override (repeatable)");
   quantize->add_option("--include-weights", q_include, "Use the imatrix only for these tensors (repeatable)");
-  quantize->add_option("--exclude-weights", q_exclude, "Don't use the imatrix for these tensors (repeatable)");
+  quantize->add_option("--exclude-weights", q_exclude,
+                       "Don't use the imatrix for these tensors (repeatable)");
   quantize->add_option("--output-tensor-type", q_out_type, "Type of output.weight");
   quantize->add_option("--token-embedding-type", q_embd_type, "Type of token_embd.weight");
   quantize->add_option("--override-kv", q_override_kv, "KEY=TYPE:VALUE metadata override (repeatable)");
@@ -361,10 +387,11 @@ int main(int argc, char** argv) {
     if (*quantize) {
       // Usage errors first, against the pass's own schema and checks: exit 2, with a suggestion.
       if (const PassInfo* qg = env.registry.pass("quantize-gguf")) {
-        const std::map<std::string, std::string> flag_of = {{"type", "--type"},
-                                                            {"tensor_types", "--tensor-type"},
-                                                            {"output_tensor_type", "--output-tensor-type"},
-                                                            {"token_embedding_type", "--token-embedding-type"}};
+        const std::map<std::string, std::string> flag_of = {
+            {"type", "--type"},
+            {"tensor_types", "--tensor-type"},
+            {"output_tensor_type", "--output-tensor-type"},
+            {"token_embedding_type", "--token-embedding-type"}};
         Options given;
         given["type"] = Value::of_string(q_type);
         if (!q_tensor_types.empty()) {
@@ -387,7 +414,8 @@ int main(int argc, char** argv) {
           }
         if (problems.empty() && qg->validate)
           for (const auto& pr : qg->validate(given))
-            problems.push_back((flag_of.count(pr.option) ? flag_of.at(pr.option) : "--" + pr.option) + ": " + pr.message);
+            problems.push_back((flag_of.count(pr.option) ? flag_of.at(pr.option) : "--" + pr.option) + ": " +
+                               pr.message);
         if (!problems.empty()) {
           for (const auto& pr : problems) std::fprintf(stderr, "error: %s\n", pr.c_str());
           std::fprintf(stderr, "Run with --help for more information.\n");
@@ -422,9 +450,10 @@ int main(int argc, char** argv) {
       if (q_leave_output) opts += ", leave_output_tensor = true";
       if (q_allow_requant) opts += ", allow_requantize = true";
       if (q_no_fallback) opts += ", no_fallback = true";
-      std::string text = "[models.in]\npath = " + esc(fs::absolute(q_in).string()) + "\n\n[[targets]]\nname = " +
-                         esc(fs::path(q_out).stem().string()) + "\nmodel = \"in\"\noutput = " +
-                         esc(fs::absolute(q_out).string()) + "\npipeline = [ { " + opts + " } ]\n";
+      std::string text = "[models.in]\npath = " + esc(fs::absolute(q_in).string()) +
+                         "\n\n[[targets]]\nname = " + esc(fs::path(q_out).stem().string()) +
+                         "\nmodel = \"in\"\noutput = " + esc(fs::absolute(q_out).string()) +
+                         "\npipeline = [ { " + opts + " } ]\n";
       Diagnostics diags;
       Manifest m = parse_manifest(text, "<qforge quantize>", diags);
       if (diags.has_errors()) {

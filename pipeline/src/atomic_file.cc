@@ -7,9 +7,9 @@
 #include <signal.h>
 
 #include <cerrno>
-#include <filesystem>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "qforge/status.h"
@@ -36,9 +36,7 @@ AtomicFile::~AtomicFile() {
   if (!done_) discard();
 }
 
-void AtomicFile::write(const void* data, size_t n) {
-  pwrite(data, n, size_);
-}
+void AtomicFile::write(const void* data, size_t n) { pwrite(data, n, size_); }
 
 void AtomicFile::pwrite(const void* data, size_t n, uint64_t at) {
   const auto* p = static_cast<const uint8_t*>(data);

@@ -6,6 +6,7 @@
 //            stored there (Tables, expensive Models), else run too
 //   execute  ready nodes on a pool of workers within one thread budget
 //   collect  per step and per target results for the reports
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -14,7 +15,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-#include <unistd.h>
 
 #include "qforge/atomic_file.h"
 #include "qforge/build.h"
@@ -48,10 +48,13 @@ std::vector<std::string> summarize_skips(const std::vector<SkipRecord>& skipped,
   // Group by (pass, reason) in order of first appearance.
   std::vector<std::pair<std::pair<std::string, std::string>, std::vector<std::string>>> groups;
   for (const auto& s : skipped) {
-    auto it = std::find_if(groups.begin(), groups.end(),
-                           [&](const auto& g) { return g.first.first == s.pass && g.first.second == s.reason; });
-    if (it == groups.end()) groups.push_back({{s.pass, s.reason}, {s.what}});
-    else it->second.push_back(s.what);
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
+      return g.first.first == s.pass && g.first.second == s.reason;
+    });
+    if (it == groups.end())
+      groups.push_back({{s.pass, s.reason}, {s.what}});
+    else
+      it->second.push_back(s.what);
   }
   std::vector<std::string> out;
   for (const auto& [pr, whats] : groups) {
@@ -141,7 +144,8 @@ std::string why_rebuild(const Plan& plan, int emit, const std::optional<std::str
           return "pass options changed: " + an + " " + b.substr(b.find('{')) + " -> " + a.substr(a.find('{'));
     }
   }
-  if (!added.empty() && !removed.empty()) return "build recipe changed: '" + removed[0] + "' -> '" + added[0] + "'";
+  if (!added.empty() && !removed.empty())
+    return "build recipe changed: '" + removed[0] + "' -> '" + added[0] + "'";
   return "pipeline changed: a step was " + std::string(added.empty() ? "removed" : "added") + ": '" +
          (added.empty() ? removed[0] : added[0]) + "'";
 }
@@ -199,7 +203,12 @@ const Format* source_format(const Plan& plan, int node) {
 class Builder {
  public:
   Builder(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress)
-      : plan_(plan), m_(*plan.manifest), opts_(opts), stats_(stats), progress_(progress), st_(plan.nodes.size()) {
+      : plan_(plan),
+        m_(*plan.manifest),
+        opts_(opts),
+        stats_(stats),
+        progress_(progress),
+        st_(plan.nodes.size()) {
     if (!opts.no_cache) cache_ = std::make_unique<Cache>(m_.cache_dir);
     strict_ = opts.strict || m_.strict;
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -207,8 +216,8 @@ class Builder {
     const int jobs = opts.jobs > 0 ? opts.jobs : m_.jobs > 0 ? m_.jobs : budget_;
     concurrency_ = std::max(1, std::min(jobs, budget_));
     if (jobs > budget_)
-      progress_.info("running " + std::to_string(concurrency_) + " steps at once, not " + std::to_string(jobs) +
-                     ": the thread budget is " + std::to_string(budget_));
+      progress_.info("running " + std::to_string(concurrency_) + " steps at once, not " +
+                     std::to_string(jobs) + ": the thread budget is " + std::to_string(budget_));
   }
 
   BuildResult run() {
@@ -250,7 +259,8 @@ class Builder {
       for (const auto& sub : fs::directory_iterator(cache_->dir() + "/objects", ec))
         if (sub.is_directory()) swept += sweep_stale_temps(sub.path().string());
     }
-    if (swept) progress_.info("removed " + std::to_string(swept) + " temporary file(s) left by an interrupted build");
+    if (swept)
+      progress_.info("removed " + std::to_string(swept) + " temporary file(s) left by an interrupted build");
   }
 
   // ------------------------------------------------------------ decide
@@ -258,7 +268,8 @@ class Builder {
     for (const auto& f : entry.files) {
       std::error_code ec;
       std::string p = e.artifact + f.suffix;
-      if (!fs::is_regular_file(p, ec) || fs::file_size(p, ec) != f.size || stats_.digest(p) != f.digest) return false;
+      if (!fs::is_regular_file(p, ec) || fs::file_size(p, ec) != f.size || stats_.digest(p) != f.digest)
+        return false;
     }
     return true;
   }
@@ -317,7 +328,8 @@ class Builder {
         std::string err = cache_->verify(*entry);
         if (err.empty()) {
           s.st = St::Load;
-          s.why = "cached " + std::string(name_of(n.produces)) + " " + n.key.substr(0, 12) + " (made by an earlier build)";
+          s.why = "cached " + std::string(name_of(n.produces)) + " " + n.key.substr(0, 12) +
+                  " (made by an earlier build)";
           s.entry = entry;
           return;
         }
@@ -336,10 +348,14 @@ class Builder {
       const NodeState& s = st_[i];
       const PlanNode& n = plan_.nodes[i];
       std::string verb;
-      if (s.st == St::Run) verb = opts_.dry_run ? "would run " : "run ";
-      else if (s.st == St::Load) verb = opts_.dry_run ? "would load " : "load ";
-      else if (n.kind == PlanNode::Kind::Emit) verb = "skip ";
-      else continue;
+      if (s.st == St::Run)
+        verb = opts_.dry_run ? "would run " : "run ";
+      else if (s.st == St::Load)
+        verb = opts_.dry_run ? "would load " : "load ";
+      else if (n.kind == PlanNode::Kind::Emit)
+        verb = "skip ";
+      else
+        continue;
       progress_.info(verb + n.label + ": " + s.why);
     }
   }
@@ -418,7 +434,8 @@ class Builder {
           --running;
           --remaining;
           for (int in : plan_.nodes[pick].inputs)
-            if (in >= 0 && --st_[in].waiting_consumers == 0 && plan_.nodes[in].kind != PlanNode::Kind::Import) {
+            if (in >= 0 && --st_[in].waiting_consumers == 0 &&
+                plan_.nodes[in].kind != PlanNode::Kind::Import) {
               st_[in].model.reset();  // imports stay: they are the reference for evaluation
               st_[in].table.reset();
             }
@@ -448,8 +465,10 @@ class Builder {
           continue;
         }
         if (!load) log.merge(st_[in].log);
-        if (k == 0) in_model = st_[in].model;
-        else in_tables.push_back(st_[in].table);
+        if (k == 0)
+          in_model = st_[in].model;
+        else
+          in_tables.push_back(st_[in].table);
       }
     }
     std::string error;
@@ -469,8 +488,9 @@ class Builder {
         std::tie(model, table) = run_pass(i, *in_model, in_tables, threads, own);
         log.merge(own);
         if (strict_ && !own.warnings.empty())
-          throw Error("warnings are errors (--strict): " + own.warnings.front() +
-                      (own.warnings.size() > 1 ? " (and " + std::to_string(own.warnings.size() - 1) + " more)" : ""));
+          throw Error(
+              "warnings are errors (--strict): " + own.warnings.front() +
+              (own.warnings.size() > 1 ? " (and " + std::to_string(own.warnings.size() - 1) + " more)" : ""));
         if (n.store && cache_) store_node(i, model, table, log, since(start));
       } else {
         bpw = emit(i, *in_model, log, start);
@@ -500,12 +520,14 @@ class Builder {
   }
 
   std::pair<std::shared_ptr<const Model>, std::shared_ptr<const Table>> run_pass(
-      size_t i, const Model& input, const std::vector<std::shared_ptr<const Table>>& tables, int threads, StepLog& own) {
+      size_t i, const Model& input, const std::vector<std::shared_ptr<const Table>>& tables, int threads,
+      StepLog& own) {
     const PlanNode& n = plan_.nodes[i];
     auto model = std::make_shared<Model>(input);
     auto pass = n.pass->factory();
-    PassContext ctx{n.options, n.profile, n.targets.empty() ? std::string() : n.targets.front(), m_.dir, threads,
-                    task_progress(i), {}, nullptr, tables};
+    PassContext ctx{n.options, n.profile, n.targets.empty() ? std::string() : n.targets.front(),
+                    m_.dir,    threads,   task_progress(i),
+                    {},        nullptr,   tables};
     for (const auto& spec : n.pass->options)
       if (spec.type == OptType::Dataset)
         if (auto it = n.options.find(spec.name); it != n.options.end())
@@ -541,8 +563,8 @@ class Builder {
 
   // Writes a stored node's result into the cache: a Table's bytes, or a Model
   // emitted in its source format.
-  void store_node(size_t i, const std::shared_ptr<const Model>& model, const std::shared_ptr<const Table>& table,
-                  const StepLog& log, double seconds) {
+  void store_node(size_t i, const std::shared_ptr<const Model>& model,
+                  const std::shared_ptr<const Table>& table, const StepLog& log, double seconds) {
     const PlanNode& n = plan_.nodes[i];
     CacheEntry e = entry_of(log);
     e.seconds = seconds;
@@ -569,7 +591,8 @@ class Builder {
     const PlanNode& n = plan_.nodes[i];
     const CacheEntry& e = *st_[i].entry;
     if (n.produces == ArtifactKind::Table) {
-      auto t = std::make_shared<Table>(Table::from_bytes(cache_->read_object(e.files.front()), n.label + " (cache)"));
+      auto t = std::make_shared<Table>(
+          Table::from_bytes(cache_->read_object(e.files.front()), n.label + " (cache)"));
       return {nullptr, t};
     }
     const Format* fmt = source_format(plan_, static_cast<int>(i));
@@ -625,7 +648,8 @@ class Builder {
       e.files.push_back({"", stats_.digest(n.artifact), fs::file_size(n.artifact)});
       std::error_code ec;
       if (fs::is_regular_file(n.artifact + ".data", ec))
-        e.files.push_back({".data", stats_.digest(n.artifact + ".data"), fs::file_size(n.artifact + ".data")});
+        e.files.push_back(
+            {".data", stats_.digest(n.artifact + ".data"), fs::file_size(n.artifact + ".data")});
       e.bits_per_weight = bpw;
       e.seconds = since(start);
       cache_->store(n.key, n.artifact, e);
@@ -655,7 +679,9 @@ class Builder {
       const PlanNode& n = plan_.nodes[i];
       StepResult s;
       s.key = n.key;
-      s.pass = n.kind == PlanNode::Kind::Import ? "import" : n.kind == PlanNode::Kind::Emit ? "emit" : n.pass->name;
+      s.pass = n.kind == PlanNode::Kind::Import ? "import"
+               : n.kind == PlanNode::Kind::Emit ? "emit"
+                                                : n.pass->name;
       s.kind = name_of(n.produces);
       for (int in : n.inputs)
         if (in >= 0) s.inputs.push_back(plan_.nodes[in].key);
@@ -722,7 +748,7 @@ class Builder {
   std::vector<NodeState> st_;
   std::vector<std::unique_ptr<Progress>> tasks_;
   std::map<std::string, std::shared_ptr<const Model>> imports_;  // model name -> imported (reference)
-  std::vector<std::string> scratch_;                              // copies of cached models to remove
+  std::vector<std::string> scratch_;                             // copies of cached models to remove
   std::mutex mu_;
   std::condition_variable cv_;
 };

@@ -106,7 +106,9 @@ std::optional<CacheEntry> Cache::lookup(const std::string& key, std::string* why
   }
   std::string line;
   if (!std::getline(in, line) || line != kEntryHeader) {
-    if (why_not) *why_not = "its cache record was written by another qforge version ('" + line.substr(0, 40) + "'); rebuilding";
+    if (why_not)
+      *why_not =
+          "its cache record was written by another qforge version ('" + line.substr(0, 40) + "'); rebuilding";
     return std::nullopt;
   }
   CacheEntry e;

@@ -66,7 +66,7 @@ std::string Diagnostics::render(bool color) const {
     const char* level = d.level == Diagnostic::Level::Error     ? "error"
                         : d.level == Diagnostic::Level::Warning ? "warning"
                                                                 : "note";
-    const char* lc = !color ? ""
+    const char* lc = !color                                  ? ""
                      : d.level == Diagnostic::Level::Error   ? "\033[1;31m"
                      : d.level == Diagnostic::Level::Warning ? "\033[1;35m"
                                                              : "\033[1;36m";
@@ -81,7 +81,8 @@ std::string Diagnostics::render(bool color) const {
       std::string src = source_line(files, sources_, d.loc.file, d.loc.line);
       if (!src.empty()) {
         os << "  " << src << "\n  ";
-        for (uint32_t c = 1; c < d.loc.column && c <= src.size(); ++c) os << (src[c - 1] == '\t' ? '\t' : ' ');
+        for (uint32_t c = 1; c < d.loc.column && c <= src.size(); ++c)
+          os << (src[c - 1] == '\t' ? '\t' : ' ');
         os << "^\n";
       }
     }

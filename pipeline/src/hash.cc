@@ -147,7 +147,8 @@ void StatCache::save() {
   std::ostringstream os;
   os << kStatHeader << "\n";
   for (const auto& [file, e] : entries_)
-    os << e.size << " " << e.mtime_ns << " " << e.ctime_ns << " " << e.ino << " " << e.digest.hex() << " " << file << "\n";
+    os << e.size << " " << e.mtime_ns << " " << e.ctime_ns << " " << e.ino << " " << e.digest.hex() << " "
+       << file << "\n";
   std::string s = os.str();
   AtomicFile f(path_);
   f.write(s.data(), s.size());

@@ -2,14 +2,14 @@
 
 #include <glob.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <tuple>
 #include <sstream>
-#include <toml++/toml.h>
+#include <tuple>
 
 #include "qforge/status.h"
 #include "toml_value.h"
@@ -40,13 +40,13 @@ class Loader {
   bool expect(const Value& v, Value::Kind kind, const std::string& what) {
     if (v.kind == kind) return true;
     if (kind == Value::Kind::Float && v.kind == Value::Kind::Int) return true;
-    diags_.error(v.loc, what + " must be " + Value::kind_name(kind) + ", found " + toml_kind(v) +
-                            " " + v.display());
+    diags_.error(v.loc,
+                 what + " must be " + Value::kind_name(kind) + ", found " + toml_kind(v) + " " + v.display());
     return false;
   }
 
-  std::string get_string(const Value& table, const std::string& key, const std::string& where,
-                         bool required, SourceLoc* loc = nullptr) {
+  std::string get_string(const Value& table, const std::string& key, const std::string& where, bool required,
+                         SourceLoc* loc = nullptr) {
     const Value* v = table.find(key);
     if (!v) {
       if (required) diags_.error(table.loc, where + " needs '" + key + "'");
@@ -176,7 +176,8 @@ void parse_build(const Value& top, Loader& L, Manifest& m) {
     const Value* j = b->find(key);
     if (!j || !L.expect(*j, Value::Kind::Int, std::string("'") + key + "' in [build]")) return;
     if (j->i < 1 || j->i > 1024)
-      L.diags_.error(j->loc, std::string("'") + key + "' must be between 1 and 1024, found " + std::to_string(j->i));
+      L.diags_.error(j->loc,
+                     std::string("'") + key + "' must be between 1 and 1024, found " + std::to_string(j->i));
     else
       out = static_cast<int>(j->i);
   };
@@ -198,7 +199,8 @@ void parse_path_lists(const Value& top, Loader& L, Manifest& m) {
     const Value* paths = p->find("paths");
     if (!paths || !L.expect(*paths, Value::Kind::List, "'paths' in " + where)) continue;
     for (const auto& e : paths->list)
-      if (L.expect(e, Value::Kind::String, std::string("a path in ") + where)) out->push_back(absolute_in(m.dir, e.s));
+      if (L.expect(e, Value::Kind::String, std::string("a path in ") + where))
+        out->push_back(absolute_in(m.dir, e.s));
   }
 }
 
@@ -218,7 +220,8 @@ void parse_models(const Value& top, Loader& L, Manifest& m) {
     if (!p.empty()) {
       d.path = absolute_in(m.dir, p);
       d.loc = ploc;
-      if (!fs::exists(d.path)) L.diags_.error(ploc, "model file '" + p + "' does not exist (looked for " + d.path + ")");
+      if (!fs::exists(d.path))
+        L.diags_.error(ploc, "model file '" + p + "' does not exist (looked for " + d.path + ")");
     }
     m.models[name] = d;
   }
@@ -274,7 +277,8 @@ std::vector<Vars> expand_matrix(const Value& t, Loader& L) {
     }
   }
   uint64_t product = 1;
-  for (const auto& [k, vals] : axes) product = std::min<uint64_t>(product * std::max<size_t>(vals.size(), 1), kMaxVariants + 1);
+  for (const auto& [k, vals] : axes)
+    product = std::min<uint64_t>(product * std::max<size_t>(vals.size(), 1), kMaxVariants + 1);
   if (product > kMaxVariants) {
     L.diags_.error(t.find("matrix")->loc, "this matrix makes more than " + std::to_string(kMaxVariants) +
                                               " variants; split the target or shorten its lists");
@@ -329,14 +333,19 @@ bool parse_step(const Value& step, const Vars& vars, Loader& L, Diagnostics& dd,
     const SourceLoc kloc = oi < step.key_locs.size() ? step.key_locs[oi] : v.loc;
     if (k == "pass") continue;
     if (k == "id") {
-      if (v.kind == Value::Kind::String) s.id = substitute(v.s, vars, v.loc, dd, &used);
-      else if (first) L.expect(v, Value::Kind::String, "'id'");
+      if (v.kind == Value::Kind::String)
+        s.id = substitute(v.s, vars, v.loc, dd, &used);
+      else if (first)
+        L.expect(v, Value::Kind::String, "'id'");
       continue;
     }
     if (k == "inputs") {
       // "step" (this target) or "target/step"; the last '/' separates them.
       if (v.kind != Value::Kind::List) {
-        if (first) L.diags_.error(v.loc, "'inputs' must be a list of step references such as [\"calibrate\"] or [\"other-target/calibrate\"]");
+        if (first)
+          L.diags_.error(v.loc,
+                         "'inputs' must be a list of step references such as [\"calibrate\"] or "
+                         "[\"other-target/calibrate\"]");
         continue;
       }
       for (const auto& e : v.list) {
@@ -348,8 +357,10 @@ bool parse_step(const Value& step, const Vars& vars, Loader& L, Diagnostics& dd,
         StepRef r;
         r.loc = e.loc;
         const size_t slash = ref.rfind('/');
-        if (slash == std::string::npos) r.step = ref;
-        else r.target = ref.substr(0, slash), r.step = ref.substr(slash + 1);
+        if (slash == std::string::npos)
+          r.step = ref;
+        else
+          r.target = ref.substr(0, slash), r.step = ref.substr(slash + 1);
         if (r.step.empty() && first) L.diags_.error(e.loc, "step reference '" + ref + "' names no step");
         s.inputs.push_back(r);
       }
@@ -411,19 +422,22 @@ void parse_targets(const Value& top, Loader& L, Manifest& m, const std::string& 
       if (first)
         for (const auto& [k, v] : vars)
           if (!used.count(k))
-            diags.warning(t.find("matrix")->find(k)->loc,
-                          "matrix key '" + k + "' is used nowhere in this target: every variant would be the same");
+            diags.warning(
+                t.find("matrix")->find(k)->loc,
+                "matrix key '" + k + "' is used nowhere in this target: every variant would be the same");
       // The model is checked per variant: `model = "{m}"` names a different one each time.
       const Value* raw_model = t.find("model");
       const bool varies = raw_model && raw_model->kind == Value::Kind::String && raw_model->s != d.model;
-      if (!d.model.empty() && !m.models.count(d.model) && (first || varies) && d.model.find('{') == std::string::npos) {
-        diags.error(d.model_loc, "unknown model '" + d.model + "'" +
-                                     (varies ? " (in variant '" + d.name + "')" : "") +
-                                     did_you_mean(d.model, model_names) +
-                                     (model_names.empty() ? " (declare it under [models." + d.model + "])" : ""));
+      if (!d.model.empty() && !m.models.count(d.model) && (first || varies) &&
+          d.model.find('{') == std::string::npos) {
+        diags.error(d.model_loc,
+                    "unknown model '" + d.model + "'" + (varies ? " (in variant '" + d.name + "')" : "") +
+                        did_you_mean(d.model, model_names) +
+                        (model_names.empty() ? " (declare it under [models." + d.model + "])" : ""));
       }
       if (!d.name.empty() && !names.insert(d.name).second && diags.error_count() == errors_before)
-        diags.error(nloc, "two targets are named '" + d.name + "': give each variant a unique name (use a {key} from the matrix)");
+        diags.error(nloc, "two targets are named '" + d.name +
+                              "': give each variant a unique name (use a {key} from the matrix)");
       m.targets.push_back(std::move(d));
     }
   }

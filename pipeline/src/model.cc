@@ -5,8 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <sstream>
 
@@ -36,34 +36,43 @@ const char* name_of(MetaType t) {
 
 std::optional<int64_t> MetaValue::as_int() const {
   switch (type) {
-    case MetaType::U8: case MetaType::U16: case MetaType::U32: case MetaType::U64:
-    case MetaType::Bool:
-      return static_cast<int64_t>(u);
-    case MetaType::I8: case MetaType::I16: case MetaType::I32: case MetaType::I64:
-      return i;
-    default:
-      return std::nullopt;
+    case MetaType::U8:
+    case MetaType::U16:
+    case MetaType::U32:
+    case MetaType::U64:
+    case MetaType::Bool: return static_cast<int64_t>(u);
+    case MetaType::I8:
+    case MetaType::I16:
+    case MetaType::I32:
+    case MetaType::I64: return i;
+    default: return std::nullopt;
   }
 }
 
 std::string MetaValue::summary(size_t max_items) const {
   std::ostringstream os;
   switch (type) {
-    case MetaType::U8: case MetaType::U16: case MetaType::U32: case MetaType::U64:
-      os << u; break;
-    case MetaType::I8: case MetaType::I16: case MetaType::I32: case MetaType::I64:
-      os << i; break;
-    case MetaType::F32: case MetaType::F64:
-      os << f; break;
-    case MetaType::Bool:
-      os << (u ? "true" : "false"); break;
+    case MetaType::U8:
+    case MetaType::U16:
+    case MetaType::U32:
+    case MetaType::U64: os << u; break;
+    case MetaType::I8:
+    case MetaType::I16:
+    case MetaType::I32:
+    case MetaType::I64: os << i; break;
+    case MetaType::F32:
+    case MetaType::F64: os << f; break;
+    case MetaType::Bool: os << (u ? "true" : "false"); break;
     case MetaType::String: {
       std::string v = s.size() > 80 ? s.substr(0, 77) + "..." : s;
       os << '"';
       for (char c : v) {
-        if (c == '"' || c == '\\') os << '\\' << c;
-        else if (static_cast<unsigned char>(c) < 0x20) os << "\\x" << std::hex << (int)(unsigned char)c << std::dec;
-        else os << c;
+        if (c == '"' || c == '\\')
+          os << '\\' << c;
+        else if (static_cast<unsigned char>(c) < 0x20)
+          os << "\\x" << std::hex << (int)(unsigned char)c << std::dec;
+        else
+          os << c;
       }
       os << '"';
       break;
@@ -84,14 +93,11 @@ std::string MetaValue::summary(size_t max_items) const {
 bool MetaValue::operator==(const MetaValue& o) const {
   if (type != o.type) return false;
   switch (type) {
-    case MetaType::F32: case MetaType::F64:
-      return std::memcmp(&f, &o.f, sizeof f) == 0;
-    case MetaType::String:
-      return s == o.s;
-    case MetaType::Array:
-      return elem == o.elem && array == o.array;
-    default:
-      return u == o.u && i == o.i;
+    case MetaType::F32:
+    case MetaType::F64: return std::memcmp(&f, &o.f, sizeof f) == 0;
+    case MetaType::String: return s == o.s;
+    case MetaType::Array: return elem == o.elem && array == o.array;
+    default: return u == o.u && i == o.i;
   }
 }
 
@@ -253,8 +259,10 @@ const Tensor* Model::tensor(const std::string& name) const {
 }
 
 Graph& Model::mutable_graph() {
-  if (!graph) graph = std::make_shared<Graph>();
-  else if (graph.use_count() > 1) graph = std::make_shared<Graph>(*graph);
+  if (!graph)
+    graph = std::make_shared<Graph>();
+  else if (graph.use_count() > 1)
+    graph = std::make_shared<Graph>(*graph);
   return *graph;
 }
 

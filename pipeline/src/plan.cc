@@ -13,8 +13,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <tuple>
 
 #include "qforge/build.h"
@@ -62,14 +62,22 @@ bool parse_size(const std::string& text, SizeValue& out) {
     return true;
   }
   double mult = 1;
-  if (unit == "KB") mult = 1e3;
-  else if (unit == "MB") mult = 1e6;
-  else if (unit == "GB") mult = 1e9;
-  else if (unit == "TB") mult = 1e12;
-  else if (unit == "KiB") mult = 1024.0;
-  else if (unit == "MiB") mult = 1024.0 * 1024;
-  else if (unit == "GiB") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "TiB") mult = 1024.0 * 1024 * 1024 * 1024;
+  if (unit == "KB")
+    mult = 1e3;
+  else if (unit == "MB")
+    mult = 1e6;
+  else if (unit == "GB")
+    mult = 1e9;
+  else if (unit == "TB")
+    mult = 1e12;
+  else if (unit == "KiB")
+    mult = 1024.0;
+  else if (unit == "MiB")
+    mult = 1024.0 * 1024;
+  else if (unit == "GiB")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "TiB")
+    mult = 1024.0 * 1024 * 1024 * 1024;
   if (unit.empty() && mt[2].matched) return false;  // fractional bytes
   const double bytes = std::floor(v * mult);
   if (bytes < 1 || bytes > 9.0e18) return false;
@@ -182,8 +190,9 @@ std::vector<OptionProblem> run_validate(const PassInfo& info, const Options& opt
 
 }  // namespace
 
-bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pass, const std::string& base_dir,
-                        const std::map<std::string, DatasetDecl>* datasets, Diagnostics& diags) {
+bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pass,
+                        const std::string& base_dir, const std::map<std::string, DatasetDecl>* datasets,
+                        Diagnostics& diags) {
   const std::string what = "option '" + spec.name + "' of pass '" + pass + "'";
   auto bad = [&](const std::string& extra = "") {
     diags.error(v.loc, what + " must be " + name_of(spec.type) + ", found " + Value::kind_name(v.kind) + " " +
@@ -214,10 +223,12 @@ bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pas
       if (v.kind != Value::Kind::Int) return bad();
       if (!spec.int_choices.empty() &&
           std::find(spec.int_choices.begin(), spec.int_choices.end(), v.i) == spec.int_choices.end()) {
-        diags.error(v.loc, what + " cannot be " + std::to_string(v.i) + "; choose one of " + list_ints(spec.int_choices));
+        diags.error(v.loc, what + " cannot be " + std::to_string(v.i) + "; choose one of " +
+                               list_ints(spec.int_choices));
         return false;
       }
-      if ((spec.has_min && static_cast<double>(v.i) < spec.min) || (spec.has_max && static_cast<double>(v.i) > spec.max)) {
+      if ((spec.has_min && static_cast<double>(v.i) < spec.min) ||
+          (spec.has_max && static_cast<double>(v.i) > spec.max)) {
         diags.error(v.loc, what + " must be " + range_text(spec) + ", found " + std::to_string(v.i));
         return false;
       }
@@ -254,8 +265,11 @@ bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pas
     case OptType::List:
       if (v.kind == Value::Kind::Table) {
         // A TOML table has no order: ordered rules cannot be one.
-        diags.error(v.loc, what + " is a list whose order matters (the first matching rule wins), and a TOML table has "
-                               "no order; write it as a list: " + spec.name + " = " + as_rule_list(v));
+        diags.error(v.loc,
+                    what +
+                        " is a list whose order matters (the first matching rule wins), and a TOML table has "
+                        "no order; write it as a list: " +
+                        spec.name + " = " + as_rule_list(v));
         return false;
       }
       if (v.kind == Value::Kind::String) {  // a single value is a list of one
@@ -266,12 +280,14 @@ bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pas
       if (v.kind != Value::Kind::List) return bad();
       for (const auto& e : v.list) {
         if (e.kind != Value::Kind::String) {
-          diags.error(e.loc, "items of " + what + " must be strings, found " + Value::kind_name(e.kind) + " " + e.display());
+          diags.error(e.loc, "items of " + what + " must be strings, found " + Value::kind_name(e.kind) +
+                                 " " + e.display());
           return false;
         }
-        if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), e.s) == spec.choices.end()) {
-          diags.error(e.loc, what + " cannot contain '" + e.s + "'" + did_you_mean(e.s, spec.choices) + "; choose from " +
-                                 list_choices(spec.choices));
+        if (!spec.choices.empty() &&
+            std::find(spec.choices.begin(), spec.choices.end(), e.s) == spec.choices.end()) {
+          diags.error(e.loc, what + " cannot contain '" + e.s + "'" + did_you_mean(e.s, spec.choices) +
+                                 "; choose from " + list_choices(spec.choices));
           return false;
         }
         if (!check_pattern(e)) return false;
@@ -281,7 +297,8 @@ bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pas
       if (v.kind != Value::Kind::Table) return bad();
       for (const auto& kv : v.table)
         if (kv.second.kind != Value::Kind::String) {
-          diags.error(kv.second.loc, "values of " + what + " must be strings, found " + Value::kind_name(kv.second.kind));
+          diags.error(kv.second.loc,
+                      "values of " + what + " must be strings, found " + Value::kind_name(kv.second.kind));
           return false;
         }
       return true;
@@ -342,9 +359,11 @@ Options resolve_options(const PassInfo& info, const StepDecl& step, const Profil
       continue;
     }
     if (profile)
-      if (const Value* allowed = profile->allowed_values(info.name, k); allowed && !allowed_by(*allowed, val)) {
+      if (const Value* allowed = profile->allowed_values(info.name, k);
+          allowed && !allowed_by(*allowed, val)) {
         diags.error(v.loc, "option " + k + " = " + val.display() + " of pass '" + info.name +
-                               "' is forbidden by profile '" + profile->name + "', which allows " + allowed->display());
+                               "' is forbidden by profile '" + profile->name + "', which allows " +
+                               allowed->display());
         diags.note(allowed->loc, "profile '" + profile->name + "' restricts '" + k + "' here");
         bad.insert(k);
         continue;
@@ -363,7 +382,8 @@ Options resolve_options(const PassInfo& info, const StepDecl& step, const Profil
       }
   for (const auto& spec : info.options) {
     if (out.count(spec.name) || bad.count(spec.name)) continue;
-    if (!spec.default_value.is_null()) out[spec.name] = spec.default_value;
+    if (!spec.default_value.is_null())
+      out[spec.name] = spec.default_value;
     else if (spec.required)
       diags.error(step.loc, "pass '" + info.name + "' needs option '" + spec.name + "' (" + spec.help + ")");
   }
@@ -371,10 +391,12 @@ Options resolve_options(const PassInfo& info, const StepDecl& step, const Profil
   if (bad.empty())
     for (const auto& p : run_validate(info, out)) {
       SourceLoc loc = step.loc;
-      if (auto kl = step.option_locs.find(p.option); kl != step.option_locs.end()) loc = kl->second;
-      else if (auto ov = out.find(p.option); ov != out.end() && !ov->second.loc.file.empty()) loc = ov->second.loc;
-      diags.error(loc, "pass '" + info.name + "'" + (p.option.empty() ? "" : ", option '" + p.option + "'") + ": " +
-                           p.message);
+      if (auto kl = step.option_locs.find(p.option); kl != step.option_locs.end())
+        loc = kl->second;
+      else if (auto ov = out.find(p.option); ov != out.end() && !ov->second.loc.file.empty())
+        loc = ov->second.loc;
+      diags.error(loc, "pass '" + info.name + "'" + (p.option.empty() ? "" : ", option '" + p.option + "'") +
+                           ": " + p.message);
     }
   return out;
 }
@@ -391,15 +413,18 @@ void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnost
       const PassInfo* info = reg.pass(pass);
       const SourceLoc ploc = pr->pass_locs.count(pass) ? pr->pass_locs.at(pass) : pr->loc;
       if (!info) {
-        if (std::find(pr->optional_passes.begin(), pr->optional_passes.end(), pass) != pr->optional_passes.end())
+        if (std::find(pr->optional_passes.begin(), pr->optional_passes.end(), pass) !=
+            pr->optional_passes.end())
           continue;
-        diags.error(ploc, who + " configures pass '" + pass + "', which is not registered" + did_you_mean(pass, pass_names) +
+        diags.error(ploc, who + " configures pass '" + pass + "', which is not registered" +
+                              did_you_mean(pass, pass_names) +
                               "; if a plugin provides it, list it in optional_passes = [\"" + pass + "\"]");
         continue;
       }
       const std::vector<std::string> names = option_names(*info);
       auto unknown = [&](const std::string& opt, const Value& v) {
-        diags.error(v.loc, who + " sets option '" + opt + "' that pass '" + pass + "' does not have" + did_you_mean(opt, names));
+        diags.error(v.loc, who + " sets option '" + opt + "' that pass '" + pass + "' does not have" +
+                               did_you_mean(opt, names));
       };
       std::map<std::string, Value> allowed;
       if (auto it = pr->allowed.find(pass); it != pr->allowed.end())
@@ -411,7 +436,9 @@ void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnost
           }
           bool ok = true;
           Value checked = list;
-          for (auto& e : checked.list) ok &= check_option_value(*spec, e, pass, fs::path(pr->path).parent_path().string(), nullptr, diags);
+          for (auto& e : checked.list)
+            ok &=
+                check_option_value(*spec, e, pass, fs::path(pr->path).parent_path().string(), nullptr, diags);
           if (ok) allowed[opt] = checked;
         }
       if (auto it = pr->defaults.find(pass); it != pr->defaults.end())
@@ -422,7 +449,9 @@ void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnost
             continue;
           }
           Value val = v;
-          if (!check_option_value(*spec, val, pass, fs::path(pr->path).parent_path().string(), nullptr, diags)) continue;
+          if (!check_option_value(*spec, val, pass, fs::path(pr->path).parent_path().string(), nullptr,
+                                  diags))
+            continue;
           if (auto a = allowed.find(opt); a != allowed.end() && !allowed_by(a->second, val))
             diags.error(v.loc, who + ": default " + opt + " = " + val.display() + " for pass '" + pass +
                                    "' is not among the values it allows, " + a->second.display());
@@ -432,8 +461,9 @@ void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnost
         const OptionSpec* spec = find_spec(*info, opt);
         const bool has_default = pr->defaults.count(pass) && pr->defaults.at(pass).count(opt);
         if (!has_default && !spec->default_value.is_null() && !allowed_by(list, spec->default_value))
-          diags.error(list.loc, who + " forbids " + opt + " = " + spec->default_value.display() + ", the default of pass '" +
-                                    pass + "', without setting another: add " + opt + " to [defaults." + pass + "]");
+          diags.error(list.loc, who + " forbids " + opt + " = " + spec->default_value.display() +
+                                    ", the default of pass '" + pass + "', without setting another: add " +
+                                    opt + " to [defaults." + pass + "]");
       }
     }
   }
@@ -445,7 +475,8 @@ namespace {
 // (a step may consume a Table from another target's step), with cycles refused.
 class Planner {
  public:
-  Planner(const Manifest& m, const Registry& reg, const ProfileSet& profiles, StatCache& stats, Diagnostics& diags)
+  Planner(const Manifest& m, const Registry& reg, const ProfileSet& profiles, StatCache& stats,
+          Diagnostics& diags)
       : m_(m), reg_(reg), profiles_(profiles), stats_(stats), diags_(diags) {
     for (const auto* p : reg.passes()) pass_names_.push_back(p->name);
     for (const auto* f : reg.formats()) format_names_.push_back(f->name());
@@ -470,8 +501,8 @@ class Planner {
  private:
   struct Planned {
     bool ok = false;
-    int model = -1;                                // the last Model node
-    std::vector<int> step_nodes;                   // per pipeline step (-1: not planned)
+    int model = -1;               // the last Model node
+    std::vector<int> step_nodes;  // per pipeline step (-1: not planned)
     const Format* src = nullptr;
   };
 
@@ -479,7 +510,8 @@ class Planner {
     std::vector<std::string> names;
     for (const auto& t : m_.targets) names.push_back(t.name);
     for (const auto& want : only)
-      if (!target_index_.count(want)) diags_.error({}, "no target named '" + want + "' in " + m_.path + did_you_mean(want, names));
+      if (!target_index_.count(want))
+        diags_.error({}, "no target named '" + want + "' in " + m_.path + did_you_mean(want, names));
   }
 
   int add_node(PlanNode n) {
@@ -497,7 +529,8 @@ class Planner {
     const Format* fmt = nullptr;
     if (!md.format.empty()) {
       fmt = reg_.format(md.format);
-      if (!fmt) diags_.error(md.loc, "unknown format '" + md.format + "'" + did_you_mean(md.format, format_names_));
+      if (!fmt)
+        diags_.error(md.loc, "unknown format '" + md.format + "'" + did_you_mean(md.format, format_names_));
     } else {
       uint8_t head[4096];
       size_t n = 0;
@@ -514,7 +547,8 @@ class Planner {
           fmt = f;
         }
       if (!fmt)
-        diags_.error(md.loc, "no format plugin recognises '" + md.path + "' (known formats: " + list_choices(format_names_) +
+        diags_.error(md.loc, "no format plugin recognises '" + md.path +
+                                 "' (known formats: " + list_choices(format_names_) +
                                  "); set format = \"...\" or load the plugin for it");
     }
     std::string digest;
@@ -552,7 +586,8 @@ class Planner {
       if (spec.type == OptType::List && spec.unordered && it->second.kind == Value::Kind::List) {
         auto& l = it->second.list;
         std::sort(l.begin(), l.end(), [](const Value& a, const Value& b) { return a.s < b.s; });
-        l.erase(std::unique(l.begin(), l.end(), [](const Value& a, const Value& b) { return a.s == b.s; }), l.end());
+        l.erase(std::unique(l.begin(), l.end(), [](const Value& a, const Value& b) { return a.s == b.s; }),
+                l.end());
       } else if (spec.type == OptType::Path) {
         it->second = Value::of_string("sha:" + stats_.digest(it->second.s).hex());
       } else if (spec.type == OptType::Dataset) {
@@ -571,14 +606,16 @@ class Planner {
   int find_step(const TargetDecl& t, const Planned& p, size_t before, const std::string& step) {
     for (size_t k = std::min(before, t.pipeline.size()); k-- > 0;) {
       const StepDecl& s = t.pipeline[k];
-      if ((s.id == step || (s.id.empty() && s.pass == step)) && k < p.step_nodes.size()) return p.step_nodes[k];
+      if ((s.id == step || (s.id.empty() && s.pass == step)) && k < p.step_nodes.size())
+        return p.step_nodes[k];
     }
     return -2;  // not found
   }
 
   // The Table node for input `spec` of step `k` of target `t`; -1 when an
   // optional input has no producer; -2 after reporting an error.
-  int table_input(const TargetDecl& t, const Planned& p, size_t k, size_t input_no, const ArtifactSpec& spec) {
+  int table_input(const TargetDecl& t, const Planned& p, size_t k, size_t input_no,
+                  const ArtifactSpec& spec) {
     const StepDecl& s = t.pipeline[k];
     const std::string want = spec.schema.empty() ? "a table" : "a '" + spec.schema + "' table";
     if (input_no < s.inputs.size()) {
@@ -607,20 +644,21 @@ class Planner {
         where = "target '" + ref.target + "'";
       }
       if (node == -2) {
-        diags_.error(ref.loc, "no step '" + ref.step + "' " + (ref.target.empty() ? "before this one in " : "in ") + where +
+        diags_.error(ref.loc, "no step '" + ref.step + "' " +
+                                  (ref.target.empty() ? "before this one in " : "in ") + where +
                                   " (a step is named by its id = \"...\" or its pass)");
         return -2;
       }
       if (node < 0) return -2;  // that step failed to plan (reported)
       const PlanNode& n = plan_.nodes[node];
       if (n.produces != ArtifactKind::Table) {
-        diags_.error(ref.loc, "step '" + ref.step + "' makes a " + name_of(n.produces) + ", but pass '" + s.pass +
-                                  "' needs " + want + " here");
+        diags_.error(ref.loc, "step '" + ref.step + "' makes a " + name_of(n.produces) + ", but pass '" +
+                                  s.pass + "' needs " + want + " here");
         return -2;
       }
       if (!spec.schema.empty() && !n.pass->output.schema.empty() && n.pass->output.schema != spec.schema) {
-        diags_.error(ref.loc, "step '" + ref.step + "' makes a '" + n.pass->output.schema + "' table, but pass '" + s.pass +
-                                  "' needs " + want + " here");
+        diags_.error(ref.loc, "step '" + ref.step + "' makes a '" + n.pass->output.schema +
+                                  "' table, but pass '" + s.pass + "' needs " + want + " here");
         return -2;
       }
       return node;
@@ -635,13 +673,15 @@ class Planner {
     if (spec.optional) return -1;
     std::vector<std::string> makers;
     for (const auto* info : reg_.passes())
-      if (info->output.kind == ArtifactKind::Table && (spec.schema.empty() || info->output.schema == spec.schema))
+      if (info->output.kind == ArtifactKind::Table &&
+          (spec.schema.empty() || info->output.schema == spec.schema))
         makers.push_back("'" + info->name + "'");
     std::string hint;
     for (size_t i = 0; i < makers.size(); ++i) hint += (i ? ", " : "") + makers[i];
-    diags_.error(s.loc, "pass '" + s.pass + "' needs " + want + (spec.help.empty() ? "" : " (" + spec.help + ")") +
-                            ": add a step that makes one before it" + (hint.empty() ? "" : " (" + hint + ")") +
-                            ", or name one with inputs = [\"target/step\"]");
+    diags_.error(s.loc,
+                 "pass '" + s.pass + "' needs " + want + (spec.help.empty() ? "" : " (" + spec.help + ")") +
+                     ": add a step that makes one before it" + (hint.empty() ? "" : " (" + hint + ")") +
+                     ", or name one with inputs = [\"target/step\"]");
     return -2;
   }
 
@@ -649,7 +689,8 @@ class Planner {
   const Planned& plan_steps(const TargetDecl& t) {
     if (auto it = planned_.find(t.name); it != planned_.end()) return it->second;
     if (in_progress_.count(t.name)) {
-      diags_.error(t.loc, "target '" + t.name + "' depends on its own steps through step references (a cycle)");
+      diags_.error(t.loc,
+                   "target '" + t.name + "' depends on its own steps through step references (a cycle)");
       static const Planned failed;
       return failed;
     }
@@ -670,7 +711,8 @@ class Planner {
     if (!t.profile.empty()) {
       profile = profiles_.find(t.profile);
       if (!profile)
-        diags_.error(t.profile_loc, "unknown profile '" + t.profile + "'" + did_you_mean(t.profile, profiles_.names()) +
+        diags_.error(t.profile_loc, "unknown profile '" + t.profile + "'" +
+                                        did_you_mean(t.profile, profiles_.names()) +
                                         " (see `qforge list profiles`)");
     }
     // Every step is validated even when earlier ones failed: all errors in one
@@ -680,24 +722,30 @@ class Planner {
     for (const auto& s : t.pipeline) {
       const PassInfo* info = reg_.pass(s.pass);
       if (!info) {
-        mine.error(s.loc, "unknown pass '" + s.pass + "'" + did_you_mean(s.pass, pass_names_) + " (see `qforge list passes`)");
+        mine.error(s.loc, "unknown pass '" + s.pass + "'" + did_you_mean(s.pass, pass_names_) +
+                              " (see `qforge list passes`)");
         steps.emplace_back(nullptr, Options{});
         continue;
       }
       if (info->needs_profile && !profile && t.profile.empty())
-        mine.error(s.loc, "pass '" + s.pass + "' needs a hardware profile: set profile = \"...\" on target '" + t.name + "'");
+        mine.error(s.loc, "pass '" + s.pass +
+                              "' needs a hardware profile: set profile = \"...\" on target '" + t.name + "'");
       if (info->needs_graph && p.src && p.src->name() == "gguf")
         mine.error(s.loc, "pass '" + s.pass + "' needs a graph, and model '" + t.model + "' (GGUF) has none");
       const size_t table_inputs = info->inputs.size();
       if (s.inputs.size() > table_inputs)
         mine.error(s.inputs[table_inputs].loc, "pass '" + s.pass + "' takes " + std::to_string(table_inputs) +
-                                                   " table input(s), and inputs names " + std::to_string(s.inputs.size()));
+                                                   " table input(s), and inputs names " +
+                                                   std::to_string(s.inputs.size()));
       steps.emplace_back(info, resolve_options(*info, s, profile, m_, mine));
     }
     for (const auto& d : mine.all()) {
-      if (d.level == Diagnostic::Level::Error) diags_.error(d.loc, d.message);
-      else if (d.level == Diagnostic::Level::Warning) diags_.warning(d.loc, d.message);
-      else diags_.note(d.loc, d.message);
+      if (d.level == Diagnostic::Level::Error)
+        diags_.error(d.loc, d.message);
+      else if (d.level == Diagnostic::Level::Warning)
+        diags_.warning(d.loc, d.message);
+      else
+        diags_.note(d.loc, d.message);
     }
     if (!md || !p.src || mine.has_errors()) return p;
 
@@ -731,7 +779,8 @@ class Planner {
       n.options = opts;
       n.profile = profile;
       n.step = t.pipeline[k].id.empty() ? info->name : t.pipeline[k].id;
-      n.fingerprint = "pass " + info->name + " v" + std::to_string(info->version) + " " + canonical(keyed) + inputs_text;
+      n.fingerprint =
+          "pass " + info->name + " v" + std::to_string(info->version) + " " + canonical(keyed) + inputs_text;
       n.key = h.digest().hex();
       std::string so = short_options(opts);
       n.label = info->name + " " + md->name + (so.empty() ? "" : " (" + so + ")");
@@ -749,7 +798,8 @@ class Planner {
     if (!t.emit.empty()) {
       out_fmt = reg_.format(t.emit);
       if (!out_fmt) {
-        diags_.error(t.emit_loc, "unknown emit format '" + t.emit + "'" + did_you_mean(t.emit, format_names_));
+        diags_.error(t.emit_loc,
+                     "unknown emit format '" + t.emit + "'" + did_you_mean(t.emit, format_names_));
         return;
       }
     }
@@ -764,7 +814,13 @@ class Planner {
     em.fingerprint = "emit " + out_fmt->name() + " " + out_fmt->version();
     // The artifact's name is not part of the key: two targets that make the
     // same bytes share the cache entry, and each gets its own file.
-    em.key = Hasher().field("emit").field(plan_.nodes[model].key).field(out_fmt->name()).field(out_fmt->version()).digest().hex();
+    em.key = Hasher()
+                 .field("emit")
+                 .field(plan_.nodes[model].key)
+                 .field(out_fmt->name())
+                 .field(out_fmt->version())
+                 .digest()
+                 .hex();
     em.label = "emit " + t.name;
     // Emit nodes are per target (their artifact differs) even with equal keys.
     em.targets = {t.name};
@@ -782,7 +838,9 @@ class Planner {
     std::map<std::string, std::string> outputs;
     for (const auto& t : plan_.targets) {
       auto [it, fresh] = outputs.emplace(t.artifact, t.decl.name);
-      if (!fresh) diags_.error(t.decl.loc, "targets '" + it->second + "' and '" + t.decl.name + "' both write " + t.artifact);
+      if (!fresh)
+        diags_.error(t.decl.loc,
+                     "targets '" + it->second + "' and '" + t.decl.name + "' both write " + t.artifact);
     }
   }
 
@@ -821,13 +879,13 @@ class Planner {
         n.store_why = "stored: tables are always cached";
       } else if (n.pass->expensive && step_consumers > 0) {
         n.store = true;
-        n.store_why = "stored: pass '" + n.pass->name + "' is expensive and " + std::to_string(step_consumers) +
-                      " step(s) consume its model";
+        n.store_why = "stored: pass '" + n.pass->name + "' is expensive and " +
+                      std::to_string(step_consumers) + " step(s) consume its model";
       } else {
         n.store = false;
         n.store_why = step_consumers == 0 ? "not stored: only emitted (the artifact is cached)"
-                                          : "not stored: recomputing is cheaper than storing (pass '" + n.pass->name +
-                                                "' is not marked expensive)";
+                                          : "not stored: recomputing is cheaper than storing (pass '" +
+                                                n.pass->name + "' is not marked expensive)";
       }
     }
   }

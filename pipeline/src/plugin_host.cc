@@ -26,7 +26,8 @@ void PluginHost::admit(const QforgePlugin* info, const std::string& origin, std:
   std::string tag = info->abi_tag ? info->abi_tag : "";
   if (tag != QFORGE_ABI_TAG)
     throw Error(origin + ": plugin '" + name + "' " + version + " was built with ABI '" + tag +
-                "', but this qforge has ABI '" QFORGE_ABI_TAG "'; rebuild it with the same compiler family, "
+                "', but this qforge has ABI '" QFORGE_ABI_TAG
+                "'; rebuild it with the same compiler family, "
                 "standard library and qforge SDK");
   if (!info->register_fn) throw Error(origin + ": plugin '" + name + "' has no register function");
   registry_.begin_plugin({name, version, origin}, library);
@@ -51,7 +52,9 @@ void PluginHost::load(const std::string& path) {
   auto lib = std::make_shared<boost::dll::shared_library>();
   boost::system::error_code ec;
   lib->load(path, boost::dll::load_mode::rtld_lazy | boost::dll::load_mode::rtld_local, ec);
-  if (ec) throw Error(path + ": cannot load plugin: " + ec.message() + " (" + boost::dll::shared_library::suffix().string() + " built for this system?)");
+  if (ec)
+    throw Error(path + ": cannot load plugin: " + ec.message() + " (" +
+                boost::dll::shared_library::suffix().string() + " built for this system?)");
   if (!lib->has("qforge_plugin"))
     throw Error(path + ": not a qforge plugin (no 'qforge_plugin' entry; define it with QFORGE_PLUGIN(...))");
   auto entry = lib->get_alias<const QforgePlugin*()>("qforge_plugin");

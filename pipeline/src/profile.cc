@@ -2,11 +2,11 @@
 
 #include <unistd.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "qforge/hash.h"
 #include "toml_value.h"
@@ -31,8 +31,9 @@ void ProfileSet::load_file(const std::string& path, Diagnostics& diags) {
   try {
     root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
-    diags.error({path, static_cast<uint32_t>(e.source().begin.line), static_cast<uint32_t>(e.source().begin.column)},
-                "invalid TOML in profile: " + std::string(e.description()));
+    diags.error(
+        {path, static_cast<uint32_t>(e.source().begin.line), static_cast<uint32_t>(e.source().begin.column)},
+        "invalid TOML in profile: " + std::string(e.description()));
     return;
   }
   Value top = toml_to_value(root, path);
@@ -44,8 +45,10 @@ void ProfileSet::load_file(const std::string& path, Diagnostics& diags) {
   p.properties.kind = Value::Kind::Table;
   for (const auto& [k, v] : top.table) {
     if (k == "name") {
-      if (v.kind != Value::Kind::String) diags.error(v.loc, "profile 'name' must be a string");
-      else if (v.s != p.name) diags.error(v.loc, "profile name '" + v.s + "' differs from its file name '" + p.name + ".toml'");
+      if (v.kind != Value::Kind::String)
+        diags.error(v.loc, "profile 'name' must be a string");
+      else if (v.s != p.name)
+        diags.error(v.loc, "profile name '" + v.s + "' differs from its file name '" + p.name + ".toml'");
     } else if (k == "description") {
       if (v.kind != Value::Kind::String) diags.error(v.loc, "profile 'description' must be a string");
       p.description = v.s;
@@ -55,8 +58,10 @@ void ProfileSet::load_file(const std::string& path, Diagnostics& diags) {
         continue;
       }
       for (const auto& e : v.list) {
-        if (e.kind != Value::Kind::String) diags.error(e.loc, "'optional_passes' must list pass names (strings)");
-        else p.optional_passes.push_back(e.s);
+        if (e.kind != Value::Kind::String)
+          diags.error(e.loc, "'optional_passes' must list pass names (strings)");
+        else
+          p.optional_passes.push_back(e.s);
       }
     } else if (k == "defaults" || k == "allow") {
       if (v.kind != Value::Kind::Table) {
@@ -117,7 +122,8 @@ std::vector<std::string> builtin_profile_dirs() {
   std::vector<std::string> dirs;
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) dirs.push_back((exe.parent_path() / ".." / "share" / "qforge" / "profiles").lexically_normal().string());
+  if (!ec)
+    dirs.push_back((exe.parent_path() / ".." / "share" / "qforge" / "profiles").lexically_normal().string());
 #ifdef QFORGE_SOURCE_DIR
   dirs.push_back(std::string(QFORGE_SOURCE_DIR) + "/manifests/profiles");
 #endif

@@ -1,7 +1,7 @@
 // Console progress. Every build step reports through its own task; when
 // stderr is not a terminal the console prints plain lines (every 10% of a
-// task that has run for more than 2 s, and its end), and on a terminal redraws one status line with a bar, counts and
-// an ETA for the most recently advanced task.
+// task that has run for more than 2 s, and its end), and on a terminal redraws one status line with a bar,
+// counts and an ETA for the most recently advanced task.
 #include <unistd.h>
 
 #include <atomic>
@@ -79,7 +79,8 @@ class Task : public Progress {
     if (!c_->tty && !printed_ && !c_->verbose) return;
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.2fs", std::chrono::duration<double>(Clock::now() - start_).count());
-    c_->line(label_ + ": " + std::to_string(done_) + "/" + std::to_string(total_) + " " + unit_ + " in " + secs);
+    c_->line(label_ + ": " + std::to_string(done_) + "/" + std::to_string(total_) + " " + unit_ + " in " +
+             secs);
   }
 
   void info(const std::string& text) override {

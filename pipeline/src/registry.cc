@@ -43,7 +43,8 @@ void Registry::add_format(std::shared_ptr<const Format> format) {
 void Registry::add_pass(PassInfo info) {
   if (!info.factory) throw Error("pass '" + info.name + "' has no factory");
   if (info.output.kind == ArtifactKind::File)
-    throw Error("pass '" + info.name + "' declares a File output; files are made by a target's emit step, so a pass "
+    throw Error("pass '" + info.name +
+                "' declares a File output; files are made by a target's emit step, so a pass "
                 "produces a Model or a Table");
   for (const auto& in : info.inputs)
     if (in.kind != ArtifactKind::Table)

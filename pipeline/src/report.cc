@@ -4,10 +4,10 @@
 #include <filesystem>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
 #include "qforge/atomic_file.h"
 #include "qforge/build.h"
 #include "qforge/cache.h"
-#include <nlohmann/json.hpp>
 
 namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
@@ -54,12 +54,15 @@ std::string report_json(const BuildResult& r, const std::string& base) {
   Json targets = Json::array();
   for (const auto& t : r.targets) {
     Json o = Json::object();
-    o["name"] = t.name; o["model"] = t.model;
+    o["name"] = t.name;
+    o["model"] = t.model;
     o["profile"] = t.profile.empty() ? Json() : Json(t.profile);
-    o["format"] = t.format; o["artifact"] = rel(t.artifact, base);
+    o["format"] = t.format;
+    o["artifact"] = rel(t.artifact, base);
     o["bytes"] = t.bytes;
     o["bits_per_weight"] = Json(std::stod(fmt_num(t.bits_per_weight, "%.4f")));
-    o["status"] = t.status; o["seconds"] = Json(std::stod(fmt_num(t.seconds, "%.3f")));
+    o["status"] = t.status;
+    o["seconds"] = Json(std::stod(fmt_num(t.seconds, "%.3f")));
     Json mm = Json::object();
     for (const auto& [k, v] : t.metrics) mm[k] = v;
     o["metrics"] = mm;
@@ -74,25 +77,35 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     Json sk = Json::array();
     for (const auto& x : t.skipped) sk.push_back({{"pass", x.pass}, {"reason", x.reason}, {"what", x.what}});
     o["skipped"] = sk;
-    if (!t.error.empty()) { o["error"] = t.error; }
+    if (!t.error.empty()) {
+      o["error"] = t.error;
+    }
     targets.push_back(o);
   }
   Json steps = Json::array();
   for (const auto& s : r.steps) {
     Json o = Json::object();
-    o["key"] = s.key; o["pass"] = s.pass; o["kind"] = s.kind; o["model"] = s.model; o["label"] = s.label;
+    o["key"] = s.key;
+    o["pass"] = s.pass;
+    o["kind"] = s.kind;
+    o["model"] = s.model;
+    o["label"] = s.label;
     Json ins = Json::array();
     for (const auto& k : s.inputs) ins.push_back(Json(k));
     o["inputs"] = ins;
     Json ts = Json::array();
     for (const auto& t : s.targets) ts.push_back(Json(t));
-    o["targets"] = ts; o["status"] = s.status; o["seconds"] = Json(std::stod(fmt_num(s.seconds, "%.3f")));
+    o["targets"] = ts;
+    o["status"] = s.status;
+    o["seconds"] = Json(std::stod(fmt_num(s.seconds, "%.3f")));
     if (s.threads > 0) o["threads"] = s.threads;
     steps.push_back(o);
   }
-  j["targets"] = targets; j["steps"] = steps;
+  j["targets"] = targets;
+  j["steps"] = steps;
   Json sum = Json::object();
-  sum["built"] = r.built; sum["cached"] = r.cached;
+  sum["built"] = r.built;
+  sum["cached"] = r.cached;
   sum["failed"] = r.failed;
   sum["warnings"] = r.warnings;
   j["summary"] = sum;
@@ -104,7 +117,8 @@ std::string report_table(const BuildResult& r, const std::string& base) {
       {"target", "model", "profile", "format", "size", "bpw", "time", "status", "metrics"}};
   for (const auto& t : r.targets)
     rows.push_back({t.name, t.model, t.profile.empty() ? "-" : t.profile, t.format, human_bytes(t.bytes),
-                    fmt_num(t.bits_per_weight, "%.2f"), fmt_num(t.seconds, "%.2fs"), t.status, metrics_text(t.metrics)});
+                    fmt_num(t.bits_per_weight, "%.2f"), fmt_num(t.seconds, "%.2fs"), t.status,
+                    metrics_text(t.metrics)});
   std::vector<size_t> w(rows[0].size(), 0);
   for (const auto& row : rows)
     for (size_t c = 0; c < row.size(); ++c) w[c] = std::max(w[c], row[c].size());
@@ -139,14 +153,16 @@ std::string report_markdown(const BuildResult& r, const std::string& base) {
   os << "| target | model | profile | format | artifact | size | bits/weight | time | status | metrics |\n";
   os << "|---|---|---|---|---|---:|---:|---:|---|---|\n";
   for (const auto& t : r.targets)
-    os << "| " << t.name << " | " << t.model << " | " << (t.profile.empty() ? "-" : t.profile) << " | " << t.format
-       << " | " << rel(t.artifact, base) << " | " << human_bytes(t.bytes) << " | " << fmt_num(t.bits_per_weight, "%.2f")
-       << " | " << fmt_num(t.seconds, "%.2fs") << " | " << t.status << " | " << metrics_text(t.metrics) << " |\n";
+    os << "| " << t.name << " | " << t.model << " | " << (t.profile.empty() ? "-" : t.profile) << " | "
+       << t.format << " | " << rel(t.artifact, base) << " | " << human_bytes(t.bytes) << " | "
+       << fmt_num(t.bits_per_weight, "%.2f") << " | " << fmt_num(t.seconds, "%.2fs") << " | " << t.status
+       << " | " << metrics_text(t.metrics) << " |\n";
   os << "\n## Steps\n\n| step | targets | status | time |\n|---|---|---|---:|\n";
   for (const auto& s : r.steps) {
     std::string ts;
     for (const auto& t : s.targets) ts += (ts.empty() ? "" : ", ") + t;
-    os << "| " << s.label << " | " << ts << " | " << s.status << " | " << fmt_num(s.seconds, "%.2fs") << " |\n";
+    os << "| " << s.label << " | " << ts << " | " << s.status << " | " << fmt_num(s.seconds, "%.2fs")
+       << " |\n";
   }
   bool any_warnings = false, any_notes = false;
   for (const auto& t : r.targets) {
@@ -209,8 +225,10 @@ std::string plan_text(const Plan& plan, const BuildResult& dry) {
     std::string ts;
     for (const auto& t : n.targets) ts += (ts.empty() ? "" : ", ") + t;
     os << "\n      targets: " << ts << "\n      cache: " << n.store_why << "\n      " << state;
-    if (!s.why.empty() && s.status == "planned") os << ": " << s.why;
-    else if (s.status == "cached" && n.kind == PlanNode::Kind::Emit && !s.why.empty()) os << ": " << s.why;
+    if (!s.why.empty() && s.status == "planned")
+      os << ": " << s.why;
+    else if (s.status == "cached" && n.kind == PlanNode::Kind::Emit && !s.why.empty())
+      os << ": " << s.why;
     os << "\n";
   }
   os << plan.nodes.size() << " nodes, " << plan.targets.size() << " targets; " << run << " nodes will run\n";
@@ -223,8 +241,12 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
     const auto& n = plan.nodes[i];
     const StepResult& s = dry.steps[i];
     Json o = Json::object();
-    o["id"] = i; o["key"] = n.key; o["kind"] = kind_name(n.kind); o["produces"] = name_of(n.produces);
-    o["label"] = n.label; o["model"] = n.model;
+    o["id"] = i;
+    o["key"] = n.key;
+    o["kind"] = kind_name(n.kind);
+    o["produces"] = name_of(n.produces);
+    o["label"] = n.label;
+    o["model"] = n.model;
     Json ins = Json::array();
     for (int in : n.inputs) ins.push_back(in < 0 ? Json() : Json(in));
     o["inputs"] = ins;
@@ -234,25 +256,35 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
       for (const auto& [k, v] : n.options) opts[k] = v.display();
       o["options"] = opts;
     }
-    if (n.kind == PlanNode::Kind::Emit) { o["artifact"] = n.artifact; o["format"] = n.format->name(); }
+    if (n.kind == PlanNode::Kind::Emit) {
+      o["artifact"] = n.artifact;
+      o["format"] = n.format->name();
+    }
     Json ts = Json::array();
     for (const auto& t : n.targets) ts.push_back(Json(t));
     o["targets"] = ts;
-    o["store"] = n.store; o["cache_policy"] = n.store_why;
+    o["store"] = n.store;
+    o["cache_policy"] = n.store_why;
     const std::string state = state_of(s);
-    o["cached"] = state != "will run"; o["state"] = state;
+    o["cached"] = state != "will run";
+    o["state"] = state;
     if (!s.why.empty()) o["why"] = s.why;
     nodes.push_back(o);
   }
   Json targets = Json::array();
   for (const auto& t : plan.targets) {
     Json o = Json::object();
-    o["name"] = t.decl.name; o["model"] = t.decl.model; o["artifact"] = t.artifact; o["format"] = t.format;
-    o["profile"] = t.profile.empty() ? Json() : Json(t.profile); o["emit_node"] = t.emit;
+    o["name"] = t.decl.name;
+    o["model"] = t.decl.model;
+    o["artifact"] = t.artifact;
+    o["format"] = t.format;
+    o["profile"] = t.profile.empty() ? Json() : Json(t.profile);
+    o["emit_node"] = t.emit;
     targets.push_back(o);
   }
   Json j = Json::object();
-  j["nodes"] = nodes; j["targets"] = targets;
+  j["nodes"] = nodes;
+  j["targets"] = targets;
   return j.dump(2) + "\n";
 }
 
@@ -278,9 +310,12 @@ const char* short_type(OptType t) {
 std::string md_escape(std::string s) {
   std::string o;
   for (char c : s) {
-    if (c == '|') o += "\\|";
-    else if (c == '\n') o += ' ';
-    else o += c;
+    if (c == '|')
+      o += "\\|";
+    else if (c == '\n')
+      o += ' ';
+    else
+      o += c;
   }
   return o;
 }
@@ -313,18 +348,26 @@ std::string pass_reference_markdown(const std::vector<const PassInfo*>& passes) 
       if (!o.choices.empty())
         for (size_t i = 0; i < o.choices.size(); ++i) allowed += (i ? ", " : "") + ("`" + o.choices[i] + "`");
       if (!o.int_choices.empty())
-        for (size_t i = 0; i < o.int_choices.size(); ++i) allowed += (i ? ", " : "") + std::to_string(o.int_choices[i]);
+        for (size_t i = 0; i < o.int_choices.size(); ++i)
+          allowed += (i ? ", " : "") + std::to_string(o.int_choices[i]);
       if (o.has_min || o.has_max) {
         char b[64];
-        if (o.has_min && o.has_max) std::snprintf(b, sizeof b, "%g to %g", o.min, o.max);
-        else if (o.has_min) std::snprintf(b, sizeof b, "at least %g", o.min);
-        else std::snprintf(b, sizeof b, "at most %g", o.max);
+        if (o.has_min && o.has_max)
+          std::snprintf(b, sizeof b, "%g to %g", o.min, o.max);
+        else if (o.has_min)
+          std::snprintf(b, sizeof b, "at least %g", o.min);
+        else
+          std::snprintf(b, sizeof b, "at most %g", o.max);
         allowed += (allowed.empty() ? "" : "; ") + std::string(b);
       }
       if (!o.pattern_help.empty()) allowed += (allowed.empty() ? "" : "; ") + o.pattern_help;
-      if (o.type == OptType::Size) allowed += (allowed.empty() ? "" : "; ") + std::string("bytes, `3.5GiB`, `4.5bpw`");
-      os << "| `" << o.name << "` | " << short_type(o.type) << (o.type == OptType::List ? (o.unordered ? " (a set)" : " (ordered)") : "") << " | "
-         << (o.required ? "required" : o.default_value.is_null() ? "-" : "`" + md_escape(o.default_value.display()) + "`")
+      if (o.type == OptType::Size)
+        allowed += (allowed.empty() ? "" : "; ") + std::string("bytes, `3.5GiB`, `4.5bpw`");
+      os << "| `" << o.name << "` | " << short_type(o.type)
+         << (o.type == OptType::List ? (o.unordered ? " (a set)" : " (ordered)") : "") << " | "
+         << (o.required                  ? "required"
+             : o.default_value.is_null() ? "-"
+                                         : "`" + md_escape(o.default_value.display()) + "`")
          << " | " << (allowed.empty() ? "-" : md_escape(allowed)) << " | " << md_escape(o.help) << " |\n";
     }
     os << "\n";

@@ -2,10 +2,10 @@
 // table keys (shared by the manifest and profile loaders).
 #pragma once
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <sstream>
 #include <string>
-#include <toml++/toml.h>
 #include <tuple>
 #include <vector>
 
@@ -43,7 +43,8 @@ inline Value toml_to_value(const toml::node& n, const std::string& file) {
     for (const auto& [k, e] : *t) {
       Value child = toml_to_value(e, file);
       const auto& ks = k.source();
-      SourceLoc kl = ks.begin.line ? SourceLoc{file, static_cast<uint32_t>(ks.begin.line), static_cast<uint32_t>(ks.begin.column)}
+      SourceLoc kl = ks.begin.line ? SourceLoc{file, static_cast<uint32_t>(ks.begin.line),
+                                               static_cast<uint32_t>(ks.begin.column)}
                                    : child.loc;
       items.emplace_back(kl, std::string(k.str()), std::move(child));
     }
@@ -58,9 +59,12 @@ inline Value toml_to_value(const toml::node& n, const std::string& file) {
   } else {
     v.kind = Value::Kind::String;  // dates and times: kept as text
     std::ostringstream os;
-    if (auto* d = n.as_date()) os << d->get();
-    else if (auto* t = n.as_time()) os << t->get();
-    else if (auto* dt = n.as_date_time()) os << dt->get();
+    if (auto* d = n.as_date())
+      os << d->get();
+    else if (auto* t = n.as_time())
+      os << t->get();
+    else if (auto* dt = n.as_date_time())
+      os << dt->get();
     v.s = os.str();
   }
   return v;

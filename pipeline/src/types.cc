@@ -56,8 +56,7 @@ constexpr ElemTraits kTable[] = {
     {E::TQ2_0, "tq2_0", 256, 66, 35, -1, true},
     {E::MXFP4, "mxfp4", 32, 17, 39, -1, true},
 };
-static_assert(sizeof(kTable) / sizeof(kTable[0]) == static_cast<size_t>(E::Count_),
-              "one row per ElemType");
+static_assert(sizeof(kTable) / sizeof(kTable[0]) == static_cast<size_t>(E::Count_), "one row per ElemType");
 
 constexpr bool table_in_order() {
   for (size_t i = 0; i < sizeof(kTable) / sizeof(kTable[0]); ++i)
@@ -69,8 +68,7 @@ static_assert(table_in_order(), "rows in enum order");
 bool iequal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i])))
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
       return false;
   return true;
 }

@@ -6,10 +6,30 @@
 
 namespace qforge {
 
-Value Value::of_bool(bool v) { Value x; x.kind = Kind::Bool; x.b = v; return x; }
-Value Value::of_int(int64_t v) { Value x; x.kind = Kind::Int; x.i = v; return x; }
-Value Value::of_float(double v) { Value x; x.kind = Kind::Float; x.f = v; return x; }
-Value Value::of_string(std::string v) { Value x; x.kind = Kind::String; x.s = std::move(v); return x; }
+Value Value::of_bool(bool v) {
+  Value x;
+  x.kind = Kind::Bool;
+  x.b = v;
+  return x;
+}
+Value Value::of_int(int64_t v) {
+  Value x;
+  x.kind = Kind::Int;
+  x.i = v;
+  return x;
+}
+Value Value::of_float(double v) {
+  Value x;
+  x.kind = Kind::Float;
+  x.f = v;
+  return x;
+}
+Value Value::of_string(std::string v) {
+  Value x;
+  x.kind = Kind::String;
+  x.s = std::move(v);
+  return x;
+}
 
 const Value* Value::find(const std::string& key) const {
   for (const auto& kv : table)
@@ -34,13 +54,17 @@ namespace {
 std::string quote(const std::string& s) {
   std::string o = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') { o += '\\'; o += c; }
-    else if (c == '\n') o += "\\n";
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += c;
+    } else if (c == '\n')
+      o += "\\n";
     else if (static_cast<unsigned char>(c) < 0x20) {
       char b[8];
       std::snprintf(b, sizeof b, "\\u%04x", c);
       o += b;
-    } else o += c;
+    } else
+      o += c;
   }
   return o + "\"";
 }

@@ -308,14 +308,13 @@ std::vector<Case> cases() {
     m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape();
     m.mutable_graph()->mutable_node(1)->set_op_type("NoSuchOp");
     add("unknown_op_behind_missing_shape", ser(m),
-                "node 'relu' is op 'NoSuchOp'; graph input 'X' has no shape", "NoSuchOp");
+        "node 'relu' is op 'NoSuchOp'; graph input 'X' has no shape", "NoSuchOp");
   }
   {
     ModelProto m = base_model();
     m.set_ir_version(0);
     set_value_info(m.mutable_graph()->add_input(), "W", {2, 2});  // as IR < 4 requires
-    add("ir_version_0", ser(m), "ir_version is 0 (onnx.checker.check_model refuses it)",
-                "ir_version");
+    add("ir_version_0", ser(m), "ir_version is 0 (onnx.checker.check_model refuses it)", "ir_version");
   }
   {
     ModelProto m = base_model();

@@ -20,7 +20,7 @@ using namespace detail;
 
 struct Kernel {
   ElemType type;
-  QuantizeFn quantize;      // null: dequantize only
+  QuantizeFn quantize;  // null: dequantize only
   DequantizeFn dequantize;
 };
 
@@ -63,7 +63,8 @@ int64_t first_non_finite(const float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
     uint32_t bad = 0;
-    for (int j = 0; j < 64; ++j) bad |= static_cast<uint32_t>((bits_of(x[i + j]) & 0x7f800000u) == 0x7f800000u);
+    for (int j = 0; j < 64; ++j)
+      bad |= static_cast<uint32_t>((bits_of(x[i + j]) & 0x7f800000u) == 0x7f800000u);
     if (bad) break;
   }
   for (; i < n; ++i)
@@ -170,9 +171,9 @@ size_t quantize_chunk(ElemType t, const float* src, void* dst, int64_t start_row
     const float* x = src + (start_row + r) * n_per_row;
     const int64_t bad = first_non_finite(x, rows * n_per_row);
     if (bad >= 0)
-      throw std::domain_error("quantize " + std::string(name_of(t)) + ": non-finite value " + describe(x[bad]) +
-                              " at row " + std::to_string(start_row + r + bad / n_per_row) + ", column " +
-                              std::to_string(bad % n_per_row));
+      throw std::domain_error(
+          "quantize " + std::string(name_of(t)) + ": non-finite value " + describe(x[bad]) + " at row " +
+          std::to_string(start_row + r + bad / n_per_row) + ", column " + std::to_string(bad % n_per_row));
     char* out = static_cast<char*>(dst) + static_cast<size_t>(start_row + r) * rs;
     k->quantize(x, out, rows, n_per_row, imatrix);
   }

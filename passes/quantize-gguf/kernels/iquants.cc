@@ -12,8 +12,7 @@
 
 namespace qforge::gguf::detail {
 
-const int8_t kIQ4NLValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                 1,    13,   25,  38,  53,  69,  89,  113};
+const int8_t kIQ4NLValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 namespace {
 
@@ -149,8 +148,8 @@ void dequantize_iq4_xs(const void* src, float* y, int64_t n) {
     const uint8_t* qs = x[i].qs;
     const float d = fp16_to_fp32(x[i].d);
     for (int ib = 0; ib < 8; ++ib, y += 32, qs += 16) {
-      const int ls = ((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf) |
-                     (((x[i].scales_h >> (2 * ib)) & 3) << 4);
+      const int ls =
+          ((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf) | (((x[i].scales_h >> (2 * ib)) & 3) << 4);
       const float dl = d * static_cast<float>(ls - 32);
       for (int j = 0; j < 16; ++j) {
         y[j] = dl * static_cast<float>(kIQ4NLValues[qs[j] & 0xf]);

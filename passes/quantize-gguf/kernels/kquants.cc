@@ -23,8 +23,8 @@ inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi 
 void pack_2bit(const uint8_t* L, uint8_t* qs) {
   for (int j = 0; j < kQKK; j += 128)
     for (int l = 0; l < 32; ++l)
-      qs[j / 4 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                                           (L[j + l + 96] << 6));
+      qs[j / 4 + l] =
+          static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
 }
 
 // 6-bit scale / min of sub-block j of a Q4_K / Q5_K block.
@@ -52,8 +52,7 @@ void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
 }
 
 // Re-rounds each 32-element sub-block against its stored scale and min.
-void requantize_k4(const float* x, const uint8_t* scales, uint16_t dh, uint16_t dminh, int nmax,
-                   uint8_t* L) {
+void requantize_k4(const float* x, const uint8_t* scales, uint16_t dh, uint16_t dminh, int nmax, uint8_t* L) {
   const float d_all = fp16_to_fp32(dh), m_all = fp16_to_fp32(dminh);
   float d[8], dm[8];
   for (int j = 0; j < 8; ++j) {
@@ -116,8 +115,8 @@ void q2_K_plain(const float* x, BlockQ2_K* y, int64_t nb) {
     if (max_min > 0) {
       const float iscale = q4scale / max_min;
       for (int j = 0; j < 16; ++j)
-        y[i].scales[j] = static_cast<uint8_t>(
-            y[i].scales[j] | (static_cast<unsigned>(nearest_int(iscale * mins[j])) << 4));
+        y[i].scales[j] = static_cast<uint8_t>(y[i].scales[j] |
+                                              (static_cast<unsigned>(nearest_int(iscale * mins[j])) << 4));
       y[i].dmin = fp32_to_fp16(max_min / q4scale);
     } else {
       y[i].dmin = fp32_to_fp16(0.f);
@@ -349,7 +348,8 @@ void k4_rows(const float* x, Block* y, int64_t nb, int64_t nb_row, const float* 
         const float sigma2 = 2 * block_sum_x2(xb) / kQKK;
         for (int j = 0; j < 8; ++j) {
           float* w = weights[8 * sb + j];
-          for (int l = 0; l < 32; ++l) w[l] = qw[32 * j + l] * std::sqrt(sigma2 + xb[32 * j + l] * xb[32 * j + l]);
+          for (int l = 0; l < 32; ++l)
+            w[l] = qw[32 * j + l] * std::sqrt(sigma2 + xb[32 * j + l] * xb[32 * j + l]);
           float sumw = 0;
           for (int l = 0; l < 32; ++l) sumw += w[l];
           sw[8 * sb + j] = sumw;
@@ -373,7 +373,8 @@ void k4_rows(const float* x, Block* y, int64_t nb, int64_t nb_row, const float* 
     for (int sb = 0; sb < nsb; ++sb) {
       Block& blk = y[i0 + sb];
       if (imatrix)
-        k4_weighted_scales(scales + 8 * sb, mins + 8 * sb, sw + 8 * sb, kNmax == 31, blk.scales, &blk.d, &blk.dmin);
+        k4_weighted_scales(scales + 8 * sb, mins + 8 * sb, sw + 8 * sb, kNmax == 31, blk.scales, &blk.d,
+                           &blk.dmin);
       else
         k4_plain_scales(scales + 8 * sb, mins + 8 * sb, blk.scales, &blk.d, &blk.dmin);
       requantize_k4(x + kQKK * (i0 + sb), blk.scales, blk.d, blk.dmin, kNmax, L[sb]);
@@ -485,8 +486,7 @@ void dequantize_q2_K(const void* src, float* y, int64_t n) {
         for (int part = 0; part < 2; ++part) {
           const uint8_t sc = x[i].scales[is++];
           const float dl = d * static_cast<float>(sc & 0xf), ml = min * static_cast<float>(sc >> 4);
-          for (int l = 0; l < 16; ++l)
-            *y++ = dl * static_cast<float>((q[l + 16 * part] >> shift) & 3) - ml;
+          for (int l = 0; l < 16; ++l) *y++ = dl * static_cast<float>((q[l + 16 * part] >> shift) & 3) - ml;
         }
       }
     }
@@ -546,10 +546,8 @@ void dequantize_q5_K(const void* src, float* y, int64_t n) {
       const float d1 = d * static_cast<float>(sc), m1 = min * static_cast<float>(m);
       scale_min_k4(is + 1, x[i].scales, &sc, &m);
       const float d2 = d * static_cast<float>(sc), m2 = min * static_cast<float>(m);
-      for (int l = 0; l < 32; ++l)
-        *y++ = d1 * static_cast<float>((ql[l] & 0xf) + (qh[l] & u1 ? 16 : 0)) - m1;
-      for (int l = 0; l < 32; ++l)
-        *y++ = d2 * static_cast<float>((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>((ql[l] & 0xf) + (qh[l] & u1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
       u1 = static_cast<uint8_t>(u1 << 2);
       u2 = static_cast<uint8_t>(u2 << 2);
     }
@@ -612,8 +610,7 @@ void dequantize_tq2_0(const void* src, float* y, int64_t n) {
     const float d = fp16_to_fp32(x[i].d);
     for (int j = 0; j < 64; j += 32)
       for (int l = 0; l < 4; ++l)
-        for (int m = 0; m < 32; ++m)
-          *y++ = static_cast<float>(((x[i].qs[j + m] >> (l * 2)) & 3) - 1) * d;
+        for (int m = 0; m < 32; ++m) *y++ = static_cast<float>(((x[i].qs[j + m] >> (l * 2)) & 3) - 1) * d;
   }
 }
 

@@ -119,7 +119,8 @@ void q4_0_plain(const float* x0, BlockQ4_0* y, int64_t nb) {
     const float id = d != 0 ? 1.0f / d : 0.0f;
     y[i].d = fp32_to_fp16(d);
     int32_t t[kQK];
-    truncate_all(amax * std::fabs(id) < 1024.0f, [&](int j) { return x[j] * id + 8.5f; }, t);
+    truncate_all(
+        amax * std::fabs(id) < 1024.0f, [&](int j) { return x[j] * id + 8.5f; }, t);
     for (int j = 0; j < 16; ++j) {
       const uint8_t qa = static_cast<uint8_t>(min_int(15, wrap_i8(t[j])));
       const uint8_t qb = static_cast<uint8_t>(min_int(15, wrap_i8(t[j + 16])));
@@ -157,7 +158,8 @@ void q5_0_plain(const float* x0, BlockQ5_0* y, int64_t nb) {
     const float id = d != 0 ? 1.0f / d : 0.0f;
     y[i].d = fp32_to_fp16(d);
     int32_t t[kQK];
-    truncate_all(amax * std::fabs(id) < 1024.0f, [&](int j) { return x[j] * id + 16.5f; }, t);
+    truncate_all(
+        amax * std::fabs(id) < 1024.0f, [&](int j) { return x[j] * id + 16.5f; }, t);
     for (int j = 0; j < kQK; ++j) L[j] = static_cast<uint8_t>(min_int(31, wrap_i8(t[j])));
     pack_q5(L, y[i].qs, y[i].qh);
   });
@@ -256,7 +258,8 @@ void symmetric_weighted(const float* src, Block* y, int64_t nrows, int64_t n_per
                        uint8_t U[kQK];
                        for (int j = 0; j < kQK; ++j) U[j] = static_cast<uint8_t>(L[b][j]);
                        if constexpr (kNmax == 8) {
-                         for (int j = 0; j < 16; ++j) blk.qs[j] = static_cast<uint8_t>(U[j] | (U[j + 16] << 4));
+                         for (int j = 0; j < 16; ++j)
+                           blk.qs[j] = static_cast<uint8_t>(U[j] | (U[j + 16] << 4));
                        } else {
                          pack_q5(U, blk.qs, blk.qh);
                        }
@@ -280,7 +283,8 @@ void asymmetric_weighted(const float* src, Block* y, int64_t nrows, int64_t n_pe
                        blk.d = fp32_to_fp16(d[b]);
                        blk.m = fp32_to_fp16(-min[b]);
                        if constexpr (kNmax == 15) {
-                         for (int j = 0; j < 16; ++j) blk.qs[j] = static_cast<uint8_t>(L[b][j] | (L[b][j + 16] << 4));
+                         for (int j = 0; j < 16; ++j)
+                           blk.qs[j] = static_cast<uint8_t>(L[b][j] | (L[b][j + 16] << 4));
                        } else {
                          pack_q5(L[b], blk.qs, blk.qh);
                        }

@@ -262,8 +262,8 @@ void Q3Group(int n, int nmax, const float* HWY_RESTRICT xt, float* HWY_RESTRICT 
       const VF fnl = hn::ConvertTo(df, new_l);
       slx = hn::Add(slx, hn::Mul(hn::Mul(w, x), fnl));
       sl2 = hn::Add(sl2, hn::Mul(hn::Mul(w, fnl), fnl));
-      const auto better = hn::And(hn::Gt(sl2, zero),
-                                  hn::Gt(hn::Mul(hn::Mul(slx, slx), suml2), hn::Mul(hn::Mul(sumlx, sumlx), sl2)));
+      const auto better = hn::And(
+          hn::Gt(sl2, zero), hn::Gt(hn::Mul(hn::Mul(slx, slx), suml2), hn::Mul(hn::Mul(sumlx, sumlx), sl2)));
       const auto take = hn::And(hn::And(active, slx_pos), hn::And(differs, better));
       hn::Store(hn::IfThenElse(hn::RebindMask(di, take), new_l, li), di, levels + i * N);
       sumlx = hn::IfThenElse(take, slx, sumlx);
@@ -353,12 +353,14 @@ void Iq4Group(int n, const float* HWY_RESTRICT xt, const float* HWY_RESTRICT wt,
 
 // ---------------------------------------------------------------- batch drivers
 
-void QkxBatch(int count, int n, const QkxParams& p, const float* HWY_RESTRICT xt, const float* HWY_RESTRICT wt,
-              float* HWY_RESTRICT scale, float* HWY_RESTRICT the_min, uint8_t* HWY_RESTRICT Lt) {
+void QkxBatch(int count, int n, const QkxParams& p, const float* HWY_RESTRICT xt,
+              const float* HWY_RESTRICT wt, float* HWY_RESTRICT scale, float* HWY_RESTRICT the_min,
+              uint8_t* HWY_RESTRICT Lt) {
   const size_t N = hn::Lanes(DF());
   auto group = p.use_mad ? (p.qkx3 ? QkxGroup<true, true> : QkxGroup<true, false>)
                          : (p.qkx3 ? QkxGroup<false, true> : QkxGroup<false, false>);
-  for (size_t g = 0; g < static_cast<size_t>(count); g += N) group(n, p, xt + g, wt + g, scale + g, the_min + g, Lt + g);
+  for (size_t g = 0; g < static_cast<size_t>(count); g += N)
+    group(n, p, xt + g, wt + g, scale + g, the_min + g, Lt + g);
 }
 
 void QxBatch(int count, int n, int nmax, const float* HWY_RESTRICT xt, const float* HWY_RESTRICT wt,
@@ -378,7 +380,8 @@ void Q3Batch(int count, int n, int nmax, const float* HWY_RESTRICT xt, float* HW
   for (size_t g = 0; g < static_cast<size_t>(count); g += N) Q3Group(n, nmax, xt + g, scale + g, Lt + g);
 }
 
-void Iq4Batch(int count, int n, const float* HWY_RESTRICT xt, const float* HWY_RESTRICT wt, float* HWY_RESTRICT d) {
+void Iq4Batch(int count, int n, const float* HWY_RESTRICT xt, const float* HWY_RESTRICT wt,
+              float* HWY_RESTRICT d) {
   const size_t N = hn::Lanes(DF());
   for (size_t g = 0; g < static_cast<size_t>(count); g += N) Iq4Group(n, xt + g, wt + g, d + g);
 }
@@ -450,7 +453,8 @@ HWY_INLINE hn::Vec<hn::RebindToSigned<D>> Fp16Bits(D df, hn::Vec<D> v) {
   const V normal = hn::Add(q, hn::ShiftRight<13>(hn::Add(hn::Add(rem, hn::Set(di, 0x0fff)), odd)));
   // Subnormal halves (|x| < 2^-14): adding 0.5 leaves round(|x| * 2^24) in
   // the low mantissa bits, rounded to nearest even by the FPU.
-  const V sub = hn::Sub(hn::BitCast(di, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))), hn::Set(di, 0x3f000000));
+  const V sub =
+      hn::Sub(hn::BitCast(di, hn::Add(hn::BitCast(df, a), hn::Set(df, 0.5f))), hn::Set(di, 0x3f000000));
   V r = hn::IfThenElse(hn::Lt(a, hn::Set(di, 0x38800000)), sub, normal);
   r = hn::IfThenElse(hn::Lt(a, hn::Set(di, 0x477ff000)), r, hn::Set(di, 0x7c00));
   r = hn::IfThenElse(hn::Gt(a, hn::Set(di, 0x7f800000)), hn::Set(di, 0x7e00), r);
@@ -507,8 +511,8 @@ void iq4_batch(int count, int n, const float* xt, const float* wt, float* d) {
   HWY_DYNAMIC_DISPATCH(Iq4Batch)(count, n, xt, wt, d);
 }
 
-void requantize(int nsub, int len, const float* x, const float* d, const float* dm, int lo, int hi,
-                int off, uint8_t* L) {
+void requantize(int nsub, int len, const float* x, const float* d, const float* dm, int lo, int hi, int off,
+                uint8_t* L) {
   HWY_DYNAMIC_DISPATCH(Requantize)(nsub, len, x, d, dm, lo, hi, off, L);
 }
 

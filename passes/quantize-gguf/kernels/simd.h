@@ -52,8 +52,8 @@ void iq4_indices(int n, const float* x, float id, uint8_t* L);
 // `len` (16 or 32) elements: for each sub-block j with d[j] != 0,
 //   L[j*len + i] = clamp(nearest_int((x + dm[j]) / d[j]), lo, hi) + off
 // (x / d[j] when dm is null); sub-blocks with d[j] == 0 are left untouched.
-void requantize(int nsub, int len, const float* x, const float* d, const float* dm, int lo, int hi,
-                int off, uint8_t* L);
+void requantize(int nsub, int len, const float* x, const float* d, const float* dm, int lo, int hi, int off,
+                uint8_t* L);
 
 // F32 -> F16 row conversion for finite inputs (round to nearest even); uses
 // the F16C instruction where the CPU has it.

@@ -21,7 +21,7 @@ class AtomicFile {
   const std::string& final_path() const { return final_path_; }
   int fd() const { return fd_; }
 
-  void write(const void* data, size_t n);               // appends; throws on error
+  void write(const void* data, size_t n);                // appends; throws on error
   void pwrite(const void* data, size_t n, uint64_t at);  // positional
   uint64_t size() const { return size_; }
   void commit();  // flush, rename into place

@@ -27,22 +27,23 @@ struct PlanNode {
   enum class Kind { Import, Pass, Emit };
   Kind kind = Kind::Import;
   ArtifactKind produces = ArtifactKind::Model;
-  std::string key;          // hex digest: identifies the result
-  std::vector<int> inputs;  // node indices: [0] the model (passes, emits), then the pass's Tables (-1: absent optional)
-  std::string model;        // model name
-  std::string label;        // "import det", "quantize-gguf det (type=Q8_0)"
-  std::string step;         // how a step reference names it: its `id`, else its pass name
+  std::string key;  // hex digest: identifies the result
+  std::vector<int>
+      inputs;  // node indices: [0] the model (passes, emits), then the pass's Tables (-1: absent optional)
+  std::string model;  // model name
+  std::string label;  // "import det", "quantize-gguf det (type=Q8_0)"
+  std::string step;   // how a step reference names it: its `id`, else its pass name
   // import
   std::string path;
   const Format* format = nullptr;  // import: source format; emit: output format
   // pass
   const PassInfo* pass = nullptr;
-  Options options;                  // validated, defaults applied
+  Options options;  // validated, defaults applied
   const Profile* profile = nullptr;
-  std::string fingerprint;          // what the key is made of, readable (for --explain)
+  std::string fingerprint;  // what the key is made of, readable (for --explain)
   // emit
-  std::string artifact;             // absolute output path
-  std::vector<std::string> targets; // every target this node serves
+  std::string artifact;              // absolute output path
+  std::vector<std::string> targets;  // every target this node serves
   // Cache policy: whether the result is stored under `key` (always for Tables
   // and emitted files; for a Model when its pass is expensive and another
   // step consumes it), and why, for `qforge plan`.
@@ -77,13 +78,14 @@ Plan make_plan(const Manifest& m, const Registry& reg, const ProfileSet& profile
 // Resolves one pass step's options against the schema and profile: unknown
 // options, wrong types, values out of range or not allowed, values the
 // profile forbids, missing required options, the pass's validate hook.
-Options resolve_options(const PassInfo& info, const StepDecl& step, const Profile* profile,
-                        const Manifest& m, Diagnostics& diags);
+Options resolve_options(const PassInfo& info, const StepDecl& step, const Profile* profile, const Manifest& m,
+                        Diagnostics& diags);
 
 // Checks a value against an option's schema (type, choices, range, pattern),
 // converting what placeholders made strings of. Reports at the value's location.
-bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pass, const std::string& base_dir,
-                        const std::map<std::string, DatasetDecl>* datasets, Diagnostics& diags);
+bool check_option_value(const OptionSpec& spec, Value& v, const std::string& pass,
+                        const std::string& base_dir, const std::map<std::string, DatasetDecl>* datasets,
+                        Diagnostics& diags);
 
 // Validates every loaded profile against the registry: each pass a profile
 // configures must be registered (unless the profile lists it under
@@ -133,13 +135,13 @@ struct TargetResult {
 
 struct StepResult {
   std::string key, pass, model, label;
-  std::string kind;  // artifact kind: "model", "table", "file"
+  std::string kind;                 // artifact kind: "model", "table", "file"
   std::vector<std::string> inputs;  // keys of the nodes it consumed
   std::vector<std::string> targets;
   std::string status;  // "built", "cached", "failed", "skipped", "planned"
   double seconds = 0;
-  int threads = 0;     // threads the step was given (0: it did not run)
-  std::string why;     // --explain
+  int threads = 0;  // threads the step was given (0: it did not run)
+  std::string why;  // --explain
 };
 
 struct BuildResult {

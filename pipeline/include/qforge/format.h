@@ -22,8 +22,7 @@ class Format {
   // Fills `out`. Errors name the file, the byte offset or field, and the fix.
   virtual Status import_model(const std::string& path, Model& out) const = 0;
   // Writes `model` to `path` (through AtomicFile, sidecar files first).
-  virtual Status emit_model(const Model& model, const std::string& path,
-                            const Options& options) const = 0;
+  virtual Status emit_model(const Model& model, const std::string& path, const Options& options) const = 0;
 };
 
 }  // namespace qforge

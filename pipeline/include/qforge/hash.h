@@ -46,7 +46,7 @@ class StatCache {
   explicit StatCache(std::string path);
   // The digest of a file, re-hashed only when its stat changed.
   Digest digest(const std::string& file);
-  void save();  // atomically
+  void save();       // atomically
   std::string note;  // what happened on load ("" when nothing to say)
   size_t hits = 0, misses = 0;
 

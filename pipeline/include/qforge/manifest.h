@@ -36,11 +36,11 @@ struct StepRef {
 
 struct StepDecl {
   std::string pass;
-  std::string id;                 // `id = "..."`; "" = none (the pass name refers to it)
-  std::vector<StepRef> inputs;    // explicit table inputs, in the order of the pass's inputs
-  Options options;  // as written, placeholders substituted
+  std::string id;                                // `id = "..."`; "" = none (the pass name refers to it)
+  std::vector<StepRef> inputs;                   // explicit table inputs, in the order of the pass's inputs
+  Options options;                               // as written, placeholders substituted
   std::map<std::string, SourceLoc> option_locs;  // where each option's key is written
-  SourceLoc loc;    // of the pass name
+  SourceLoc loc;                                 // of the pass name
 };
 
 struct TargetDecl {
@@ -56,15 +56,15 @@ struct TargetDecl {
 };
 
 struct Manifest {
-  std::string path;  // the manifest file
-  std::string dir;   // its directory (absolute)
-  std::string output_dir;  // absolute
-  std::string cache_dir;   // absolute
-  int jobs = 0;            // 0 = number of cores
-  int threads = 0;         // the thread budget of a build; 0 = number of cores
-  bool strict = false;     // warnings are errors
-  std::vector<std::string> plugin_paths;  // absolute
-  std::vector<std::string> profile_paths; // extra profile directories (absolute)
+  std::string path;                        // the manifest file
+  std::string dir;                         // its directory (absolute)
+  std::string output_dir;                  // absolute
+  std::string cache_dir;                   // absolute
+  int jobs = 0;                            // 0 = number of cores
+  int threads = 0;                         // the thread budget of a build; 0 = number of cores
+  bool strict = false;                     // warnings are errors
+  std::vector<std::string> plugin_paths;   // absolute
+  std::vector<std::string> profile_paths;  // extra profile directories (absolute)
   std::map<std::string, ModelDecl> models;
   std::map<std::string, DatasetDecl> datasets;
   std::vector<TargetDecl> targets;  // expanded, in manifest order

@@ -42,21 +42,55 @@ const char* name_of(MetaType t);
 
 struct MetaValue {
   MetaType type = MetaType::U8;
-  uint64_t u = 0;    // U8, U16, U32, U64, Bool
-  int64_t i = 0;     // I8, I16, I32, I64
-  double f = 0;      // F32 (exactly representable), F64
-  std::string s;     // String (bytes; not necessarily UTF-8)
+  uint64_t u = 0;                // U8, U16, U32, U64, Bool
+  int64_t i = 0;                 // I8, I16, I32, I64
+  double f = 0;                  // F32 (exactly representable), F64
+  std::string s;                 // String (bytes; not necessarily UTF-8)
   MetaType elem = MetaType::U8;  // Array: element type
   std::vector<MetaValue> array;  // Array: elements
 
-  static MetaValue of_u32(uint32_t v) { MetaValue m; m.type = MetaType::U32; m.u = v; return m; }
-  static MetaValue of_i32(int32_t v) { MetaValue m; m.type = MetaType::I32; m.i = v; return m; }
-  static MetaValue of_u64(uint64_t v) { MetaValue m; m.type = MetaType::U64; m.u = v; return m; }
-  static MetaValue of_f32(float v) { MetaValue m; m.type = MetaType::F32; m.f = v; return m; }
-  static MetaValue of_bool(bool v) { MetaValue m; m.type = MetaType::Bool; m.u = v; return m; }
-  static MetaValue of_string(std::string v) { MetaValue m; m.type = MetaType::String; m.s = std::move(v); return m; }
+  static MetaValue of_u32(uint32_t v) {
+    MetaValue m;
+    m.type = MetaType::U32;
+    m.u = v;
+    return m;
+  }
+  static MetaValue of_i32(int32_t v) {
+    MetaValue m;
+    m.type = MetaType::I32;
+    m.i = v;
+    return m;
+  }
+  static MetaValue of_u64(uint64_t v) {
+    MetaValue m;
+    m.type = MetaType::U64;
+    m.u = v;
+    return m;
+  }
+  static MetaValue of_f32(float v) {
+    MetaValue m;
+    m.type = MetaType::F32;
+    m.f = v;
+    return m;
+  }
+  static MetaValue of_bool(bool v) {
+    MetaValue m;
+    m.type = MetaType::Bool;
+    m.u = v;
+    return m;
+  }
+  static MetaValue of_string(std::string v) {
+    MetaValue m;
+    m.type = MetaType::String;
+    m.s = std::move(v);
+    return m;
+  }
   static MetaValue of_array(MetaType elem, std::vector<MetaValue> v) {
-    MetaValue m; m.type = MetaType::Array; m.elem = elem; m.array = std::move(v); return m;
+    MetaValue m;
+    m.type = MetaType::Array;
+    m.elem = elem;
+    m.array = std::move(v);
+    return m;
   }
   // Integer value of any integer/bool type; nullopt for others.
   std::optional<int64_t> as_int() const;
@@ -137,18 +171,19 @@ using Producer = std::function<BlobPtr(std::string& error)>;
 // is compiled there) and reports "<who>: tensor '<tensor>': <message>".
 template <class Fn>
 Producer guarded_producer(std::string who, std::string tensor, Fn fn) {
-  return [who = std::move(who), tensor = std::move(tensor), fn = std::move(fn)](std::string& error) -> BlobPtr {
-    try {
-      BlobPtr b = fn();
-      if (!b) error = who + ": tensor '" + tensor + "': no data was produced";
-      return b;
-    } catch (const std::exception& e) {
-      error = who + ": tensor '" + tensor + "': " + e.what();
-    } catch (...) {
-      error = who + ": tensor '" + tensor + "': unknown error";
-    }
-    return nullptr;
-  };
+  return
+      [who = std::move(who), tensor = std::move(tensor), fn = std::move(fn)](std::string& error) -> BlobPtr {
+        try {
+          BlobPtr b = fn();
+          if (!b) error = who + ": tensor '" + tensor + "': no data was produced";
+          return b;
+        } catch (const std::exception& e) {
+          error = who + ": tensor '" + tensor + "': " + e.what();
+        } catch (...) {
+          error = who + ": tensor '" + tensor + "': unknown error";
+        }
+        return nullptr;
+      };
 }
 
 // ---------------------------------------------------------------- tensor
@@ -156,8 +191,8 @@ struct Tensor {
   std::string name;
   std::vector<int64_t> shape;  // outermost first; the last dimension is contiguous
   ElemType type = ElemType::F32;
-  BlobPtr data;                         // null while a producer is pending
-  Producer producer;                    // lazy data (e.g. a quantized tensor)
+  BlobPtr data;       // null while a producer is pending
+  Producer producer;  // lazy data (e.g. a quantized tensor)
 
   uint64_t numel() const;
   uint64_t nbytes() const;  // from type and shape
@@ -172,8 +207,8 @@ struct Tensor {
 
 // ---------------------------------------------------------------- model
 struct Model {
-  std::string format;   // the format it was imported from ("onnx", "gguf")
-  std::string source;   // the path it was imported from
+  std::string format;  // the format it was imported from ("onnx", "gguf")
+  std::string source;  // the path it was imported from
   Metadata metadata;
   std::vector<Tensor> tensors;
   std::shared_ptr<Graph> graph;  // null for formats without a graph (GGUF)

@@ -29,12 +29,12 @@ enum class OptType {
   Int,
   Float,
   String,
-  Enum,      // one of `choices`
-  List,      // list of strings
-  Table,     // string -> string
-  Path,      // a file, relative to the manifest; its contents are part of the cache key
-  Dataset,   // the name of a [datasets.*] entry; its files are part of the cache key
-  Size,      // "3.5GiB", "4.5bpw", or a number of bytes
+  Enum,     // one of `choices`
+  List,     // list of strings
+  Table,    // string -> string
+  Path,     // a file, relative to the manifest; its contents are part of the cache key
+  Dataset,  // the name of a [datasets.*] entry; its files are part of the cache key
+  Size,     // "3.5GiB", "4.5bpw", or a number of bytes
 };
 const char* name_of(OptType t);
 
@@ -49,9 +49,9 @@ struct OptionSpec {
   bool required = false;
   std::vector<int64_t> int_choices;  // Int: the set it must be in (e.g. {4, 8}); empty: any
   bool has_min = false, has_max = false;
-  double min = 0, max = 0;           // Int, Float: inclusive bounds when has_min/has_max
-  std::string pattern;               // String, List items: an ECMAScript regex the whole value matches
-  std::string pattern_help;          // what the pattern means ("REGEX=TYPE"), for messages
+  double min = 0, max = 0;   // Int, Float: inclusive bounds when has_min/has_max
+  std::string pattern;       // String, List items: an ECMAScript regex the whole value matches
+  std::string pattern_help;  // what the pattern means ("REGEX=TYPE"), for messages
   // List: the items are a set (order and repeats do not change the result),
   // so the cache key sorts them. Lists are ordered unless said otherwise: an
   // ordered list keeps its order in the key (docs/architecture.md, "Keys").
@@ -90,11 +90,11 @@ struct Profile;  // qforge/profile.h
 struct Dataset;  // qforge/dataset.h
 
 struct PassContext {
-  const Options& options;     // validated; defaults from the schema and the profile applied
-  const Profile* profile;     // null when the target has none
-  std::string target;         // the first target this step serves
-  std::string base_dir;       // the manifest's directory (Path options are already absolute)
-  int threads = 1;            // worker threads the pass may use
+  const Options& options;  // validated; defaults from the schema and the profile applied
+  const Profile* profile;  // null when the target has none
+  std::string target;      // the first target this step serves
+  std::string base_dir;    // the manifest's directory (Path options are already absolute)
+  int threads = 1;         // worker threads the pass may use
   Progress& progress;
   // Datasets named by Dataset options, resolved.
   std::map<std::string, const Dataset*> datasets;

@@ -34,7 +34,8 @@
 #if defined(_LIBCPP_VERSION)
 #define QFORGE_STDLIB_TAG_ "libc++-" QFORGE_STR_(_LIBCPP_VERSION)
 #elif defined(_GLIBCXX_RELEASE)
-#define QFORGE_STDLIB_TAG_ "libstdc++-" QFORGE_STR_(_GLIBCXX_RELEASE) "-cxx11abi" QFORGE_STR_(_GLIBCXX_USE_CXX11_ABI)
+#define QFORGE_STDLIB_TAG_ \
+  "libstdc++-" QFORGE_STR_(_GLIBCXX_RELEASE) "-cxx11abi" QFORGE_STR_(_GLIBCXX_USE_CXX11_ABI)
 #else
 #define QFORGE_STDLIB_TAG_ "unknown"
 #endif
@@ -73,19 +74,18 @@ int register_thunk(Registry* registry, char* error, size_t error_size) noexcept 
 #endif
 
 // A dynamically loaded plugin (one per shared library).
-#define QFORGE_PLUGIN(NAME, VERSION, REGISTER)                                          \
-  extern "C" const QforgePlugin* qforge_plugin_entry() {                                \
-    static const QforgePlugin info{QFORGE_PLUGIN_API_VERSION_FOR_BUILD, QFORGE_ABI_TAG, \
-                                   NAME, VERSION,                                       \
-                                   &::qforge::detail::register_thunk<REGISTER>};        \
-    return &info;                                                                       \
-  }                                                                                     \
+#define QFORGE_PLUGIN(NAME, VERSION, REGISTER)                                                         \
+  extern "C" const QforgePlugin* qforge_plugin_entry() {                                               \
+    static const QforgePlugin info{QFORGE_PLUGIN_API_VERSION_FOR_BUILD, QFORGE_ABI_TAG, NAME, VERSION, \
+                                   &::qforge::detail::register_thunk<REGISTER>};                       \
+    return &info;                                                                                      \
+  }                                                                                                    \
   BOOST_DLL_ALIAS(qforge_plugin_entry, qforge_plugin)
 
 // A plugin linked into the qforge binary: same struct, its own symbol name.
-#define QFORGE_BUILTIN_PLUGIN(IDENT, NAME, VERSION, REGISTER)                               \
-  const QforgePlugin* qforge_builtin_##IDENT() {                                            \
+#define QFORGE_BUILTIN_PLUGIN(IDENT, NAME, VERSION, REGISTER)                                \
+  const QforgePlugin* qforge_builtin_##IDENT() {                                             \
     static const QforgePlugin info{QFORGE_PLUGIN_API_VERSION, QFORGE_ABI_TAG, NAME, VERSION, \
-                                   &::qforge::detail::register_thunk<REGISTER>};            \
-    return &info;                                                                           \
+                                   &::qforge::detail::register_thunk<REGISTER>};             \
+    return &info;                                                                            \
   }

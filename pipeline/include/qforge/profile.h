@@ -21,11 +21,11 @@ namespace qforge {
 struct Profile {
   std::string name;
   std::string description;
-  std::string path;    // file it was read from
-  std::string digest;  // of the file's bytes (cache keys)
-  Value properties;    // [device] and other tables, as written
-  std::map<std::string, Options> defaults;                       // pass -> options
-  std::map<std::string, std::map<std::string, Value>> allowed;   // pass -> option -> list of values
+  std::string path;                                             // file it was read from
+  std::string digest;                                           // of the file's bytes (cache keys)
+  Value properties;                                             // [device] and other tables, as written
+  std::map<std::string, Options> defaults;                      // pass -> options
+  std::map<std::string, std::map<std::string, Value>> allowed;  // pass -> option -> list of values
   std::map<std::string, SourceLoc> pass_locs;  // where [defaults.<pass>] / [allow.<pass>] is written
   // Passes the profile may configure although no loaded plugin provides them
   // (`optional_passes = ["quantize-static"]`): their sections are checked

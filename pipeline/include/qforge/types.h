@@ -69,12 +69,12 @@ enum class ElemType : uint16_t {
 
 struct ElemTraits {
   ElemType type;
-  const char* name;      // "f32", "q4_K" ... (ggml's spelling for ggml types)
-  uint32_t block_size;   // elements per block
-  uint32_t type_size;    // bytes per block (0 for String)
-  int ggml_id;           // ggml_type value, or -1
-  int onnx_id;           // onnx TensorProto_DataType value, or -1
-  bool quantized;        // a ggml block encoding
+  const char* name;     // "f32", "q4_K" ... (ggml's spelling for ggml types)
+  uint32_t block_size;  // elements per block
+  uint32_t type_size;   // bytes per block (0 for String)
+  int ggml_id;          // ggml_type value, or -1
+  int onnx_id;          // onnx TensorProto_DataType value, or -1
+  bool quantized;       // a ggml block encoding
 };
 
 const ElemTraits& traits(ElemType t);

@@ -62,8 +62,7 @@ bool known_unsupported_dtype(std::string_view name);
 // "F64, F32, ..." for messages.
 std::string dtype_list();
 
-// Index of the first byte of `s` that breaks UTF-8, or npos when valid.
-size_t utf8_error_at(const std::string& s);
+using qforge::utf8_error_at;  // qforge/types.h
 // Bytes from a file, printable (non-printable bytes as \xNN), cut after `max`.
 std::string printable(const std::string& s, size_t max = 80);
 // `s` as a JSON string literal, with serde_json's escapes (UTF-8 passes through).

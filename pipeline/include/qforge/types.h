@@ -95,4 +95,8 @@ inline bool divisible(ElemType t, uint64_t n) { return n % traits(t).block_size 
 // (unknown) dimension prints as "?"; a scalar is "[]".
 std::string shape_str(const std::vector<int64_t>& shape);
 
+// Index of the first byte of `s` that breaks UTF-8 (overlong forms, surrogates
+// and code points past U+10FFFF included), or std::string::npos when it is valid.
+size_t utf8_error_at(const std::string& s);
+
 }  // namespace qforge

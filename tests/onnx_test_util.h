@@ -128,7 +128,7 @@ inline PassResult run_pass(const PassInfo& info, Model& model, Options opts) {
   for (const OptionSpec& s : info.options)
     if (!opts.count(s.name) && !s.default_value.is_null()) opts[s.name] = s.default_value;
   NullProgress progress;
-  PassContext ctx{opts, nullptr, "test", "", 1, progress, {}, nullptr, {}};
+  PassContext ctx{opts, nullptr, "test", "", 1, progress, {}, nullptr, {}, nullptr};
   std::unique_ptr<Pass> pass = info.factory();
   return pass->run(model, ctx);
 }

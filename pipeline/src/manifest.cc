@@ -169,7 +169,8 @@ std::vector<std::string> expand_glob(const std::string& pattern) {
 void parse_build(const Value& top, Loader& L, Manifest& m) {
   const Value* b = top.find("build");
   if (!b || !L.expect(*b, Value::Kind::Table, "[build]")) return;
-  L.check_keys(*b, {"output", "jobs", "threads", "cache", "strict"}, "[build]");
+  L.check_keys(*b, {"output", "jobs", "threads", "cache", "strict", "executor"}, "[build]");
+  m.executor = L.get_string(*b, "executor", "[build]", false, &m.executor_loc);
   if (auto s = L.get_string(*b, "output", "[build]", false); !s.empty()) m.output_dir = absolute_in(m.dir, s);
   if (auto s = L.get_string(*b, "cache", "[build]", false); !s.empty()) m.cache_dir = absolute_in(m.dir, s);
   auto count = [&](const char* key, int& out) {

@@ -486,6 +486,14 @@ class Planner {
 
   Plan run(const std::vector<std::string>& only) {
     check_selection(only);
+    const std::string exec = m_.executor.empty() ? "cpu" : m_.executor;
+    plan_.executor = reg_.executor(exec);
+    if (!plan_.executor && !m_.executor.empty()) {
+      std::vector<std::string> names;
+      for (const auto* e : reg_.executors()) names.push_back(e->name());
+      diags_.error(m_.executor_loc, "unknown executor '" + exec + "'" + did_you_mean(exec, names) +
+                                        (names.empty() ? " (no executor is registered)" : ""));
+    }
     for (const auto& t : m_.targets) {
       if (!only.empty() && std::find(only.begin(), only.end(), t.name) == only.end()) continue;
       const Planned& p = plan_steps(t);

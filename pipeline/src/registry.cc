@@ -17,11 +17,17 @@ struct Registry::Impl {
     std::string origin;
     std::shared_ptr<void> library;
   };
+  struct ExecutorEntry {
+    std::shared_ptr<const Executor> executor;
+    std::string origin;
+    std::shared_ptr<void> library;
+  };
   // Declared before the entries so that the libraries outlive what they made
   // (members are destroyed in reverse order).
   std::vector<std::shared_ptr<void>> libraries;
   std::map<std::string, FormatEntry> formats;
   std::map<std::string, PassEntry> passes;
+  std::map<std::string, ExecutorEntry> executors;
   std::vector<PluginRecord> plugins;
   PluginRecord current;
   std::shared_ptr<void> current_library;
@@ -38,6 +44,32 @@ void Registry::add_format(std::shared_ptr<const Format> format) {
     throw Error("format '" + name + "' is registered twice: by plugin '" + it->second.origin +
                 "' and by plugin '" + impl_->current.name + "'");
   impl_->formats[name] = {std::move(format), impl_->current.name, impl_->current_library};
+}
+
+void Registry::add_executor(std::shared_ptr<const Executor> executor) {
+  if (!executor) throw Error("plugin '" + impl_->current.name + "' registered a null executor");
+  std::string name = executor->name();
+  auto it = impl_->executors.find(name);
+  if (it != impl_->executors.end())
+    throw Error("executor '" + name + "' is registered twice: by plugin '" + it->second.origin +
+                "' and by plugin '" + impl_->current.name + "'");
+  impl_->executors[name] = {std::move(executor), impl_->current.name, impl_->current_library};
+}
+
+const Executor* Registry::executor(const std::string& name) const {
+  auto it = impl_->executors.find(name);
+  return it == impl_->executors.end() ? nullptr : it->second.executor.get();
+}
+
+std::vector<const Executor*> Registry::executors() const {
+  std::vector<const Executor*> v;
+  for (const auto& kv : impl_->executors) v.push_back(kv.second.executor.get());
+  return v;
+}
+
+std::string Registry::origin_of_executor(const std::string& name) const {
+  auto it = impl_->executors.find(name);
+  return it == impl_->executors.end() ? "" : it->second.origin;
 }
 
 void Registry::add_pass(PassInfo info) {

@@ -68,6 +68,8 @@ struct Plan {
   std::map<std::string, Dataset> datasets;
   // Nodes that consume node i (computed by make_plan).
   std::vector<std::vector<int>> consumers;
+  // The executor passes run models with ([build] executor, default "cpu"); null when none is registered.
+  const Executor* executor = nullptr;
 };
 
 // Validates every step against the registry and profiles and computes the

@@ -56,13 +56,15 @@ struct TargetDecl {
 };
 
 struct Manifest {
-  std::string path;                        // the manifest file
-  std::string dir;                         // its directory (absolute)
-  std::string output_dir;                  // absolute
-  std::string cache_dir;                   // absolute
-  int jobs = 0;                            // 0 = number of cores
-  int threads = 0;                         // the thread budget of a build; 0 = number of cores
-  bool strict = false;                     // warnings are errors
+  std::string path;        // the manifest file
+  std::string dir;         // its directory (absolute)
+  std::string output_dir;  // absolute
+  std::string cache_dir;   // absolute
+  int jobs = 0;            // 0 = number of cores
+  int threads = 0;         // the thread budget of a build; 0 = number of cores
+  bool strict = false;     // warnings are errors
+  std::string executor;    // [build] executor: "" = "cpu"
+  SourceLoc executor_loc;
   std::vector<std::string> plugin_paths;   // absolute
   std::vector<std::string> profile_paths;  // extra profile directories (absolute)
   std::map<std::string, ModelDecl> models;

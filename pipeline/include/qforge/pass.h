@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "qforge/executor.h"
 #include "qforge/model.h"
 #include "qforge/progress.h"
 #include "qforge/status.h"
@@ -103,6 +104,9 @@ struct PassContext {
   // The Tables this step consumes, in the order of PassInfo::inputs (null for
   // an optional input that no step provides).
   std::vector<std::shared_ptr<const Table>> tables;
+  // The build's executor, for passes that run the model (calibration,
+  // evaluation); null when none is registered. Prepare with `threads`.
+  const Executor* executor = nullptr;
 };
 
 // Something a pass left alone, and why ("weight is not a constant").

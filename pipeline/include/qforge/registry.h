@@ -1,4 +1,4 @@
-// The registry of formats and passes. The host hands it to every plugin's
+// The registry of formats, passes and executors. The host hands it to every plugin's
 // register function; built-in plugins go through the same path.
 #pragma once
 
@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "qforge/executor.h"
 #include "qforge/format.h"
 #include "qforge/pass.h"
 
@@ -27,15 +28,19 @@ class Registry {
   // Called by plugins. A duplicate name is an error naming both plugins.
   void add_format(std::shared_ptr<const Format> format);
   void add_pass(PassInfo info);
+  void add_executor(std::shared_ptr<const Executor> executor);
 
   const Format* format(const std::string& name) const;
   const PassInfo* pass(const std::string& name) const;
   std::vector<const Format*> formats() const;
   std::vector<const PassInfo*> passes() const;
+  const Executor* executor(const std::string& name) const;
+  std::vector<const Executor*> executors() const;
   const std::vector<PluginRecord>& plugins() const;
   // Which plugin registered a pass or format.
   std::string origin_of_pass(const std::string& name) const;
   std::string origin_of_format(const std::string& name) const;
+  std::string origin_of_executor(const std::string& name) const;
 
   // Host side: what is registered next comes from this plugin, and keeps
   // `library` (the loaded shared library) alive as long as it exists.

@@ -175,3 +175,67 @@ TEST_CASE("cpu executor: Add broadcasts numpy-style over merged dimensions", "[e
   CHECK(out[0].second.shape == std::vector<int64_t>{2, 3, 2});
   CHECK(floats(out[0].second) == std::vector<float>{10, 20, 11, 21, 12, 22, 13, 23, 14, 24, 15, 25});
 }
+
+// ---------------------------------------------------------------- the CLI
+#include <filesystem>
+
+#include "qforge/dataset.h"
+#include "test_util.h"
+
+namespace {
+const char* kAddTest = "/usr/share/libonnx-testdata/data/node/test_add";
+}
+
+TEST_CASE("qforge run: writes <sample>_<k>.npy per output, equal to ONNX's expected output; --profile",
+          "[executor][cli]") {
+  namespace fs = std::filesystem;
+  REQUIRE(fs::is_directory(kAddTest));
+  test::TempDir tmp;
+  fs::create_directories(tmp / "data");
+  fs::copy(fs::path(kAddTest) / "test_data_set_0", fs::path(tmp / "data") / "test_data_set_0",
+           fs::copy_options::recursive);
+  int status = 0;
+  const std::string out =
+      test::run_capture(std::string("'") + QFORGE_BIN + "' run " + kAddTest + "/model.onnx --data " +
+                            (tmp / "data") + " --out " + (tmp / "out") + " --profile -t 2 2>&1",
+                        status);
+  INFO(out);
+  REQUIRE(status == 0);
+  CHECK_THAT(out, Contains("ran 1 samples"));
+  CHECK_THAT(out, Contains("op type"));
+  CHECK_THAT(out, Contains("Add"));
+  Array got = read_npy(tmp / "out/test_data_set_0_0.npy");
+  Array want = read_tensor_pb(std::string(kAddTest) + "/test_data_set_0/output_0.pb");
+  CHECK(got.shape == want.shape);
+  REQUIRE(got.data->size() == want.data->size());
+  CHECK(std::memcmp(got.data->data(), want.data->data(), got.data->size()) == 0);
+
+  // A directory that is not a dataset: an error naming it, exit 1.
+  const std::string bad =
+      test::run_capture(std::string("'") + QFORGE_BIN + "' run " + kAddTest + "/model.onnx --data " +
+                            kAddTest + " --out " + (tmp / "o2") + " 2>&1",
+                        status);
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK_THAT(bad, Contains("model.onnx"));
+}
+
+TEST_CASE("qforge compare: a model against itself is cosine 1 and full argmax agreement (--json)",
+          "[executor][cli]") {
+  namespace fs = std::filesystem;
+  test::TempDir tmp;
+  fs::create_directories(tmp / "data");
+  fs::copy(fs::path(kAddTest) / "test_data_set_0", fs::path(tmp / "data") / "s0",
+           fs::copy_options::recursive);
+  int status = 0;
+  const std::string model = std::string(kAddTest) + "/model.onnx";
+  const std::string out = test::run_capture(std::string("'") + QFORGE_BIN + "' compare " + model + " " +
+                                                model + " --data " + (tmp / "data") + " --json",
+                                            status);
+  INFO(out);
+  REQUIRE(status == 0);
+  CHECK_THAT(out, Contains("\"cosine\": 1.0"));
+  CHECK_THAT(out, Contains("\"argmax_agreement\": 1.0"));
+  CHECK_THAT(out, Contains("\"sqnr_db\": null"));
+  CHECK_THAT(out, Contains("\"max_abs_error\": 0.0"));
+  CHECK_THAT(out, Contains("\"samples\": 1"));
+}

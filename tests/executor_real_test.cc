@@ -1,0 +1,218 @@
+// The cpu executor on real trained models (tests/data/real_models.md): its
+// outputs agree with ONNX Runtime's (cosine >= 0.99999 per output, identical
+// argmax along the last axis), and memory over many samples does not grow
+// with their number.
+//
+// A model file that is missing because `make models` was not run makes its
+// test say so and stop (Catch2 WARN), not fail.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "onnx_format.h"
+#include "onnx_test_util.h"
+#include "qforge/dataset.h"
+#include "qforge/executor.h"
+#include "qforge/plugin_host.h"
+#include "qforge/registry.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace qforge;
+using namespace qforge::testutil;
+
+fs::path real_model(const std::string& name) {
+  const fs::path p = models_dir() / (name + ".onnx");
+  if (!fs::exists(p)) {
+    WARN("skipped: " << p.string() << " is missing; run `make models` (make test does) to fetch it");
+    return {};
+  }
+  return p;
+}
+
+const Executor& cpu() {
+  static Registry registry;
+  static PluginHost host(registry);
+  static bool once = (register_builtins(host), true);
+  (void)once;
+  const Executor* e = registry.executor("cpu");
+  REQUIRE(e);
+  return *e;
+}
+
+RunValue value_of(const Array& a) { return RunValue{a.type, a.shape, a.data}; }
+
+std::vector<double> doubles(const RunValue& v) {
+  std::vector<double> d(v.numel());
+  for (size_t i = 0; i < d.size(); ++i) {
+    switch (v.type) {
+      case ElemType::F32: d[i] = v.as<float>()[i]; break;
+      case ElemType::I64: d[i] = static_cast<double>(v.as<int64_t>()[i]); break;
+      case ElemType::I32: d[i] = v.as<int32_t>()[i]; break;
+      default: FAIL("output type " << name_of(v.type) << " is not compared by this test");
+    }
+  }
+  return d;
+}
+
+// Runs ONNX Runtime (tests/tools/ort_reference.py) and the cpu executor on the
+// same inputs; checks every output of every sample.
+void agree_with_ort(const std::string& name, const std::string& input_args) {
+  const fs::path model = real_model(name);
+  if (model.empty()) return;
+  test::TempDir tmp("qforge_exec_real_");
+  int status = 0;
+  const std::string cmd = test::shell_quote(ort_python("[executor][real-models]")) + " " +
+                          test::shell_quote((source_dir() / "tests/tools/ort_reference.py").string()) + " " +
+                          test::shell_quote(model.string()) + " " + test::shell_quote(tmp.path.string()) +
+                          " " + input_args + " 2>&1";
+  const std::string out = test::run_capture(cmd, status);
+  INFO(cmd << "\n" << out);
+  REQUIRE(status == 0);
+
+  Model m = onnxfmt::import_onnx(model.string());
+  ExecOptions opts;
+  opts.threads = 2;
+  std::unique_ptr<PreparedModel> pm;
+  Status st = cpu().prepare(m, opts, pm);
+  INFO(st.message);
+  REQUIRE(st.ok);
+  const Dataset ds = dataset_from_dir(tmp / "data");
+  REQUIRE(ds.size() > 0);
+  double worst_cosine = 1;
+  for (size_t i = 0; i < ds.size(); ++i) {
+    NamedValues in, outs;
+    for (const Array& a : ds.load(i).arrays) in.emplace_back(a.name, value_of(a));
+    st = pm->run(in, outs);
+    INFO(st.message);
+    REQUIRE(st.ok);
+    for (size_t k = 0; k < outs.size(); ++k) {
+      const Array ref = read_npy(tmp / ("ref/s" + std::to_string(i) + "_" + std::to_string(k) + ".npy"));
+      INFO(name << " sample " << i << " output " << k << " ('" << outs[k].first << "')");
+      REQUIRE(outs[k].second.shape == ref.shape);
+      const std::vector<double> a = doubles(outs[k].second), b = doubles(value_of(ref));
+      double dot = 0, aa = 0, bb = 0;
+      for (size_t j = 0; j < a.size(); ++j) {
+        dot += a[j] * b[j];
+        aa += a[j] * a[j];
+        bb += b[j] * b[j];
+      }
+      const double cosine = aa > 0 && bb > 0 ? dot / std::sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
+      worst_cosine = std::min(worst_cosine, cosine);
+      CHECK(cosine >= 0.99999);
+      const size_t last = ref.shape.empty() ? 1 : static_cast<size_t>(ref.shape.back());
+      size_t differ = 0, rows = 0;
+      for (size_t r0 = 0; last > 0 && r0 + last <= a.size(); r0 += last, ++rows) {
+        size_t ia = r0, ib = r0;
+        for (size_t j = r0; j < r0 + last; ++j) {
+          if (a[j] > a[ia]) ia = j;
+          if (b[j] > b[ib]) ib = j;
+        }
+        if (ia != ib) ++differ;
+      }
+      INFO(differ << " of " << rows << " rows have another argmax than ONNX Runtime's");
+      CHECK(differ == 0);
+    }
+  }
+  std::cout << "cpu executor vs ONNX Runtime on " << name << ": worst cosine " << worst_cosine << " over "
+            << ds.size() << " samples\n";
+}
+
+// The process's resident set size in KiB (/proc/self/status VmRSS).
+long rss_kib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
+
+// Sees every float intermediate; keeps only weak references to their bytes, to
+// count how many are still alive after each run.
+struct Watcher : Observer {
+  uint64_t values = 0, bytes = 0;
+  std::vector<std::weak_ptr<const Blob>> seen;
+  void observe(const std::string&, const RunValue& v) override {
+    ++values;
+    bytes += v.data->size();
+    seen.push_back(v.data);
+  }
+  // Distinct blobs still alive (views of the input or of weights, which the
+  // caller and the prepared model hold; intermediates are gone).
+  size_t alive() const {
+    std::set<const Blob*> live;
+    for (const auto& w : seen)
+      if (auto b = w.lock()) live.insert(b.get());
+    return live.size();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cpu executor agrees with ONNX Runtime on PP-OCRv4's recogniser (attention)",
+          "[executor][real-models]") {
+  agree_with_ort("ppocrv4_rec", "--glyphs --shape x=2,3,48,320 --samples 2");
+}
+
+TEST_CASE("cpu executor agrees with ONNX Runtime on PP-OCR's classifier (MobileNetV3)",
+          "[executor][real-models]") {
+  agree_with_ort("ppocr_mobile_v2_cls", "--glyphs --shape x=4,3,48,192 --samples 2");
+}
+
+TEST_CASE("cpu executor agrees with ONNX Runtime on Magika (int32 bytes in, dense layers)",
+          "[executor][real-models]") {
+  agree_with_ort("magika_standard_v3_3", "--int-range 0,257 --shape bytes=4,2048 --samples 2");
+}
+
+TEST_CASE(
+    "cpu executor: an observer sees every float value once; none outlives its run; memory over 64 "
+    "samples is that of 8",
+    "[executor][real-models]") {
+  const fs::path model = real_model("ppocr_mobile_v2_cls");
+  if (model.empty()) return;
+  Model m = onnxfmt::import_onnx(model.string());
+  ExecOptions opts;
+  opts.threads = 2;
+  std::unique_ptr<PreparedModel> pm;
+  REQUIRE(cpu().prepare(m, opts, pm).ok);
+  std::vector<float> img(3 * 48 * 192);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = static_cast<float>((i * 7919) % 255) / 127.5f - 1.f;
+  const RunValue x{ElemType::F32, {1, 3, 48, 192}, make_blob(img.data(), img.size() * sizeof(float))};
+
+  auto run_n = [&](int n, Watcher& w) {
+    for (int i = 0; i < n; ++i) {
+      NamedValues outs;
+      Status st = pm->run({{"x", x}}, outs, &w);
+      INFO(st.message);
+      REQUIRE(st.ok);
+    }
+  };
+  Watcher w8;
+  run_n(8, w8);
+  const long rss8 = rss_kib();
+  Watcher w64;
+  run_n(64, w64);
+  const long rss64 = rss_kib();
+  // Every run shows the same values.
+  REQUIRE(w8.values > 100);
+  CHECK(w64.values == 8 * w8.values);
+  // What stays alive after the runs is what was there before them (the input,
+  // views of weights): the same few blobs after 8 runs as after 64, fewer than
+  // one run's values; every intermediate was freed.
+  CHECK(w8.alive() == w64.alive());
+  CHECK(w8.alive() < w8.values / 8 / 4);
+  // 56 more samples (w64.bytes of intermediates in all) cost no memory.
+  std::cout << "cpu executor memory: " << w64.bytes / 1024 << " KiB of intermediates over 64 samples; RSS "
+            << rss8 << " KiB after 8, " << rss64 << " KiB after 64 more\n";
+  CHECK(rss64 - rss8 < 2048);
+}

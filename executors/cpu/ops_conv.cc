@@ -173,6 +173,20 @@ class ConvKernel : public Kernel {
       dnnl::stream s(dnnl_engine());
       dnnl::memory src = wrap(p.user_src, x.data->data());
       dnnl::memory dst = wrap(p.user_dst, o);
+      // Blocked layouts the primitive prefers: reorder in and out.
+      // (scratch buffers from the pool, returned after this node).
+      std::shared_ptr<Buffer> src_buf, dst_buf;
+      if (p.src_reorder) {
+        src_buf = ctx.pool().get(p.src_md.get_size());
+        dnnl::memory blocked(p.src_md, dnnl_engine(), src_buf->mutable_data());
+        p.src_reorder.execute(s, src, blocked);
+        src = blocked;
+      }
+      dnnl::memory user_dst = dst;
+      if (p.dst_reorder) {
+        dst_buf = ctx.pool().get(p.dst_md.get_size());
+        dst = dnnl::memory(p.dst_md, dnnl_engine(), dst_buf->mutable_data());
+      }
       dnnl::memory weights = p.weights;
       if (!w_const_.data) weights = reorder_to(wrap(p.user_w, w.data->data()), p.pd_w);
       std::unordered_map<int, dnnl::memory> args{
@@ -184,6 +198,7 @@ class ConvKernel : public Kernel {
         args[DNNL_ARG_BIAS] = b_const_.data ? p.bias : wrap(p.bias_md, b.data->data());
       }
       p.prim.execute(s, args);
+      if (p.dst_reorder) p.dst_reorder.execute(s, dst, user_dst);
       s.wait();
     } catch (const dnnl::error& e) {
       dnnl_failed(e, "running the convolution");
@@ -195,6 +210,8 @@ class ConvKernel : public Kernel {
     dnnl::primitive prim;
     dnnl::memory::desc user_src, user_dst, user_w, pd_w, bias_md;
     dnnl::memory weights, bias;
+    dnnl::reorder src_reorder, dst_reorder;  // null when the primitive takes the plain layout
+    dnnl::memory::desc src_md, dst_md;
     std::vector<int64_t> out_shape;
   };
 
@@ -263,28 +280,36 @@ class ConvKernel : public Kernel {
     for (size_t i = 0; i < nsp; ++i) dil[i] = geo.d[i] - 1;
     dnnl::memory::dims wany(wdims.begin(), wdims.end());
     const dnnl::memory::desc w_any(wany, dt::f32, dnnl::memory::format_tag::any);
+    // Source and destination in the layout the primitive prefers (blocked
+    // channels: about twice as fast as plain NCHW here), reordered per run.
+    const dnnl::memory::desc src_any(dnnl::memory::dims(x.shape.begin(), x.shape.end()), dt::f32,
+                                     dnnl::memory::format_tag::any);
+    const dnnl::memory::desc dst_any(dnnl::memory::dims(p.out_shape.begin(), p.out_shape.end()), dt::f32,
+                                     dnnl::memory::format_tag::any);
     p.bias_md = plain_desc({M});
     try {
       if (!transpose_) {
         auto d = has_b ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                         dnnl::algorithm::convolution_direct, p.user_src,
-                                                         w_any, p.bias_md, p.user_dst, strides, dil, pl, pr)
+                                                         dnnl::algorithm::convolution_direct, src_any, w_any,
+                                                         p.bias_md, dst_any, strides, dil, pl, pr)
                        : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                         dnnl::algorithm::convolution_direct, p.user_src,
-                                                         w_any, p.user_dst, strides, dil, pl, pr);
+                                                         dnnl::algorithm::convolution_direct, src_any, w_any,
+                                                         dst_any, strides, dil, pl, pr);
         dnnl::convolution_forward::primitive_desc pd(d, dnnl_engine());
         p.pd_w = pd.weights_desc();
         p.prim = dnnl::convolution_forward(pd);
+        set_layouts(p, pd.src_desc(), pd.dst_desc());
       } else {
         auto d = has_b ? dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                           dnnl::algorithm::deconvolution_direct, p.user_src,
-                                                           w_any, p.bias_md, p.user_dst, strides, dil, pl, pr)
+                                                           dnnl::algorithm::deconvolution_direct, src_any,
+                                                           w_any, p.bias_md, dst_any, strides, dil, pl, pr)
                        : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                           dnnl::algorithm::deconvolution_direct, p.user_src,
-                                                           w_any, p.user_dst, strides, dil, pl, pr);
+                                                           dnnl::algorithm::deconvolution_direct, src_any,
+                                                           w_any, dst_any, strides, dil, pl, pr);
         dnnl::deconvolution_forward::primitive_desc pd(d, dnnl_engine());
         p.pd_w = pd.weights_desc();
         p.prim = dnnl::deconvolution_forward(pd);
+        set_layouts(p, pd.src_desc(), pd.dst_desc());
       }
       if (w_const_.data) p.weights = reorder_to(wrap(p.user_w, w_const_.data->data()), p.pd_w);
       if (has_b && b_const_.data) {
@@ -296,6 +321,19 @@ class ConvKernel : public Kernel {
       dnnl_failed(e, "preparing the convolution of " + describe(x) + " with weight " + describe(w));
     }
     return p;
+  }
+
+  static void set_layouts(Prepared& p, const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
+    if (src != p.user_src) {
+      p.src_md = src;
+      p.src_reorder =
+          dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), p.user_src, dnnl_engine(), src));
+    }
+    if (dst != p.user_dst) {
+      p.dst_md = dst;
+      p.dst_reorder =
+          dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), dst, dnnl_engine(), p.user_dst));
+    }
   }
 
   ConvAttrs attrs_;

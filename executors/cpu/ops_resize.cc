@@ -204,8 +204,58 @@ void resize(KernelContext& ctx, bool upsample) {
   const int64_t inner = r ? out[r - 1] : 1;
   const int64_t rows = inner ? static_cast<int64_t>(numel_of(out)) / inner : 0;
   const float extrap = a.extrapolation;
+  // Leading axes that map every output position to the same input position
+  // with weight 1 are batch-like: the last two axes are then resized per plane.
+  auto identity_axis = [&](int64_t d) {
+    if (out[d] != x.shape[d]) return false;
+    for (int64_t o2 = 0; o2 < out[d]; ++o2) {
+      float w = 0;
+      for (const Tap& tp : taps[d][o2]) {
+        if (tp.index < 0) return false;
+        if (tp.weight != 0.f && tp.index != o2) return false;
+        if (tp.index == o2) w += tp.weight;
+      }
+      if (w != 1.f) return false;
+    }
+    return true;
+  };
+  bool planar = r >= 2;
+  for (int64_t d = 0; d + 2 < r && planar; ++d) planar = identity_axis(d);
+  if (planar) {
+    const int64_t H = x.shape[r - 2], W = x.shape[r - 1], OH = out[r - 2], OW = out[r - 1];
+    const int64_t planes = (H * W) != 0 ? static_cast<int64_t>(x.numel()) / (H * W) : 0;
+    const auto& th = taps[r - 2];
+    const auto& tw = taps[r - 1];
+    parallel_for(ctx.threads, planes * OH, 16, [&](int64_t lo, int64_t hi) {
+      for (int64_t row = lo; row < hi; ++row) {
+        const int64_t plane = row / OH, oh = row % OH;
+        const float* src = p + plane * H * W;
+        float* dst = o + plane * OH * OW + oh * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          float acc = 0;
+          bool outside = false;
+          for (const Tap& a1 : th[oh]) {
+            if (a1.index < 0) {
+              outside = true;
+              break;
+            }
+            for (const Tap& b1 : tw[ow]) {
+              if (b1.index < 0) {
+                outside = true;
+                break;
+              }
+              acc += a1.weight * b1.weight * src[a1.index * W + b1.index];
+            }
+          }
+          dst[ow] = outside ? extrap : acc;
+        }
+      }
+    });
+    return;
+  }
   parallel_for(ctx.threads, rows, 16, [&](int64_t lo, int64_t hi) {
     std::vector<int64_t> pos(r + 1, 0);
+    std::vector<size_t> k(r + 1, 0);
     for (int64_t row = lo; row < hi; ++row) {
       int64_t rem = row;
       for (int64_t d = r - 2; d >= 0; --d) {
@@ -217,7 +267,7 @@ void resize(KernelContext& ctx, bool upsample) {
         // Sum over the product of every axis's taps.
         double acc = 0;
         bool outside = false;
-        std::vector<size_t> k(r, 0);
+        std::fill(k.begin(), k.end(), 0);
         while (true) {
           int64_t off = 0;
           float w = 1.f;

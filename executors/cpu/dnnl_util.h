@@ -61,3 +61,11 @@ struct ShapeKeyHash {
 };
 
 }  // namespace qforge::cpu
+
+namespace qforge::cpu {
+
+// C[M, N] = A[M, K] · B (B is [K, N], or [N, K] when `b_transposed`), all f32
+// row-major, through oneDNN's matmul (primitives cached by shape).
+void f32_matmul(const float* a, const float* b, float* c, int64_t M, int64_t K, int64_t N, bool b_transposed);
+
+}  // namespace qforge::cpu

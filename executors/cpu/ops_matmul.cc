@@ -3,6 +3,8 @@
 // once per left-operand shape.
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "broadcast.h"
 #include "dnnl_util.h"
@@ -234,6 +236,48 @@ class GemmKernel : public Kernel {
 };
 
 }  // namespace
+
+void f32_matmul(const float* a, const float* b, float* c, int64_t M, int64_t K, int64_t N,
+                bool b_transposed) {
+  if (M * N == 0) return;
+  if (K == 0) {
+    std::fill(c, c + M * N, 0.f);
+    return;
+  }
+  struct Entry {
+    dnnl::matmul prim;
+    dnnl::memory::desc a, b, c;
+  };
+  static std::mutex mu;
+  static std::map<std::vector<int64_t>, std::shared_ptr<Entry>> cache;
+  std::shared_ptr<Entry> e;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& slot = cache[{M, K, N, b_transposed ? 1 : 0}];
+    if (!slot) {
+      auto ne = std::make_shared<Entry>();
+      ne->a = plain_desc({M, K});
+      ne->b = b_transposed ? strided_desc({K, N}, {1, K}) : plain_desc({K, N});
+      ne->c = plain_desc({M, N});
+      try {
+        ne->prim = dnnl::matmul(
+            dnnl::matmul::primitive_desc(dnnl::matmul::desc(ne->a, ne->b, ne->c), dnnl_engine()));
+      } catch (const dnnl::error& err) {
+        dnnl_failed(err, "preparing a matrix product");
+      }
+      slot = ne;
+    }
+    e = slot;
+  }
+  try {
+    dnnl::stream s(dnnl_engine());
+    e->prim.execute(
+        s, {{DNNL_ARG_SRC, wrap(e->a, a)}, {DNNL_ARG_WEIGHTS, wrap(e->b, b)}, {DNNL_ARG_DST, wrap(e->c, c)}});
+    s.wait();
+  } catch (const dnnl::error& err) {
+    dnnl_failed(err, "running a matrix product");
+  }
+}
 
 void register_ops_matmul(KernelTable& t) {
   t.add("", "MatMul", 1, kMaxOpset,

@@ -23,6 +23,8 @@
 #include "qforge/executor.h"
 #include "qforge/plugin_host.h"
 #include "qforge/registry.h"
+#include "quantize_dynamic.h"
+#include "quantize_weights.h"
 #include "test_util.h"
 
 namespace {
@@ -67,9 +69,10 @@ std::vector<double> doubles(const RunValue& v) {
 
 // Runs ONNX Runtime (tests/tools/ort_reference.py) and the cpu executor on the
 // same inputs; checks every output of every sample.
-void agree_with_ort(const std::string& name, const std::string& input_args) {
-  const fs::path model = real_model(name);
-  if (model.empty()) return;
+// `min_cosine` per output; `max_argmax_flips`: the fraction of rows whose
+// argmax may differ (0 for float models: identical argmax).
+void agree_with_ort_at(const fs::path& model, const std::string& name, const std::string& input_args,
+                       double min_cosine = 0.99999, double max_argmax_flips = 0) {
   test::TempDir tmp("qforge_exec_real_");
   int status = 0;
   const std::string cmd = test::shell_quote(ort_python("[executor][real-models]")) + " " +
@@ -109,7 +112,7 @@ void agree_with_ort(const std::string& name, const std::string& input_args) {
       }
       const double cosine = aa > 0 && bb > 0 ? dot / std::sqrt(aa * bb) : (aa == bb ? 1.0 : 0.0);
       worst_cosine = std::min(worst_cosine, cosine);
-      CHECK(cosine >= 0.99999);
+      CHECK(cosine >= min_cosine);
       const size_t last = ref.shape.empty() ? 1 : static_cast<size_t>(ref.shape.back());
       size_t differ = 0, rows = 0;
       for (size_t r0 = 0; last > 0 && r0 + last <= a.size(); r0 += last, ++rows) {
@@ -121,11 +124,30 @@ void agree_with_ort(const std::string& name, const std::string& input_args) {
         if (ia != ib) ++differ;
       }
       INFO(differ << " of " << rows << " rows have another argmax than ONNX Runtime's");
-      CHECK(differ == 0);
+      CHECK(static_cast<double>(differ) <= max_argmax_flips * static_cast<double>(rows));
     }
   }
   std::cout << "cpu executor vs ONNX Runtime on " << name << ": worst cosine " << worst_cosine << " over "
             << ds.size() << " samples\n";
+}
+
+void agree_with_ort(const std::string& name, const std::string& input_args) {
+  const fs::path model = real_model(name);
+  if (model.empty()) return;
+  agree_with_ort_at(model, name, input_args);
+}
+
+// `name` through pass `info` with `opts`, emitted: qforge's own artifact.
+fs::path quantized(const std::string& name, const PassInfo& info, const Options& opts, const fs::path& dir,
+                   const std::string& tag) {
+  const fs::path model = real_model(name);
+  if (model.empty()) return {};
+  Model m = onnxfmt::import_onnx(model.string());
+  PassResult r = run_pass(info, m, opts);
+  INFO(r.status.message);
+  REQUIRE(r.status.ok);
+  REQUIRE(r.changed);
+  return emit_to(dir / (tag + ".onnx"), m);
 }
 
 // The process's resident set size in KiB (/proc/self/status VmRSS).
@@ -215,4 +237,38 @@ TEST_CASE(
   std::cout << "cpu executor memory: " << w64.bytes / 1024 << " KiB of intermediates over 64 samples; RSS "
             << rss8 << " KiB after 8, " << rss64 << " KiB after 64 more\n";
   CHECK(rss64 - rss8 < 2048);
+}
+
+TEST_CASE(
+    "cpu executor runs qforge's own artifacts as ONNX Runtime does (quantize-dynamic, MatMulNBits, "
+    "DequantizeLinear)",
+    "[executor][real-models]") {
+  test::TempDir dir("qforge_exec_artifacts_");
+  SECTION("quantize-dynamic per channel: DynamicQuantizeLinear + MatMulInteger") {
+    // The integer kernels are exact, but float differences of 1e-6 upstream of
+    // a DynamicQuantizeLinear move a value across a rounding boundary now and
+    // then (measured: 1 of 9600 in the first one), and each later quantizer
+    // amplifies that: cosine 0.9999 rather than 0.99999 on this 12-block model.
+    const fs::path a = quantized("ppocrv4_rec", passes::quantize_dynamic_pass_info(),
+                                 {{"per_channel", Value::of_bool(true)}}, dir.path, "rec_dynamic");
+    if (!a.empty())
+      agree_with_ort_at(a, "ppocrv4_rec quantize-dynamic", "--glyphs --shape x=2,3,48,320 --samples 2",
+                        0.9995, 0.01);
+  }
+  SECTION("quantize-weights 4-bit MatMulNBits") {
+    const fs::path a = quantized("ppocrv4_rec", passes::quantize_weights_pass_info(),
+                                 {{"bits", Value::of_int(4)},
+                                  {"format", Value::of_string("matmulnbits")},
+                                  {"block_size", Value::of_int(32)}},
+                                 dir.path, "rec_nbits4");
+    if (!a.empty())
+      agree_with_ort_at(a, "ppocrv4_rec MatMulNBits", "--glyphs --shape x=2,3,48,320 --samples 2");
+  }
+  SECTION("quantize-weights 8-bit per-axis DequantizeLinear") {
+    const fs::path a = quantized("magika_standard_v3_3", passes::quantize_weights_pass_info(),
+                                 {{"bits", Value::of_int(8)}}, dir.path, "magika_dq8");
+    if (!a.empty())
+      agree_with_ort_at(a, "magika DequantizeLinear int8",
+                        "--int-range 0,257 --shape bytes=4,2048 --samples 2");
+  }
 }

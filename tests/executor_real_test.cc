@@ -72,7 +72,7 @@ std::vector<double> doubles(const RunValue& v) {
 // `min_cosine` per output; `max_argmax_flips`: the fraction of rows whose
 // argmax may differ (0 for float models: identical argmax).
 void agree_with_ort_at(const fs::path& model, const std::string& name, const std::string& input_args,
-                       double min_cosine = 0.99999, double max_argmax_flips = 0) {
+                       double min_cosine = 0.99999, double max_argmax_flips = 0, bool exact = false) {
   test::TempDir tmp("qforge_exec_real_");
   int status = 0;
   const std::string cmd = test::shell_quote(ort_python("[executor][real-models]")) + " " +
@@ -104,6 +104,13 @@ void agree_with_ort_at(const fs::path& model, const std::string& name, const std
       INFO(name << " sample " << i << " output " << k << " ('" << outs[k].first << "')");
       REQUIRE(outs[k].second.shape == ref.shape);
       const std::vector<double> a = doubles(outs[k].second), b = doubles(value_of(ref));
+      if (exact) {
+        size_t first = a.size();
+        for (size_t j = 0; j < a.size() && first == a.size(); ++j)
+          if (a[j] != b[j]) first = j;
+        INFO("first difference at element " << first << " of " << a.size());
+        CHECK(first == a.size());
+      }
       double dot = 0, aa = 0, bb = 0;
       for (size_t j = 0; j < a.size(); ++j) {
         dot += a[j] * b[j];
@@ -270,5 +277,86 @@ TEST_CASE(
     if (!a.empty())
       agree_with_ort_at(a, "magika DequantizeLinear int8",
                         "--int-range 0,257 --shape bytes=4,2048 --samples 2");
+  }
+}
+
+namespace {
+// x [4, 64] -> QuantizeLinear -> DequantizeLinear, per tensor, per axis 0 and
+// blocked along axis 1 (block 16), into `type`, at opset 21.
+Model qdq_model(ElemType type) {
+  Model m = onnx_model("qdq", 21, 10);
+  Graph& g = *m.graph;
+  g.inputs.push_back({"x", ValueType::tensor(ElemType::F32, std::vector<int64_t>{4, 64}), "", ""});
+  auto tensor = [&](const std::string& name, ElemType t, std::vector<int64_t> shape,
+                    const std::vector<float>& v) {
+    Tensor out;
+    out.name = name;
+    out.type = t;
+    out.shape = shape;
+    std::vector<uint8_t> bytes(*byte_size(t, v.size()), 0);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const int q = static_cast<int>(v[i]);
+      switch (t) {
+        case ElemType::F32: std::memcpy(&bytes[i * 4], &v[i], 4); break;
+        case ElemType::I16:
+        case ElemType::U16: {
+          const uint16_t u = static_cast<uint16_t>(q);
+          std::memcpy(&bytes[i * 2], &u, 2);
+          break;
+        }
+        default: bytes[i / 2] |= static_cast<uint8_t>((q & 0xf) << ((i % 2) * 4));
+      }
+    }
+    out.data = make_blob(std::move(bytes));
+    m.tensors.push_back(out);
+  };
+  const bool is_signed = type == ElemType::I4 || type == ElemType::I16;
+  const bool wide = type == ElemType::I16 || type == ElemType::U16;
+  const float unit = wide ? 1.f / 4096 : 1.f / 6;
+  const float z = is_signed ? -1 : (wide ? 30000 : 7);
+  tensor("s_t", ElemType::F32, {}, {unit});
+  tensor("z_t", type, {}, {z});
+  tensor("s_a", ElemType::F32, {4}, {unit, 2 * unit, 0.5f * unit, 3 * unit});
+  tensor("z_a", type, {4}, {z, z + 1, z, z - 1});
+  std::vector<float> sb, zb;
+  for (int i = 0; i < 16; ++i) {
+    sb.push_back(unit * (1 + static_cast<float>(i % 5) / 4));
+    zb.push_back(z + static_cast<float>(i % 3) - 1);
+  }
+  tensor("s_b", ElemType::F32, {4, 4}, sb);
+  tensor("z_b", type, {4, 4}, zb);
+  const char* kinds[] = {"t", "a", "b"};
+  for (const char* k : kinds) {
+    const std::string s = std::string("s_") + k, zp = std::string("z_") + k;
+    Node q = make_node(std::string("q_") + k, "QuantizeLinear", {"x", s, zp}, {std::string("xq_") + k});
+    Node d = make_node(std::string("dq_") + k, "DequantizeLinear", {std::string("xq_") + k, s, zp},
+                       {std::string("y_") + k});
+    if (std::string(k) != "t") {
+      q.attributes.push_back(Attribute::of_int("axis", std::string(k) == "a" ? 0 : 1));
+      d.attributes.push_back(Attribute::of_int("axis", std::string(k) == "a" ? 0 : 1));
+    }
+    if (std::string(k) == "b") {
+      q.attributes.push_back(Attribute::of_int("block_size", 16));
+      d.attributes.push_back(Attribute::of_int("block_size", 16));
+    }
+    g.nodes.push_back(q);
+    g.nodes.push_back(d);
+    g.outputs.push_back(
+        {std::string("y_") + k, ValueType::tensor(ElemType::F32, std::vector<int64_t>{4, 64}), "", ""});
+  }
+  return m;
+}
+}  // namespace
+
+TEST_CASE(
+    "cpu executor: 4- and 16-bit QuantizeLinear/DequantizeLinear at opset 21 (per tensor, per axis, "
+    "blocked) give ONNX Runtime's values exactly",
+    "[executor][ort]") {
+  test::TempDir dir("qforge_exec_qdq_");
+  for (ElemType t : {ElemType::I4, ElemType::U4, ElemType::I16, ElemType::U16}) {
+    DYNAMIC_SECTION(name_of(t)) {
+      const fs::path p = emit_to(dir / (std::string("qdq_") + name_of(t) + ".onnx"), qdq_model(t));
+      agree_with_ort_at(p, std::string("Q/DQ ") + name_of(t), "--shape x=4,64 --samples 2", 0.99999, 1, true);
+    }
   }
 }

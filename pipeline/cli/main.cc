@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -22,6 +23,7 @@
 #include "qforge/progress.h"
 #include "qforge/registry.h"
 #include "qforge/status.h"
+#include "run_cmd.h"
 
 namespace fs = std::filesystem;
 using namespace qforge;
@@ -208,6 +210,15 @@ int cmd_inspect(Env& env, const std::string& file, bool json, const std::string&
   return 0;
 }
 
+Model import_file(Env& env, const std::string& file) {
+  const Format* f = detect_format(env.registry, file, "");
+  Model m;
+  Status s = f->import_model(file, m);
+  if (!s.ok) throw Error(s.message);
+  if (m.source.empty()) m.source = file;
+  return m;
+}
+
 int cmd_list(Env& env, const std::string& what, bool markdown) {
   if (what == "passes" && markdown) {
     std::fputs(pass_reference_markdown(env.registry.passes()).c_str(), stdout);
@@ -325,6 +336,14 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // OpenMP (oneDNN's threads and the cpu executor's loops) reads OMP_WAIT_POLICY
+  // once, when the process starts. Its default spins waiting threads, which on a
+  // busy machine makes a run 10 to 100 times slower (executors/cpu/README.md,
+  // "Threads"); unless the caller chose a policy, qforge re-executes itself once
+  // with the passive one.
+  if (!std::getenv("OMP_WAIT_POLICY") && ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
+    ::execv("/proc/self/exe", argv);  // returns only on failure: go on as we are
+
   CLI::App app{"qforge: a build tool for quantized models"};
   app.set_version_flag("--version", std::string("qforge ") + QFORGE_VERSION);
   app.require_subcommand(1);
@@ -398,6 +417,38 @@ int main(int argc, char** argv) {
   quantize->add_flag("--no-fallback", q_no_fallback, "Fail instead of falling back to another type");
   quantize->add_option("--threads", q_threads, "Worker threads (default: cores)")->check(CLI::Range(1, 1024));
 
+  // run / compare: a model through an executor on a dataset directory.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string run_model;
+  cli::RunArgs ra;
+  ra.threads = cores;
+  auto* run =
+      app.add_subcommand("run", "Run a model on each sample of a directory, writing its outputs as .npy");
+  run->add_option("MODEL", run_model, "The model")->required()->check(CLI::ExistingFile);
+  run->add_option("--data", ra.data,
+                  "Samples: .npy/.pb (first input), .npz (by input name), test_data_set_N dirs")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  run->add_option("--out", ra.out, "Where <sample>_<output index>.npy are written")->required();
+  run->add_flag("--profile", ra.profile, "Print where the time went, per op type and per node");
+  run->add_option("--executor", ra.executor, "Executor (default: cpu)");
+  run->add_option("-t,--threads", ra.threads, "Threads (default: the number of cores)")
+      ->check(CLI::Range(1, 1024));
+
+  std::string cmp_ref, cmp_cand;
+  cli::CompareArgs ca;
+  ca.threads = cores;
+  auto* compare = app.add_subcommand(
+      "compare",
+      "Run two models on the same samples: cosine, SQNR, max abs error, argmax agreement per output");
+  compare->add_option("REF", cmp_ref, "The reference model")->required()->check(CLI::ExistingFile);
+  compare->add_option("CAND", cmp_cand, "The candidate model")->required()->check(CLI::ExistingFile);
+  compare->add_option("--data", ca.data, "Samples, as for run")->required()->check(CLI::ExistingDirectory);
+  compare->add_flag("--json", ca.json, "Machine-readable output");
+  compare->add_option("--executor", ca.executor, "Executor (default: cpu)");
+  compare->add_option("-t,--threads", ca.threads, "Threads (default: the number of cores)")
+      ->check(CLI::Range(1, 1024));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -409,6 +460,9 @@ int main(int argc, char** argv) {
     Env env(plugin_args);
     if (*inspect) return cmd_inspect(env, inspect_file, inspect_json, inspect_format);
     if (*list) return cmd_list(env, list_what, list_markdown);
+    if (*run) return cli::cmd_run(env.registry, import_file(env, run_model), ra);
+    if (*compare)
+      return cli::cmd_compare(env.registry, import_file(env, cmp_ref), import_file(env, cmp_cand), ca);
     if (*build) {
       Diagnostics diags;
       Manifest m = load_checked(b, diags);

@@ -1,0 +1,270 @@
+// `qforge run` and `qforge compare` (docs/manifest.md, "Command line"): run a
+// model through an executor on a dataset directory.
+#include "run_cmd.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "qforge/dataset.h"
+#include "qforge/graph.h"
+#include "qforge/half.h"
+
+namespace fs = std::filesystem;
+
+namespace qforge::cli {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// numpy's dtype string for a run value ("<f4").
+std::string npy_descr(ElemType t, const std::string& what) {
+  switch (t) {
+    case ElemType::F32: return "<f4";
+    case ElemType::F64: return "<f8";
+    case ElemType::F16: return "<f2";
+    case ElemType::I8: return "|i1";
+    case ElemType::U8: return "|u1";
+    case ElemType::I16: return "<i2";
+    case ElemType::U16: return "<u2";
+    case ElemType::I32: return "<i4";
+    case ElemType::U32: return "<u4";
+    case ElemType::I64: return "<i8";
+    case ElemType::U64: return "<u8";
+    case ElemType::Bool: return "|b1";
+    default:
+      throw Error(what + ": element type " + std::string(name_of(t)) +
+                  " has no .npy equivalent (cast it to float32 in the model to write it)");
+  }
+}
+
+void write_npy(const std::string& path, const RunValue& v) {
+  std::string shape = "(";
+  for (size_t i = 0; i < v.shape.size(); ++i)
+    shape += std::to_string(v.shape[i]) + (v.shape.size() == 1 ? "," : (i + 1 < v.shape.size() ? ", " : ""));
+  shape += ")";
+  std::string header =
+      "{'descr': '" + npy_descr(v.type, path) + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  // Magic (6) + version (2) + length (2) + header + newline, padded to 64.
+  const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
+  header.append(total - 10 - header.size() - 1, ' ');
+  header += '\n';
+  std::ofstream f(path, std::ios::binary);
+  if (!f) throw Error(path + ": cannot write: " + std::strerror(errno));
+  const char magic[8] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
+  f.write(magic, 8);
+  const uint16_t len = static_cast<uint16_t>(header.size());
+  const char lenb[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
+  f.write(lenb, 2);
+  f.write(header.data(), static_cast<std::streamsize>(header.size()));
+  f.write(reinterpret_cast<const char*>(v.data->data()),
+          static_cast<std::streamsize>(v.numel() * traits(v.type).type_size));
+  if (!f) throw Error(path + ": write failed: " + std::strerror(errno));
+}
+
+// A sample's name: the file's stem, or the test-data directory's name.
+std::string sample_name(const std::string& file) {
+  fs::path p(file);
+  if (fs::is_directory(p)) return p.filename().string();
+  return p.stem().string();
+}
+
+// The inputs of sample `i` by model input name.
+NamedValues sample_inputs(const Dataset& ds, size_t i, const PreparedModel& pm) {
+  Sample s = ds.load(i);
+  const auto shapes = pm.input_shapes();
+  NamedValues in;
+  for (const Array& a : s.arrays) {
+    std::string name = a.name;
+    if (name.empty()) {
+      if (a.index < 0 || static_cast<size_t>(a.index) >= shapes.size())
+        throw Error(a.source + ": input " + std::to_string(a.index) + " does not exist (the model has " +
+                    std::to_string(shapes.size()) + " inputs)");
+      name = shapes[a.index].first;
+    }
+    bool known = false;
+    for (const auto& [n, dims] : shapes) known = known || n == name;
+    if (!known) {
+      // A lone .npy/.pb feeds the first input whatever its name.
+      if (s.arrays.size() == 1 && !shapes.empty() && a.index == 0 && ds.input.empty())
+        name = shapes[0].first;
+      else
+        throw Error(a.source + ": the model has no input '" + name + "'");
+    }
+    RunValue v;
+    v.type = a.type;
+    v.shape = a.shape;
+    v.data = a.data;
+    in.emplace_back(name, std::move(v));
+  }
+  return in;
+}
+
+std::unique_ptr<PreparedModel> prepare(const Registry& reg, const Executor& ex, const Model& m, int threads,
+                                       bool profile) {
+  ExecOptions o;
+  o.threads = threads;
+  o.profile = profile;
+  std::unique_ptr<PreparedModel> pm;
+  Status st = ex.prepare(m, o, pm);
+  (void)reg;
+  if (!st.ok) throw Error(m.source + ": " + st.message);
+  return pm;
+}
+
+const Executor& executor_named(const Registry& reg, const std::string& name) {
+  const Executor* e = reg.executor(name);
+  if (!e) {
+    std::string known;
+    for (const auto* x : reg.executors()) known += (known.empty() ? "" : ", ") + x->name();
+    throw Error("no executor named '" + name + "' (registered: " + (known.empty() ? "none" : known) + ")");
+  }
+  return *e;
+}
+
+// Elements of a run value as doubles (numeric types).
+std::vector<double> as_doubles(const RunValue& v, const std::string& what) {
+  const uint64_t n = v.numel();
+  std::vector<double> out(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    switch (v.type) {
+      case ElemType::F32: out[i] = v.as<float>()[i]; break;
+      case ElemType::F64: out[i] = v.as<double>()[i]; break;
+      case ElemType::F16: out[i] = fp16_to_fp32(v.as<uint16_t>()[i]); break;
+      case ElemType::BF16: out[i] = bf16_to_fp32(v.as<uint16_t>()[i]); break;
+      case ElemType::I8: out[i] = v.as<int8_t>()[i]; break;
+      case ElemType::U8:
+      case ElemType::Bool: out[i] = v.as<uint8_t>()[i]; break;
+      case ElemType::I16: out[i] = v.as<int16_t>()[i]; break;
+      case ElemType::U16: out[i] = v.as<uint16_t>()[i]; break;
+      case ElemType::I32: out[i] = v.as<int32_t>()[i]; break;
+      case ElemType::U32: out[i] = v.as<uint32_t>()[i]; break;
+      case ElemType::I64: out[i] = static_cast<double>(v.as<int64_t>()[i]); break;
+      case ElemType::U64: out[i] = static_cast<double>(v.as<uint64_t>()[i]); break;
+      default: throw Error(what + ": element type " + std::string(name_of(v.type)) + " cannot be compared");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+int cmd_run(const Registry& reg, const Model& model, const RunArgs& a) {
+  const Executor& ex = executor_named(reg, a.executor);
+  auto pm = prepare(reg, ex, model, a.threads, a.profile);
+  Dataset ds = dataset_from_dir(a.data);
+  fs::create_directories(a.out);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < ds.size(); ++i) {
+    NamedValues in = sample_inputs(ds, i, *pm), out;
+    Status st = pm->run(in, out);
+    if (!st.ok) throw Error(ds.files[i] + ": " + st.message);
+    const std::string name = sample_name(ds.files[i]);
+    for (size_t k = 0; k < out.size(); ++k)
+      write_npy((fs::path(a.out) / (name + "_" + std::to_string(k) + ".npy")).string(), out[k].second);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("ran %zu samples through %s in %.3f s; outputs in %s\n", ds.size(), model.source.c_str(), secs,
+              a.out.c_str());
+  if (a.profile) std::printf("\n%s", pm->profile_report().c_str());
+  return 0;
+}
+
+int cmd_compare(const Registry& reg, const Model& ref, const Model& cand, const CompareArgs& a) {
+  const Executor& ex = executor_named(reg, a.executor);
+  auto pr = prepare(reg, ex, ref, a.threads, false);
+  auto pc = prepare(reg, ex, cand, a.threads, false);
+  if (pr->output_names().size() != pc->output_names().size())
+    throw Error(cand.source + " has " + std::to_string(pc->output_names().size()) + " outputs, " +
+                ref.source + " has " + std::to_string(pr->output_names().size()) +
+                ": they cannot be compared output by output");
+  Dataset ds = dataset_from_dir(a.data);
+  struct Acc {
+    double dot = 0, rr = 0, cc = 0, err2 = 0, max_abs = 0;
+    uint64_t rows = 0, agree = 0, n = 0;
+  };
+  std::vector<Acc> acc(pr->output_names().size());
+  for (size_t i = 0; i < ds.size(); ++i) {
+    NamedValues in = sample_inputs(ds, i, *pr), ro, co;
+    Status st = pr->run(in, ro);
+    if (!st.ok) throw Error(ds.files[i] + ": " + ref.source + ": " + st.message);
+    st = pc->run(sample_inputs(ds, i, *pc), co);
+    if (!st.ok) throw Error(ds.files[i] + ": " + cand.source + ": " + st.message);
+    for (size_t k = 0; k < ro.size(); ++k) {
+      const std::string what = ds.files[i] + ": output " + std::to_string(k) + " ('" + ro[k].first + "')";
+      if (ro[k].second.shape != co[k].second.shape)
+        throw Error(what + ": the reference gives " + shape_str(ro[k].second.shape) + ", the candidate " +
+                    shape_str(co[k].second.shape));
+      const std::vector<double> r = as_doubles(ro[k].second, what), c = as_doubles(co[k].second, what);
+      Acc& A = acc[k];
+      for (size_t j = 0; j < r.size(); ++j) {
+        A.dot += r[j] * c[j];
+        A.rr += r[j] * r[j];
+        A.cc += c[j] * c[j];
+        A.err2 += (r[j] - c[j]) * (r[j] - c[j]);
+        A.max_abs = std::max(A.max_abs, std::fabs(r[j] - c[j]));
+      }
+      A.n += r.size();
+      const int64_t last = ro[k].second.shape.empty() ? 1 : ro[k].second.shape.back();
+      if (last > 0) {
+        for (size_t row = 0; row + static_cast<size_t>(last) <= r.size(); row += static_cast<size_t>(last)) {
+          size_t br = row, bc = row;
+          for (size_t j = row; j < row + static_cast<size_t>(last); ++j) {
+            if (r[j] > r[br]) br = j;
+            if (c[j] > c[bc]) bc = j;
+          }
+          ++A.rows;
+          if (br == bc) ++A.agree;
+        }
+      }
+    }
+  }
+  Json j;
+  j["reference"] = ref.source;
+  j["candidate"] = cand.source;
+  j["samples"] = ds.size();
+  Json outs = Json::array();
+  if (!a.json)
+    std::printf("%s vs %s over %zu samples\n%-24s %12s %10s %14s %10s\n", cand.source.c_str(),
+                ref.source.c_str(), ds.size(), "output", "cosine", "sqnr_db", "max_abs_err", "argmax");
+  for (size_t k = 0; k < acc.size(); ++k) {
+    const Acc& A = acc[k];
+    const double cosine = A.rr > 0 && A.cc > 0 ? A.dot / std::sqrt(A.rr * A.cc) : (A.rr == A.cc ? 1.0 : 0.0);
+    const double sqnr = A.err2 > 0 ? 10 * std::log10(A.rr / A.err2) : std::numeric_limits<double>::infinity();
+    const double argmax = A.rows ? static_cast<double>(A.agree) / static_cast<double>(A.rows) : 1.0;
+    const std::string name = pr->output_names()[k];
+    if (a.json) {
+      Json o;
+      o["name"] = name;
+      o["cosine"] = cosine;
+      o["sqnr_db"] = std::isinf(sqnr) ? Json(nullptr) : Json(sqnr);
+      o["max_abs_error"] = A.max_abs;
+      o["argmax_agreement"] = argmax;
+      o["rows"] = A.rows;
+      outs.push_back(o);
+    } else {
+      std::printf("%-24s %12.8f %10s %14.6g %9.2f%%\n", name.c_str(), cosine,
+                  std::isinf(sqnr)
+                      ? "inf"
+                      : std::to_string(sqnr).substr(0, std::to_string(sqnr).find('.') + 3).c_str(),
+                  A.max_abs, 100 * argmax);
+    }
+  }
+  if (a.json) {
+    j["outputs"] = outs;
+    std::cout << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace qforge::cli

@@ -18,12 +18,14 @@ std::vector<uint8_t> pattern(int w, int h) {
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x) {
       uint8_t* p = &px[(static_cast<size_t>(y) * w + x) * 3];
-      p[0] = static_cast<uint8_t>(10 * x + y), p[1] = static_cast<uint8_t>(100 + x), p[2] = static_cast<uint8_t>(200 - y);
+      p[0] = static_cast<uint8_t>(10 * x + y), p[1] = static_cast<uint8_t>(100 + x),
+      p[2] = static_cast<uint8_t>(200 - y);
     }
   return px;
 }
 
-std::string write_png(const fs::path& dir, const std::string& name, int w, int h, const std::vector<uint8_t>& px) {
+std::string write_png(const fs::path& dir, const std::string& name, int w, int h,
+                      const std::vector<uint8_t>& px) {
   const std::string path = (dir / name).string();
   REQUIRE(stbi_write_png(path.c_str(), w, h, 3, px.data(), w * 3) != 0);
   return path;
@@ -134,7 +136,8 @@ TEST_CASE("image samples: resizing (nearest, bilinear, shorter side) and JPEG", 
   CHECK_THROWS_WITH(load_image(png, big), Catch::Contains("centre crop 50x50 is larger than the image (3x4"));
 }
 
-TEST_CASE("image datasets in a manifest: keys, errors, and the preprocessing in cache keys", "[dataset][images][manifest]") {
+TEST_CASE("image datasets in a manifest: keys, errors, and the preprocessing in cache keys",
+          "[dataset][images][manifest]") {
   Fixture fx([](Registry& r) {
     PassInfo p;
     p.name = "uses-data";
@@ -152,9 +155,10 @@ TEST_CASE("image datasets in a manifest: keys, errors, and the preprocessing in 
   write_png(fx.dir / "pages", "a.png", 4, 3, pattern(4, 3));
   write_png(fx.dir / "pages", "b.png", 4, 3, pattern(4, 3));
   auto manifest = [&](const std::string& dataset) {
-    fx.write("qforge.toml", "[models.m]\npath = \"model.txt\"\n[datasets.pages]\n" + dataset +
-                                "\n[[targets]]\nname = \"t\"\nmodel = \"m\"\npipeline = [ { pass = \"uses-data\", dataset = "
-                                "\"pages\" } ]\n");
+    fx.write("qforge.toml",
+             "[models.m]\npath = \"model.txt\"\n[datasets.pages]\n" + dataset +
+                 "\n[[targets]]\nname = \"t\"\nmodel = \"m\"\npipeline = [ { pass = \"uses-data\", dataset = "
+                 "\"pages\" } ]\n");
   };
   auto key = [&]() {
     std::unique_ptr<Manifest> keep;
@@ -195,7 +199,10 @@ mean = [0.5, 0.5]
 resize = [0, 3])");
   const std::string errors = fx.plan_errors();
   CHECK_THAT(errors, Catch::Contains("has both 'files' and 'images'"));
-  CHECK_THAT(errors, Catch::Contains("'interpolation' in [datasets.pages] cannot be 'bilinaer' (did you mean 'bilinear'?)"));
-  CHECK_THAT(errors, Catch::Contains("'mean' in [datasets.pages] has 2 values; give one, or one per channel (3)"));
+  CHECK_THAT(
+      errors,
+      Catch::Contains("'interpolation' in [datasets.pages] cannot be 'bilinaer' (did you mean 'bilinear'?)"));
+  CHECK_THAT(errors,
+             Catch::Contains("'mean' in [datasets.pages] has 2 values; give one, or one per channel (3)"));
   CHECK_THAT(errors, Catch::Contains("'resize' in [datasets.pages] must be [height, width]"));
 }

@@ -4,9 +4,9 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_resize.h>
 
+#include <fmt/format.h>
 #include <cmath>
 #include <cstring>
-#include <fmt/format.h>
 #include <memory>
 
 #include "qforge/dataset.h"
@@ -52,8 +52,9 @@ Pixels resize(const Pixels& in, int w, int h, const std::string& interpolation, 
     return out;
   }
   const stbir_filter f = filter_of(interpolation);
-  if (!stbir_resize_float_generic(in.v.data(), in.w, in.h, 0, out.v.data(), w, h, 0, in.c, STBIR_ALPHA_CHANNEL_NONE, 0,
-                                  STBIR_EDGE_CLAMP, f, STBIR_COLORSPACE_LINEAR, nullptr))
+  if (!stbir_resize_float_generic(in.v.data(), in.w, in.h, 0, out.v.data(), w, h, 0, in.c,
+                                  STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP, f, STBIR_COLORSPACE_LINEAR,
+                                  nullptr))
     throw Error(path + ": resizing to " + std::to_string(w) + "x" + std::to_string(h) + " failed");
   return out;
 }
@@ -62,7 +63,8 @@ Pixels resize(const Pixels& in, int w, int h, const std::string& interpolation, 
 
 std::string ImagePreprocess::canonical() const {
   return fmt::format(
-      "resize={}x{} shorter={} interp={} crop={}x{} channels={} layout={} scale={:.17g} mean=[{}] std=[{}] dtype={} "
+      "resize={}x{} shorter={} interp={} crop={}x{} channels={} layout={} scale={:.17g} mean=[{}] std=[{}] "
+      "dtype={} "
       "batch={}",
       resize_h, resize_w, resize_shorter, interpolation, crop_h, crop_w, channels, layout, scale, join(mean),
       join(std), dtype, batch);
@@ -71,7 +73,8 @@ std::string ImagePreprocess::canonical() const {
 Array load_image(const std::string& path, const ImagePreprocess& p) {
   const int want = p.channels == "gray" ? 1 : 3;
   int w = 0, h = 0, n = 0;
-  std::unique_ptr<unsigned char, void (*)(void*)> raw(stbi_load(path.c_str(), &w, &h, &n, want), stbi_image_free);
+  std::unique_ptr<unsigned char, void (*)(void*)> raw(stbi_load(path.c_str(), &w, &h, &n, want),
+                                                      stbi_image_free);
   if (!raw) {
     const char* why = stbi_failure_reason();
     throw Error(path + ": cannot decode the image (" + (why ? why : "unknown reason") +
@@ -88,7 +91,8 @@ Array load_image(const std::string& path, const ImagePreprocess& p) {
     px = resize(px, static_cast<int>(p.resize_w), static_cast<int>(p.resize_h), p.interpolation, path);
   } else if (p.resize_shorter > 0) {
     const double k = static_cast<double>(p.resize_shorter) / std::min(px.w, px.h);
-    const int nw = px.w <= px.h ? static_cast<int>(p.resize_shorter) : static_cast<int>(std::lround(px.w * k));
+    const int nw =
+        px.w <= px.h ? static_cast<int>(p.resize_shorter) : static_cast<int>(std::lround(px.w * k));
     const int nh = px.h < px.w ? static_cast<int>(p.resize_shorter) : static_cast<int>(std::lround(px.h * k));
     px = resize(px, std::max(1, nw), std::max(1, nh), p.interpolation, path);
   }
@@ -96,8 +100,9 @@ Array load_image(const std::string& path, const ImagePreprocess& p) {
   int x0 = 0, y0 = 0, cw = px.w, ch = px.h;
   if (p.crop_h > 0 && p.crop_w > 0) {
     if (p.crop_w > px.w || p.crop_h > px.h)
-      throw Error(fmt::format("{}: centre crop {}x{} is larger than the image ({}x{} after resizing); resize first",
-                              path, p.crop_h, p.crop_w, px.h, px.w));
+      throw Error(
+          fmt::format("{}: centre crop {}x{} is larger than the image ({}x{} after resizing); resize first",
+                      path, p.crop_h, p.crop_w, px.h, px.w));
     cw = static_cast<int>(p.crop_w), ch = static_cast<int>(p.crop_h);
     x0 = (px.w - cw) / 2, y0 = (px.h - ch) / 2;
   }
@@ -110,8 +115,10 @@ Array load_image(const std::string& path, const ImagePreprocess& p) {
   a.type = p.dtype == "float16" ? ElemType::F16 : p.dtype == "uint8" ? ElemType::U8 : ElemType::F32;
   const bool nchw = p.layout == "nchw";
   if (p.batch) a.shape.push_back(1);
-  if (nchw) a.shape.insert(a.shape.end(), {C, ch, cw});
-  else a.shape.insert(a.shape.end(), {ch, cw, C});
+  if (nchw)
+    a.shape.insert(a.shape.end(), {C, ch, cw});
+  else
+    a.shape.insert(a.shape.end(), {ch, cw, C});
   const size_t count = static_cast<size_t>(C) * ch * cw;
   const size_t elem = a.type == ElemType::F32 ? 4 : a.type == ElemType::F16 ? 2 : 1;
   std::vector<uint8_t> bytes(count * elem);
@@ -120,7 +127,8 @@ Array load_image(const std::string& path, const ImagePreprocess& p) {
       for (int c = 0; c < C; ++c) {
         const int src_c = p.channels == "bgr" ? C - 1 - c : c;
         const float v = px.v[(static_cast<size_t>(y + y0) * px.w + (x + x0)) * C + src_c];
-        const size_t idx = nchw ? (static_cast<size_t>(c) * ch + y) * cw + x : (static_cast<size_t>(y) * cw + x) * C + c;
+        const size_t idx =
+            nchw ? (static_cast<size_t>(c) * ch + y) * cw + x : (static_cast<size_t>(y) * cw + x) * C + c;
         if (a.type == ElemType::U8) {
           bytes[idx] = static_cast<uint8_t>(std::lround(std::min(255.0f, std::max(0.0f, v))));
           continue;

@@ -1,0 +1,1136 @@
+// Quantization operators (executors/cpu/README.md, "Adding an operator").
+//
+// ai.onnx: QuantizeLinear, DequantizeLinear (per tensor, per axis, blocked;
+// 4-, 8- and 16-bit codes), DynamicQuantizeLinear, MatMulInteger,
+// ConvInteger, QLinearMatMul, QLinearConv. com.microsoft (ONNX Runtime's
+// contrib operators): QuantizeLinear, DequantizeLinear, QLinearAdd,
+// QLinearMul, DynamicQuantizeMatMul, MatMulNBits.
+//
+// Integer products are exact: oneDNN's integer GEMM (gemm_u8s8s32 /
+// gemm_s8s8s32, int32 accumulation) computes the raw product of the codes and
+// the zero points are applied afterwards in exact integer arithmetic
+// (sum (a - za)(b - zb) = sum ab - za sum b - zb sum a + K za zb), so any zero
+// point, per-row or per-column, and uint8 right-hand sides (shifted to int8 by
+// 128, an exact change of zero point) run through the same call. Convolutions
+// are im2col (padding filled with the input's zero point, which is 0 after
+// the shift, as the operators define) followed by that GEMM. Rounding and
+// saturation follow ONNX's operator specification: round half to even, then
+// clamp to the code type's range; requantization multiplies the int32 sum by
+// the float multiplier (scale_a * scale_b / scale_y) as ONNX Runtime does.
+// Float8 types are not implemented (an `unsupported` error).
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <cfenv>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernel.h"
+#include "qforge/half.h"
+
+namespace qforge::cpu {
+
+namespace {
+
+// ---------------------------------------------------------------- element access
+
+bool is_float8(ElemType t) {
+  return t == ElemType::F8E4M3FN || t == ElemType::F8E4M3FNUZ || t == ElemType::F8E5M2 ||
+         t == ElemType::F8E5M2FNUZ;
+}
+
+// Integer code types a (De)QuantizeLinear reads or writes.
+bool is_code(ElemType t) {
+  switch (t) {
+    case ElemType::I8:
+    case ElemType::U8:
+    case ElemType::I16:
+    case ElemType::U16:
+    case ElemType::I4:
+    case ElemType::U4: return true;
+    default: return false;
+  }
+}
+
+bool is_4bit(ElemType t) { return t == ElemType::I4 || t == ElemType::U4; }
+
+struct Range {
+  int32_t lo, hi;
+};
+
+Range range_of(ElemType t) {
+  switch (t) {
+    case ElemType::I8: return {-128, 127};
+    case ElemType::U8: return {0, 255};
+    case ElemType::I16: return {-32768, 32767};
+    case ElemType::U16: return {0, 65535};
+    case ElemType::I4: return {-8, 7};
+    case ElemType::U4: return {0, 15};
+    default: throw Error(std::string("no integer range for ") + name_of(t));
+  }
+}
+
+// Element i of integer codes of type t (4-bit ones two per byte, the first in
+// the low nibble, as ONNX packs them).
+inline int32_t load_code(ElemType t, const uint8_t* p, int64_t i) {
+  switch (t) {
+    case ElemType::I8: return reinterpret_cast<const int8_t*>(p)[i];
+    case ElemType::U8: return p[i];
+    case ElemType::I16: return reinterpret_cast<const int16_t*>(p)[i];
+    case ElemType::U16: return reinterpret_cast<const uint16_t*>(p)[i];
+    case ElemType::I32: return reinterpret_cast<const int32_t*>(p)[i];
+    case ElemType::U4: return (i & 1) ? p[i >> 1] >> 4 : p[i >> 1] & 0xf;
+    case ElemType::I4: {
+      const int32_t v = (i & 1) ? p[i >> 1] >> 4 : p[i >> 1] & 0xf;
+      return v >= 8 ? v - 16 : v;
+    }
+    default: throw Error(std::string("cannot read integer codes of type ") + name_of(t));
+  }
+}
+
+// Writes code v (already in range). Two 4-bit codes share a byte: callers
+// split work on even element boundaries.
+inline void store_code(ElemType t, uint8_t* p, int64_t i, int32_t v) {
+  switch (t) {
+    case ElemType::I8: reinterpret_cast<int8_t*>(p)[i] = static_cast<int8_t>(v); return;
+    case ElemType::U8: p[i] = static_cast<uint8_t>(v); return;
+    case ElemType::I16: reinterpret_cast<int16_t*>(p)[i] = static_cast<int16_t>(v); return;
+    case ElemType::U16: reinterpret_cast<uint16_t*>(p)[i] = static_cast<uint16_t>(v); return;
+    case ElemType::I4:
+    case ElemType::U4: {
+      uint8_t& b = p[i >> 1];
+      const uint8_t nib = static_cast<uint8_t>(v) & 0xf;
+      b = (i & 1) ? static_cast<uint8_t>((b & 0x0f) | (nib << 4)) : static_cast<uint8_t>((b & 0xf0) | nib);
+      return;
+    }
+    default: throw Error(std::string("cannot write integer codes of type ") + name_of(t));
+  }
+}
+
+bool is_float(ElemType t) { return t == ElemType::F32 || t == ElemType::F16 || t == ElemType::BF16; }
+
+inline float load_float(ElemType t, const uint8_t* p, int64_t i) {
+  switch (t) {
+    case ElemType::F32: return reinterpret_cast<const float*>(p)[i];
+    case ElemType::F16: return fp16_to_fp32(reinterpret_cast<const uint16_t*>(p)[i]);
+    case ElemType::BF16: return bf16_to_fp32(reinterpret_cast<const uint16_t*>(p)[i]);
+    case ElemType::I32: return static_cast<float>(reinterpret_cast<const int32_t*>(p)[i]);
+    default: throw Error(std::string("cannot read ") + name_of(t) + " as float");
+  }
+}
+
+inline void store_float(ElemType t, uint8_t* p, int64_t i, float v) {
+  switch (t) {
+    case ElemType::F32: reinterpret_cast<float*>(p)[i] = v; return;
+    case ElemType::F16: reinterpret_cast<uint16_t*>(p)[i] = fp32_to_fp16(v); return;
+    case ElemType::BF16: reinterpret_cast<uint16_t*>(p)[i] = fp32_to_bf16(v); return;
+    default: throw Error(std::string("cannot write float as ") + name_of(t));
+  }
+}
+
+std::vector<float> floats_of(const RunValue& v, const std::string& what) {
+  if (!is_float(v.type)) throw Error(what + " must be float, float16 or bfloat16, got " + describe(v));
+  std::vector<float> out(v.numel());
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = load_float(v.type, v.data->data(), static_cast<int64_t>(i));
+  return out;
+}
+
+std::vector<int32_t> codes_of(const RunValue& v) {
+  std::vector<int32_t> out(v.numel());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = load_code(v.type, v.data->data(), static_cast<int64_t>(i));
+  return out;
+}
+
+// Round half to even (the spec's rounding; the default floating-point
+// environment's nearbyint), then saturate to [lo, hi]. NaN saturates to lo,
+// as ONNX Runtime's vectorised clamp does.
+inline int32_t round_saturate(float v, float lo, float hi) {
+  v = std::nearbyint(v);
+  if (!(v > lo)) v = lo;
+  if (v > hi) v = hi;
+  return static_cast<int32_t>(v);
+}
+
+// ONNX TensorProto.DataType numbers of output_dtype.
+ElemType elem_of_onnx(int64_t dt) {
+  switch (dt) {
+    case 1: return ElemType::F32;
+    case 2: return ElemType::U8;
+    case 3: return ElemType::I8;
+    case 4: return ElemType::U16;
+    case 5: return ElemType::I16;
+    case 10: return ElemType::F16;
+    case 16: return ElemType::BF16;
+    case 17: return ElemType::F8E4M3FN;
+    case 18: return ElemType::F8E4M3FNUZ;
+    case 19: return ElemType::F8E5M2;
+    case 20: return ElemType::F8E5M2FNUZ;
+    case 21: return ElemType::U4;
+    case 22: return ElemType::I4;
+    default: unsupported("output_dtype " + std::to_string(dt));
+  }
+}
+
+// ---------------------------------------------------------------- (de)quantization layout
+
+// How scales (and zero points) map onto the elements of x: x seen as
+// [pre, dim, post] around `axis`; per tensor (one scale), per axis (dim
+// scales) or blocked (scale shape = x's with dim replaced by
+// ceil(dim / block)).
+struct QuantLayout {
+  enum Kind { PerTensor, PerAxis, Blocked } kind = PerTensor;
+  int64_t pre = 1, dim = 1, post = 1, block = 0, nblocks = 1;
+};
+
+QuantLayout quant_layout(const RunValue& x, const RunValue& scale, const RunValue* zp, const Node& node,
+                         int64_t opset, bool microsoft) {
+  QuantLayout l;
+  const int64_t block = attr_int(node, "block_size", 0);
+  if (block < 0) throw Error("block_size must be >= 0, got " + std::to_string(block));
+  if (zp && zp->shape != scale.shape)
+    throw Error("zero point " + describe(*zp) + " and scale " + describe(scale) + " differ in shape");
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  if (block == 0 && scale.numel() == 1 && scale.shape.size() <= 1) {
+    l.post = static_cast<int64_t>(x.numel());
+    return l;
+  }
+  if (!microsoft && opset < 13)
+    throw Error("scale " + describe(scale) + " is not a scalar (opset 10 is per tensor)");
+  const int64_t axis = norm_axis(attr_int(node, "axis", 1), rank);
+  l.dim = x.shape[axis];
+  for (int64_t d = 0; d < axis; ++d) l.pre *= x.shape[d];
+  for (int64_t d = axis + 1; d < rank; ++d) l.post *= x.shape[d];
+  if (block == 0) {
+    if (scale.shape.size() != 1 || scale.shape[0] != l.dim)
+      throw Error("per-axis scale " + describe(scale) + " must be 1-D with " + std::to_string(l.dim) +
+                  " elements (axis " + std::to_string(axis) + " of " + shape_str(x.shape) + ")");
+    l.kind = QuantLayout::PerAxis;
+    return l;
+  }
+  l.kind = QuantLayout::Blocked;
+  l.block = block;
+  l.nblocks = (l.dim + block - 1) / block;
+  bool ok = static_cast<int64_t>(scale.shape.size()) == rank;
+  for (int64_t d = 0; ok && d < rank; ++d) ok = scale.shape[d] == (d == axis ? l.nblocks : x.shape[d]);
+  if (!ok)
+    throw Error("blocked scale " + describe(scale) + " does not match " + shape_str(x.shape) + " with axis " +
+                std::to_string(axis) + " and block_size " + std::to_string(block));
+  return l;
+}
+
+// Calls fn(row_begin, row_end) over the pre * dim rows of `post` elements,
+// split across threads; `pairs`: 4-bit output, rows must not split a byte.
+template <class Fn>
+void for_rows(const QuantLayout& l, int threads, bool four_bit, Fn&& fn) {
+  const int64_t rows = l.pre * l.dim;
+  if (four_bit && (l.post & 1)) threads = 1;
+  parallel_for(threads, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, l.post)), fn);
+}
+
+// Index of the first scale of row r (its elements add q for blocked layouts).
+inline int64_t scale_base(const QuantLayout& l, int64_t r) {
+  switch (l.kind) {
+    case QuantLayout::PerTensor: return 0;
+    case QuantLayout::PerAxis: return r % l.dim;
+    case QuantLayout::Blocked: {
+      const int64_t p = r / l.dim, a = r % l.dim;
+      return (p * l.nblocks + a / l.block) * l.post;
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- QuantizeLinear
+
+void quantize_linear(KernelContext& ctx, bool microsoft) {
+  const RunValue& x = ctx.input(0);
+  const RunValue& scale = ctx.input(1);
+  const RunValue* zp = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+  if (!is_float(x.type) && x.type != ElemType::I32) unsupported("QuantizeLinear of " + describe(x));
+  if (!is_float(scale.type)) unsupported("scale of type " + describe(scale));
+  ElemType out = ElemType::U8;
+  const int64_t out_dtype = attr_int(ctx.node, "output_dtype", 0);
+  if (zp) {
+    out = zp->type;
+    if (out_dtype != 0 && elem_of_onnx(out_dtype) != out)
+      throw Error("output_dtype " + std::to_string(out_dtype) + " differs from the zero point's type " +
+                  name_of(out));
+  } else if (out_dtype != 0) {
+    out = elem_of_onnx(out_dtype);
+  }
+  if (is_float8(out)) unsupported(std::string("float8 output ") + name_of(out));
+  if (!is_code(out)) unsupported(std::string("QuantizeLinear to ") + name_of(out));
+  if (attr_int(ctx.node, "precision", 0) != 0) unsupported("attribute precision != 0");
+  const QuantLayout l = quant_layout(x, scale, zp, ctx.node, ctx.opset, microsoft);
+  const std::vector<float> s = floats_of(scale, "scale");
+  const std::vector<int32_t> z = zp ? codes_of(*zp) : std::vector<int32_t>(s.size(), 0);
+  const Range r = range_of(out);
+  const float lo = static_cast<float>(r.lo), hi = static_cast<float>(r.hi);
+  uint8_t* o = ctx.alloc_output(0, out, x.shape);
+  if (is_4bit(out) && x.numel() > 0) o[(x.numel() - 1) / 2] = 0;  // the pad nibble of an odd count
+  const uint8_t* px = x.data->data();
+  const bool blocked = l.kind == QuantLayout::Blocked;
+  for_rows(l, ctx.threads, is_4bit(out), [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t base = scale_base(l, row);
+      for (int64_t q = 0; q < l.post; ++q) {
+        const int64_t i = row * l.post + q;
+        const int64_t si = blocked ? base + q : base;
+        // Round x / scale half to even first, then add the zero point
+        // (rounding after adding would change the parity of ties).
+        const float v = std::nearbyint(load_float(x.type, px, i) / s[si]) + static_cast<float>(z[si]);
+        store_code(out, o, i, round_saturate(v, lo, hi));
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- DequantizeLinear
+
+void dequantize_linear(KernelContext& ctx, bool microsoft) {
+  const RunValue& x = ctx.input(0);
+  const RunValue& scale = ctx.input(1);
+  const RunValue* zp = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+  if (is_float8(x.type)) unsupported(std::string("DequantizeLinear of float8 (") + name_of(x.type) + ")");
+  if (!is_code(x.type) && x.type != ElemType::I32) unsupported("DequantizeLinear of " + describe(x));
+  if (!is_float(scale.type)) unsupported("scale of type " + describe(scale));
+  if (zp && zp->type != x.type)
+    throw Error("zero point " + describe(*zp) + " and input " + describe(x) + " differ in type");
+  ElemType out = scale.type;
+  const int64_t out_dtype = attr_int(ctx.node, "output_dtype", 0);
+  if (out_dtype != 0) out = elem_of_onnx(out_dtype);
+  if (!is_float(out)) unsupported(std::string("DequantizeLinear to ") + name_of(out));
+  const QuantLayout l = quant_layout(x, scale, zp, ctx.node, ctx.opset, microsoft);
+  const std::vector<float> s = floats_of(scale, "scale");
+  const std::vector<int32_t> z = zp ? codes_of(*zp) : std::vector<int32_t>(s.size(), 0);
+  uint8_t* o = ctx.alloc_output(0, out, x.shape);
+  const uint8_t* px = x.data->data();
+  const bool blocked = l.kind == QuantLayout::Blocked;
+  for_rows(l, ctx.threads, false, [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t base = scale_base(l, row);
+      for (int64_t q = 0; q < l.post; ++q) {
+        const int64_t i = row * l.post + q;
+        const int64_t si = blocked ? base + q : base;
+        // (x - zp) is exact in int32; its float times the scale, as ONNX Runtime.
+        const float v = static_cast<float>(load_code(x.type, px, i) - z[si]) * s[si];
+        store_float(out, o, i, v);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- DynamicQuantizeLinear
+
+struct DynamicParams {
+  float scale = 1;
+  int32_t zero_point = 0;
+};
+
+// uint8 parameters covering [min(x, 0), max(x, 0)] (ONNX's DynamicQuantizeLinear).
+DynamicParams dynamic_params(const float* x, int64_t n) {
+  float mn = 0, mx = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  DynamicParams p;
+  p.scale = mx == mn ? 1.0f : (mx - mn) / 255.0f;
+  const float initial = 0.0f - mn / p.scale;
+  p.zero_point = static_cast<int32_t>(std::nearbyint(std::max(0.0f, std::min(255.0f, initial))));
+  return p;
+}
+
+void quantize_u8(const float* x, int64_t n, const DynamicParams& p, uint8_t* y, int threads) {
+  parallel_for(threads, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      y[i] = static_cast<uint8_t>(
+          round_saturate(std::nearbyint(x[i] / p.scale) + static_cast<float>(p.zero_point), 0, 255));
+  });
+}
+
+void dynamic_quantize_linear(KernelContext& ctx) {
+  const RunValue& x = ctx.input(0);
+  if (x.type != ElemType::F32) unsupported("DynamicQuantizeLinear of " + describe(x));
+  const int64_t n = static_cast<int64_t>(x.numel());
+  const DynamicParams p = dynamic_params(x.as<float>(), n);
+  quantize_u8(x.as<float>(), n, p, ctx.alloc<uint8_t>(0, ElemType::U8, x.shape), ctx.threads);
+  *ctx.alloc<float>(1, ElemType::F32, {}) = p.scale;
+  *ctx.alloc<uint8_t>(2, ElemType::U8, {}) = static_cast<uint8_t>(p.zero_point);
+}
+
+// ---------------------------------------------------------------- exact integer GEMM
+
+// A right-hand side as int8 codes (uint8 ones shifted by -128, their zero
+// points with them) with its column sums: prepared once when constant.
+struct Rhs {
+  int64_t k = 0, n = 0;
+  bool transposed = false;      // stored [n, k] (convolution weights) instead of [k, n]
+  std::vector<int8_t> b;        // codes - shift
+  std::vector<int32_t> colsum;  // per output column: sum over k of b
+  std::vector<int32_t> zp;      // per output column: zero point - shift
+};
+
+// `zps` has 1 or n entries (per output column).
+Rhs make_rhs(ElemType t, const uint8_t* p, int64_t k, int64_t n, bool transposed,
+             const std::vector<int32_t>& zps) {
+  if (t != ElemType::U8 && t != ElemType::I8) unsupported(std::string("integer matrix of ") + name_of(t));
+  Rhs r;
+  r.k = k;
+  r.n = n;
+  r.transposed = transposed;
+  const int32_t shift = t == ElemType::U8 ? 128 : 0;
+  r.b.resize(static_cast<size_t>(k * n));
+  for (int64_t i = 0; i < k * n; ++i) r.b[i] = static_cast<int8_t>(load_code(t, p, i) - shift);
+  r.colsum.assign(static_cast<size_t>(n), 0);
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < n; ++j) r.colsum[j] += transposed ? r.b[j * k + i] : r.b[i * n + j];
+  r.zp.resize(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) r.zp[j] = (zps.size() == 1 ? zps[0] : zps[j]) - shift;
+  return r;
+}
+
+// c[m, n] = sum_k (a[m, k] - za[m]) * (B[k, n] - zb[n]) exactly, int32.
+// `a` is uint8 or int8 codes [m, k] (row-major); `za` has 1 or m entries.
+void int_gemm(ElemType at, const uint8_t* a, int64_t m, const std::vector<int32_t>& za, const Rhs& rhs,
+              int32_t* c) {
+  const int64_t k = rhs.k, n = rhs.n;
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(c, c + m * n, 0);
+    return;
+  }
+  const int32_t co = 0;
+  const char tb = rhs.transposed ? 'T' : 'N';
+  const int64_t ldb = rhs.transposed ? k : n;
+  dnnl::status st;
+  if (at == ElemType::U8) {
+    st = dnnl::gemm_u8s8s32('N', tb, 'F', m, n, k, 1.0f, a, k, 0, rhs.b.data(), ldb, 0, 0.0f, c, n, &co);
+  } else if (at == ElemType::I8) {
+    st = dnnl::gemm_s8s8s32('N', tb, 'F', m, n, k, 1.0f, reinterpret_cast<const int8_t*>(a), k, 0,
+                            rhs.b.data(), ldb, 0, 0.0f, c, n, &co);
+  } else {
+    unsupported(std::string("integer matrix of ") + name_of(at));
+  }
+  if (st != dnnl::status::success)
+    throw Error("oneDNN integer GEMM failed (status " + std::to_string(int(st)) + ")");
+  // Zero points: - za * colsum(b) - zb * rowsum(a) + k * za * zb (mod 2^32,
+  // as int32 accumulation is).
+  const bool any_za = std::any_of(za.begin(), za.end(), [](int32_t v) { return v != 0; });
+  const bool any_zb = std::any_of(rhs.zp.begin(), rhs.zp.end(), [](int32_t v) { return v != 0; });
+  if (!any_za && !any_zb) return;
+  for (int64_t i = 0; i < m; ++i) {
+    int64_t rowsum = 0;
+    if (any_zb) {
+      if (at == ElemType::U8)
+        for (int64_t p = 0; p < k; ++p) rowsum += a[i * k + p];
+      else
+        for (int64_t p = 0; p < k; ++p) rowsum += reinterpret_cast<const int8_t*>(a)[i * k + p];
+    }
+    const int64_t zai = za.size() == 1 ? za[0] : za[i];
+    int32_t* ci = c + i * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t corr =
+          -zai * rhs.colsum[j] - static_cast<int64_t>(rhs.zp[j]) * rowsum + k * zai * rhs.zp[j];
+      ci[j] = static_cast<int32_t>(static_cast<uint32_t>(ci[j]) + static_cast<uint32_t>(corr));
+    }
+  }
+}
+
+// numpy.matmul shapes (1-D operands promoted, batch dimensions broadcast).
+struct MatMulShape {
+  int64_t m = 1, k = 1, n = 1;
+  std::vector<int64_t> batch, out, a_batch_strides, b_batch_strides;
+};
+
+MatMulShape matmul_shape(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  if (a.empty() || b.empty()) throw Error("matrix product operands must have rank >= 1");
+  MatMulShape s;
+  std::vector<int64_t> ab(a.begin(), a.end() - std::min<size_t>(a.size(), 2));
+  std::vector<int64_t> bb(b.begin(), b.end() - std::min<size_t>(b.size(), 2));
+  s.m = a.size() >= 2 ? a[a.size() - 2] : 1;
+  s.k = a.back();
+  const int64_t kb = b.size() >= 2 ? b[b.size() - 2] : b[0];
+  s.n = b.size() >= 2 ? b.back() : 1;
+  if (kb != s.k)
+    throw Error("cannot multiply " + shape_str(a) + " by " + shape_str(b) + ": inner sizes differ");
+  s.batch = broadcast_shapes(ab, bb);
+  s.a_batch_strides = broadcast_strides(ab, s.batch);
+  s.b_batch_strides = broadcast_strides(bb, s.batch);
+  s.out = s.batch;
+  if (a.size() >= 2) s.out.push_back(s.m);
+  if (b.size() >= 2) s.out.push_back(s.n);
+  return s;
+}
+
+// Zero points of a left-hand side: scalar, or 1-D per row.
+std::vector<int32_t> lhs_zero_points(const KernelContext& ctx, size_t i, ElemType a_type, int64_t m) {
+  if (!ctx.has_input(i)) return {0};
+  const RunValue& z = ctx.input(i);
+  if (z.type != a_type) throw Error("zero point " + describe(z) + " differs in type from its input");
+  if (z.numel() == 1) return codes_of(z);
+  if (z.shape.size() == 1 && z.shape[0] == m) return codes_of(z);
+  unsupported("left-hand zero point " + describe(z) + " (scalar or one per row)");
+}
+
+// Zero points of a right-hand side: scalar, or one per output column.
+std::vector<int32_t> rhs_zero_points(const RunValue* z, ElemType b_type, int64_t n) {
+  if (!z) return {0};
+  if (z->type != b_type) throw Error("zero point " + describe(*z) + " differs in type from its input");
+  if (z->numel() == 1 || static_cast<int64_t>(z->numel()) == n) return codes_of(*z);
+  unsupported("right-hand zero point " + describe(*z) + " (scalar or one per output column)");
+}
+
+// The int32 products of every matrix of a batched product; rhs[bi] per
+// batch matrix of b (one when b is 2-D).
+void batched_int_gemm(const MatMulShape& s, const RunValue& a, const std::vector<int32_t>& za,
+                      const std::vector<const Rhs*>& rhs, int32_t* out) {
+  const int64_t batches = static_cast<int64_t>(numel_of(s.batch));
+  const int64_t asz = a.type == ElemType::U8 || a.type == ElemType::I8 ? 1 : 0;
+  if (asz == 0) unsupported("integer matrix of " + describe(a));
+  const uint8_t* pa = a.data->data();
+  if (rhs.size() == 1 &&
+      std::all_of(s.b_batch_strides.begin(), s.b_batch_strides.end(), [](int64_t v) { return v == 0; }) &&
+      std::all_of(s.a_batch_strides.begin(), s.a_batch_strides.end(), [](int64_t v) { return v != 0; }) &&
+      za.size() == 1) {
+    // b shared by every batch and a contiguous: one [batches * m, k] product.
+    int_gemm(a.type, pa, batches * s.m, za, *rhs[0], out);
+    return;
+  }
+  for (int64_t bi = 0; bi < batches; ++bi) {
+    int64_t rem = bi, oa = 0, ob = 0;
+    for (size_t d = s.batch.size(); d-- > 0;) {
+      const int64_t idx = rem % s.batch[d];
+      rem /= s.batch[d];
+      oa += idx * s.a_batch_strides[d];
+      ob += idx * s.b_batch_strides[d];
+    }
+    int_gemm(a.type, pa + oa * s.m * s.k, s.m, za, *rhs[rhs.size() == 1 ? 0 : ob], out + bi * s.m * s.n);
+  }
+}
+
+// The Rhs of every batch matrix of b [..., k, n].
+std::vector<Rhs> make_batched_rhs(const RunValue& b, const std::vector<int32_t>& zb) {
+  const int64_t k = b.shape.size() >= 2 ? b.shape[b.shape.size() - 2] : b.shape[0];
+  const int64_t n = b.shape.size() >= 2 ? b.shape.back() : 1;
+  const int64_t mats = k * n == 0 ? 0 : static_cast<int64_t>(b.numel()) / (k * n);
+  std::vector<Rhs> out;
+  for (int64_t i = 0; i < std::max<int64_t>(mats, 1); ++i)
+    out.push_back(make_rhs(b.type, b.data->data() + i * k * n, k, n, false, zb));
+  return out;
+}
+
+// Requantizes int32 sums: round(acc * mult[col]) + zp, saturated (ONNX
+// Runtime's MlasRequantizeOutput).
+void requantize(const int32_t* acc, int64_t rows, int64_t cols, const std::vector<float>& mult, int32_t zp,
+                ElemType out_t, uint8_t* out, int threads) {
+  const Range r = range_of(out_t);
+  const float lo = static_cast<float>(r.lo), hi = static_cast<float>(r.hi);
+  parallel_for(threads, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cols)),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t i = b; i < e; ++i)
+                   for (int64_t j = 0; j < cols; ++j) {
+                     const float m = mult.size() == 1 ? mult[0] : mult[j];
+                     const float v =
+                         std::nearbyint(static_cast<float>(acc[i * cols + j]) * m) + static_cast<float>(zp);
+                     store_code(out_t, out, i * cols + j, round_saturate(v, lo, hi));
+                   }
+               });
+}
+
+// Per-tensor float scale (a scalar or 1-element tensor).
+float scalar_scale(const RunValue& v, const std::string& what) {
+  if (v.numel() != 1) unsupported(what + " " + describe(v) + " (a scalar)");
+  return floats_of(v, what)[0];
+}
+
+// Scales of a right-hand side: scalar or one per output column.
+std::vector<float> rhs_scales(const RunValue& v, int64_t n, const std::string& what) {
+  if (v.numel() != 1 && static_cast<int64_t>(v.numel()) != n)
+    unsupported(what + " " + describe(v) + " (scalar or one per output column)");
+  return floats_of(v, what);
+}
+
+// ---------------------------------------------------------------- MatMulInteger, QLinearMatMul
+
+// Caches the prepared right-hand side when b and its zero point are constant.
+class IntMatMulBase : public Kernel {
+ protected:
+  IntMatMulBase(const KernelInit& init, size_t b_index, size_t bzp_index)
+      : b_index_(b_index), bzp_index_(bzp_index) {
+    const RunValue* b = init.constants.size() > b_index ? init.constants[b_index] : nullptr;
+    const bool zp_given = init.node.inputs.size() > bzp_index && !init.node.inputs[bzp_index].empty();
+    const RunValue* z = zp_given && init.constants.size() > bzp_index ? init.constants[bzp_index] : nullptr;
+    if (b && (!zp_given || z)) {
+      const int64_t n = b->shape.size() >= 2 ? b->shape.back() : 1;
+      const_b_shape_ = b->shape;
+      const_rhs_ = make_batched_rhs(*b, rhs_zero_points(z, b->type, n));
+      have_const_ = true;
+    }
+  }
+
+  // The right-hand sides for this run (the cached ones, or made now in `tmp`).
+  std::vector<const Rhs*> rhs_for(KernelContext& ctx, const MatMulShape& s, std::vector<Rhs>& tmp) const {
+    const RunValue& b = ctx.input(b_index_);
+    const std::vector<Rhs>* src = &const_rhs_;
+    if (!have_const_) {
+      tmp = make_batched_rhs(
+          b, rhs_zero_points(ctx.has_input(bzp_index_) ? &ctx.input(bzp_index_) : nullptr, b.type, s.n));
+      src = &tmp;
+    } else if (b.shape != const_b_shape_) {
+      throw Error("constant right-hand side changed shape");
+    }
+    std::vector<const Rhs*> out;
+    for (const Rhs& r : *src) out.push_back(&r);
+    return out;
+  }
+
+ private:
+  size_t b_index_, bzp_index_;
+  bool have_const_ = false;
+  std::vector<int64_t> const_b_shape_;
+  std::vector<Rhs> const_rhs_;
+};
+
+class MatMulIntegerKernel : public IntMatMulBase {
+ public:
+  explicit MatMulIntegerKernel(const KernelInit& init) : IntMatMulBase(init, 1, 3) {}
+  void run(KernelContext& ctx) override {
+    const RunValue& a = ctx.input(0);
+    const RunValue& b = ctx.input(1);
+    const MatMulShape s = matmul_shape(a.shape, b.shape);
+    const std::vector<int32_t> za = lhs_zero_points(ctx, 2, a.type, s.m);
+    std::vector<Rhs> tmp;
+    const std::vector<const Rhs*> rhs = rhs_for(ctx, s, tmp);
+    batched_int_gemm(s, a, za, rhs, ctx.alloc<int32_t>(0, ElemType::I32, s.out));
+  }
+};
+
+class QLinearMatMulKernel : public IntMatMulBase {
+ public:
+  explicit QLinearMatMulKernel(const KernelInit& init) : IntMatMulBase(init, 3, 5) {}
+  void run(KernelContext& ctx) override {
+    const RunValue& a = ctx.input(0);
+    const RunValue& b = ctx.input(3);
+    const MatMulShape s = matmul_shape(a.shape, b.shape);
+    const float sa = scalar_scale(ctx.input(1), "a_scale");
+    const std::vector<int32_t> za = lhs_zero_points(ctx, 2, a.type, 1);
+    const std::vector<float> sb = rhs_scales(ctx.input(4), s.n, "b_scale");
+    const float sy = scalar_scale(ctx.input(6), "y_scale");
+    const RunValue* yz = ctx.has_input(7) ? &ctx.input(7) : nullptr;
+    const ElemType yt = yz ? yz->type : ElemType::U8;
+    if (yt != ElemType::U8 && yt != ElemType::I8)
+      unsupported("QLinearMatMul output " + std::string(name_of(yt)));
+    const int32_t zy = yz ? codes_of(*yz).at(0) : 0;
+    std::vector<Rhs> tmp;
+    const std::vector<const Rhs*> rhs = rhs_for(ctx, s, tmp);
+    std::vector<int32_t> acc(numel_of(s.out));
+    batched_int_gemm(s, a, za, rhs, acc.data());
+    std::vector<float> mult(sb.size());
+    for (size_t j = 0; j < sb.size(); ++j) mult[j] = sa * sb[j] / sy;
+    requantize(acc.data(), static_cast<int64_t>(acc.size()) / std::max<int64_t>(1, s.n), s.n, mult, zy, yt,
+               ctx.alloc_output(0, yt, s.out), ctx.threads);
+  }
+};
+
+// ---------------------------------------------------------------- DynamicQuantizeMatMul (com.microsoft)
+
+class DynamicQuantizeMatMulKernel : public IntMatMulBase {
+ public:
+  explicit DynamicQuantizeMatMulKernel(const KernelInit& init) : IntMatMulBase(init, 1, 3) {}
+  void run(KernelContext& ctx) override {
+    const RunValue& a = ctx.input(0);
+    const RunValue& b = ctx.input(1);
+    if (a.type != ElemType::F32) unsupported("DynamicQuantizeMatMul of " + describe(a));
+    const MatMulShape s = matmul_shape(a.shape, b.shape);
+    const std::vector<float> sb = rhs_scales(ctx.input(2), s.n, "b_scale");
+    std::vector<float> bias;
+    if (ctx.has_input(4)) {
+      bias = floats_of(ctx.input(4), "bias");
+      if (static_cast<int64_t>(bias.size()) != s.n)
+        throw Error("bias " + describe(ctx.input(4)) + " must have N elements");
+    }
+    const int64_t na = static_cast<int64_t>(a.numel());
+    const DynamicParams p = dynamic_params(a.as<float>(), na);
+    auto qbuf = ctx.pool().get(static_cast<uint64_t>(std::max<int64_t>(na, 1)));
+    quantize_u8(a.as<float>(), na, p, qbuf->mutable_data(), ctx.threads);
+    RunValue qa;
+    qa.type = ElemType::U8;
+    qa.shape = a.shape;
+    qa.data = qbuf;
+    std::vector<Rhs> tmp;
+    const std::vector<const Rhs*> rhs = rhs_for(ctx, s, tmp);
+    std::vector<int32_t> acc(numel_of(s.out));
+    batched_int_gemm(s, qa, {p.zero_point}, rhs, acc.data());
+    std::vector<float> mult(sb.size());
+    for (size_t j = 0; j < sb.size(); ++j) mult[j] = p.scale * sb[j];
+    float* y = ctx.alloc<float>(0, ElemType::F32, s.out);
+    const int64_t rows = static_cast<int64_t>(acc.size()) / std::max<int64_t>(1, s.n);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < s.n; ++j) {
+        float v = static_cast<float>(acc[i * s.n + j]) * (mult.size() == 1 ? mult[0] : mult[j]);
+        if (!bias.empty()) v += bias[j];
+        y[i * s.n + j] = v;
+      }
+  }
+};
+
+// ---------------------------------------------------------------- ConvInteger, QLinearConv
+
+struct ConvGeometry {
+  int64_t batch = 0, cin = 0, cout = 0, group = 1;
+  std::vector<int64_t> in, kernel, out, strides, dilations, pad_begin;
+  int64_t in_size = 1, out_size = 1, kernel_size = 1;
+};
+
+ConvGeometry conv_geometry(const Node& node, const std::vector<int64_t>& x, const std::vector<int64_t>& w) {
+  if (x.size() < 3 || w.size() != x.size())
+    throw Error("convolution of " + shape_str(x) + " by weights " + shape_str(w) +
+                ": ranks must match and be >= 3");
+  ConvGeometry g;
+  const size_t nsp = x.size() - 2;
+  g.batch = x[0];
+  g.cin = x[1];
+  g.cout = w[0];
+  g.group = attr_int(node, "group", 1);
+  if (g.group < 1 || g.cin % g.group || g.cout % g.group || w[1] * g.group != g.cin)
+    throw Error("group " + std::to_string(g.group) + " does not fit input " + shape_str(x) + " and weights " +
+                shape_str(w));
+  g.in.assign(x.begin() + 2, x.end());
+  g.kernel.assign(w.begin() + 2, w.end());
+  const std::vector<int64_t> ks = attr_ints(node, "kernel_shape");
+  if (!ks.empty() && ks != g.kernel)
+    throw Error("kernel_shape " + shape_str(ks) + " differs from the weights' " + shape_str(g.kernel));
+  g.strides = attr_ints(node, "strides", std::vector<int64_t>(nsp, 1));
+  g.dilations = attr_ints(node, "dilations", std::vector<int64_t>(nsp, 1));
+  std::vector<int64_t> pads = attr_ints(node, "pads", std::vector<int64_t>(2 * nsp, 0));
+  if (g.strides.size() != nsp || g.dilations.size() != nsp || pads.size() != 2 * nsp)
+    throw Error("strides, dilations or pads do not match " + std::to_string(nsp) + " spatial dimensions");
+  const std::string ap = attr_string(node, "auto_pad", "NOTSET");
+  g.pad_begin.resize(nsp);
+  g.out.resize(nsp);
+  for (size_t d = 0; d < nsp; ++d) {
+    const int64_t ext = (g.kernel[d] - 1) * g.dilations[d] + 1;
+    int64_t pb = pads[d], pe = pads[d + nsp];
+    if (ap == "SAME_UPPER" || ap == "SAME_LOWER") {
+      const int64_t o = (g.in[d] + g.strides[d] - 1) / g.strides[d];
+      const int64_t total = std::max<int64_t>(0, (o - 1) * g.strides[d] + ext - g.in[d]);
+      pb = ap == "SAME_UPPER" ? total / 2 : total - total / 2;
+      pe = total - pb;
+    } else if (ap == "VALID") {
+      pb = pe = 0;
+    } else if (ap != "NOTSET") {
+      unsupported("auto_pad '" + ap + "'");
+    }
+    g.pad_begin[d] = pb;
+    g.out[d] = (g.in[d] + pb + pe - ext) / g.strides[d] + 1;
+    if (g.out[d] < 1) throw Error("convolution output would be empty for input " + shape_str(x));
+    g.in_size *= g.in[d];
+    g.out_size *= g.out[d];
+    g.kernel_size *= g.kernel[d];
+  }
+  return g;
+}
+
+// Rows of im2col for one image and group: [out_size, cin/group * kernel_size],
+// out-of-image taps filled with `pad` (the input's zero point).
+void im2col(const ConvGeometry& g, const uint8_t* x, int64_t c0, uint8_t pad, uint8_t* col, int threads) {
+  const int64_t cg = g.cin / g.group;
+  const int64_t cols = cg * g.kernel_size;
+  const size_t nsp = g.in.size();
+  parallel_for(threads, g.out_size, 64, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> oi(nsp), ki(nsp);
+    for (int64_t p = b; p < e; ++p) {
+      int64_t rem = p;
+      for (size_t d = nsp; d-- > 0;) {
+        oi[d] = rem % g.out[d];
+        rem /= g.out[d];
+      }
+      uint8_t* row = col + p * cols;
+      for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
+        int64_t r2 = kk, off = 0;
+        bool inside = true;
+        for (size_t d = nsp; d-- > 0;) {
+          ki[d] = r2 % g.kernel[d];
+          r2 /= g.kernel[d];
+        }
+        for (size_t d = 0; d < nsp; ++d) {
+          const int64_t pos = oi[d] * g.strides[d] - g.pad_begin[d] + ki[d] * g.dilations[d];
+          if (pos < 0 || pos >= g.in[d]) {
+            inside = false;
+            break;
+          }
+          off = off * g.in[d] + pos;
+        }
+        for (int64_t c = 0; c < cg; ++c)
+          row[c * g.kernel_size + kk] = inside ? x[(c0 + c) * g.in_size + off] : pad;
+      }
+    }
+  });
+}
+
+// The int32 convolution sums [batch, cout, out...] of x (codes) by weights
+// prepared per group.
+class IntConvBase : public Kernel {
+ protected:
+  IntConvBase(const KernelInit& init, size_t w_index, size_t wzp_index)
+      : w_index_(w_index), wzp_index_(wzp_index) {
+    const RunValue* w = init.constants.size() > w_index ? init.constants[w_index] : nullptr;
+    const bool zp_given = init.node.inputs.size() > wzp_index && !init.node.inputs[wzp_index].empty();
+    const RunValue* z = zp_given && init.constants.size() > wzp_index ? init.constants[wzp_index] : nullptr;
+    if (w && (!zp_given || z)) {
+      const_w_shape_ = w->shape;
+      group_ = attr_int(init.node, "group", 1);
+      const_rhs_ = make_group_rhs(*w, z, group_);
+      have_const_ = true;
+    }
+  }
+
+  static std::vector<Rhs> make_group_rhs(const RunValue& w, const RunValue* z, int64_t group) {
+    if (w.shape.empty() || group < 1 || w.shape[0] % group)
+      throw Error("weights " + describe(w) + " do not fit the group");
+    const int64_t cout = w.shape[0];
+    const int64_t mg = cout / group;
+    const int64_t ck = cout == 0 ? 0 : static_cast<int64_t>(w.numel()) / cout;
+    const std::vector<int32_t> zs = rhs_zero_points(z, w.type, cout);
+    std::vector<Rhs> out;
+    for (int64_t gi = 0; gi < group; ++gi) {
+      std::vector<int32_t> zg =
+          zs.size() == 1 ? zs : std::vector<int32_t>(zs.begin() + gi * mg, zs.begin() + (gi + 1) * mg);
+      out.push_back(make_rhs(w.type, w.data->data() + gi * mg * ck, ck, mg, true, zg));
+    }
+    return out;
+  }
+
+  // acc [batch, cout, out_size] int32.
+  void conv_sums(KernelContext& ctx, const RunValue& x, const RunValue& w, int32_t zx, const ConvGeometry& g,
+                 int32_t* acc) const {
+    if (x.type != ElemType::U8 && x.type != ElemType::I8) unsupported("convolution input " + describe(x));
+    std::vector<Rhs> tmp;
+    const std::vector<Rhs>* rhs = &const_rhs_;
+    if (!have_const_) {
+      tmp = make_group_rhs(w, ctx.has_input(wzp_index_) ? &ctx.input(wzp_index_) : nullptr, g.group);
+      rhs = &tmp;
+    } else if (w.shape != const_w_shape_) {
+      throw Error("constant weights changed shape");
+    }
+    const int64_t cg = g.cin / g.group, mg = g.cout / g.group;
+    const int64_t cols = cg * g.kernel_size;
+    std::vector<uint8_t> col(static_cast<size_t>(g.out_size * cols));
+    std::vector<int32_t> c(static_cast<size_t>(g.out_size * mg));
+    const uint8_t* px = x.data->data();
+    for (int64_t nb = 0; nb < g.batch; ++nb)
+      for (int64_t gi = 0; gi < g.group; ++gi) {
+        im2col(g, px + nb * g.cin * g.in_size, gi * cg, static_cast<uint8_t>(zx), col.data(), ctx.threads);
+        int_gemm(x.type, col.data(), g.out_size, {zx}, (*rhs)[gi], c.data());
+        int32_t* o = acc + (nb * g.cout + gi * mg) * g.out_size;
+        for (int64_t p = 0; p < g.out_size; ++p)
+          for (int64_t m = 0; m < mg; ++m) o[m * g.out_size + p] = c[p * mg + m];
+      }
+  }
+
+  size_t w_index_, wzp_index_;
+  bool have_const_ = false;
+  int64_t group_ = 1;
+  std::vector<int64_t> const_w_shape_;
+  std::vector<Rhs> const_rhs_;
+};
+
+std::vector<int64_t> conv_out_shape(const ConvGeometry& g) {
+  std::vector<int64_t> s = {g.batch, g.cout};
+  s.insert(s.end(), g.out.begin(), g.out.end());
+  return s;
+}
+
+int32_t input_zero_point(const KernelContext& ctx, size_t i, ElemType t) {
+  if (!ctx.has_input(i)) return 0;
+  const RunValue& z = ctx.input(i);
+  if (z.type != t) throw Error("zero point " + describe(z) + " differs in type from its input");
+  if (z.numel() != 1) unsupported("input zero point " + describe(z) + " (a scalar)");
+  return codes_of(z)[0];
+}
+
+class ConvIntegerKernel : public IntConvBase {
+ public:
+  explicit ConvIntegerKernel(const KernelInit& init) : IntConvBase(init, 1, 3) {}
+  void run(KernelContext& ctx) override {
+    const RunValue& x = ctx.input(0);
+    const RunValue& w = ctx.input(1);
+    const ConvGeometry g = conv_geometry(ctx.node, x.shape, w.shape);
+    const int32_t zx = input_zero_point(ctx, 2, x.type);
+    conv_sums(ctx, x, w, zx, g, ctx.alloc<int32_t>(0, ElemType::I32, conv_out_shape(g)));
+  }
+};
+
+class QLinearConvKernel : public IntConvBase {
+ public:
+  explicit QLinearConvKernel(const KernelInit& init) : IntConvBase(init, 3, 5) {}
+  void run(KernelContext& ctx) override {
+    const RunValue& x = ctx.input(0);
+    const RunValue& w = ctx.input(3);
+    const ConvGeometry g = conv_geometry(ctx.node, x.shape, w.shape);
+    const float sx = scalar_scale(ctx.input(1), "x_scale");
+    const int32_t zx = input_zero_point(ctx, 2, x.type);
+    const std::vector<float> sw = rhs_scales(ctx.input(4), g.cout, "w_scale");
+    const float sy = scalar_scale(ctx.input(6), "y_scale");
+    const RunValue& yz = ctx.input(7);
+    const ElemType yt = yz.type;
+    if (yt != ElemType::U8 && yt != ElemType::I8) unsupported("QLinearConv output " + describe(yz));
+    const int32_t zy = input_zero_point(ctx, 7, yt);
+    std::vector<int32_t> acc(static_cast<size_t>(g.batch * g.cout * g.out_size));
+    conv_sums(ctx, x, w, zx, g, acc.data());
+    if (ctx.has_input(8)) {
+      const RunValue& bias = ctx.input(8);
+      if (bias.type != ElemType::I32 || static_cast<int64_t>(bias.numel()) != g.cout)
+        throw Error("bias " + describe(bias) + " must be int32 with one value per output channel");
+      const int32_t* pb = bias.as<int32_t>();
+      for (int64_t nb = 0; nb < g.batch; ++nb)
+        for (int64_t m = 0; m < g.cout; ++m)
+          for (int64_t p = 0; p < g.out_size; ++p) acc[(nb * g.cout + m) * g.out_size + p] += pb[m];
+    }
+    uint8_t* out = ctx.alloc_output(0, yt, conv_out_shape(g));
+    const Range r = range_of(yt);
+    for (int64_t nb = 0; nb < g.batch; ++nb)
+      for (int64_t m = 0; m < g.cout; ++m) {
+        const float mult = sx * (sw.size() == 1 ? sw[0] : sw[m]) / sy;
+        const int64_t base = (nb * g.cout + m) * g.out_size;
+        for (int64_t p = 0; p < g.out_size; ++p) {
+          const float v = std::nearbyint(static_cast<float>(acc[base + p]) * mult) + static_cast<float>(zy);
+          store_code(yt, out, base + p,
+                     round_saturate(v, static_cast<float>(r.lo), static_cast<float>(r.hi)));
+        }
+      }
+  }
+};
+
+// ---------------------------------------------------------------- QLinearAdd, QLinearMul (com.microsoft)
+
+struct QParams {
+  float scale;
+  int32_t zp;
+};
+
+QParams qparams(const KernelContext& ctx, size_t si, size_t zi, ElemType t, const std::string& what) {
+  QParams p;
+  p.scale = scalar_scale(ctx.input(si), what + "_scale");
+  p.zp = input_zero_point(ctx, zi, t);
+  return p;
+}
+
+// C = quantize(f(dequantize(A), dequantize(B))), broadcasting.
+template <bool kMul>
+void qlinear_binary(KernelContext& ctx) {
+  const RunValue& a = ctx.input(0);
+  const RunValue& b = ctx.input(3);
+  if ((a.type != ElemType::U8 && a.type != ElemType::I8) || b.type != a.type)
+    unsupported("operands " + describe(a) + " and " + describe(b));
+  const QParams pa = qparams(ctx, 1, 2, a.type, "A");
+  const QParams pb = qparams(ctx, 4, 5, a.type, "B");
+  const QParams pc = qparams(ctx, 6, 7, a.type, "C");
+  const Range r = range_of(a.type);
+  const float lo = static_cast<float>(r.lo), hi = static_cast<float>(r.hi);
+  // ONNX Runtime's float forms: Add rescales each operand to C's scale, Mul
+  // multiplies by one combined scale.
+  const float ra = pa.scale / pc.scale, rb = pb.scale / pc.scale, rm = pa.scale * pb.scale / pc.scale;
+  const float zc = static_cast<float>(pc.zp);
+  const std::vector<int64_t> shape = broadcast_shapes(a.shape, b.shape);
+  const std::vector<int64_t> sa = broadcast_strides(a.shape, shape), sb = broadcast_strides(b.shape, shape);
+  const int64_t n = static_cast<int64_t>(numel_of(shape));
+  uint8_t* o = ctx.alloc_output(0, a.type, shape);
+  const uint8_t* xa = a.data->data();
+  const uint8_t* xb = b.data->data();
+  parallel_for(ctx.threads, n, 16384, [&](int64_t beg, int64_t end) {
+    for (int64_t i = beg; i < end; ++i) {
+      int64_t rem = i, ia = 0, ib = 0;
+      for (size_t d = shape.size(); d-- > 0;) {
+        const int64_t idx = rem % shape[d];
+        rem /= shape[d];
+        ia += idx * sa[d];
+        ib += idx * sb[d];
+      }
+      const float va = static_cast<float>(load_code(a.type, xa, ia) - pa.zp);
+      const float vb = static_cast<float>(load_code(a.type, xb, ib) - pb.zp);
+      const float v = kMul ? va * vb * rm : ra * va + rb * vb;
+      store_code(a.type, o, i, round_saturate(std::nearbyint(v) + zc, lo, hi));
+    }
+  });
+}
+
+// ---------------------------------------------------------------- MatMulNBits (com.microsoft)
+
+// Y = A @ dequantize(B)^T (+ bias), B [N, blocks, blob] packed little-end
+// first, as ONNX Runtime's contrib docs/ContribOperators.md and qforge's
+// passes/common/quant_math.h (pack_matmul_nbits) lay it out. The weights are
+// dequantized to f32 once when constant and multiplied with oneDNN's sgemm
+// (accuracy_level is accepted; the product is f32 whatever it says).
+class MatMulNBitsKernel : public Kernel {
+ public:
+  explicit MatMulNBitsKernel(const KernelInit& init) {
+    const Node& n = init.node;
+    k_ = attr_required(n, "K").i;
+    n_ = attr_required(n, "N").i;
+    bits_ = attr_required(n, "bits").i;
+    block_ = attr_required(n, "block_size").i;
+    if (bits_ != 4 && bits_ != 8) unsupported("bits " + std::to_string(bits_) + " (4 and 8 are)");
+    if (block_ < 16 || (block_ & (block_ - 1)))
+      throw Error("block_size must be a power of 2 >= 16, got " + std::to_string(block_));
+    if (k_ <= 0 || n_ <= 0) throw Error("K and N must be positive");
+    bool all_const = true;
+    for (size_t i = 1; i < n.inputs.size(); ++i)
+      if (!n.inputs[i].empty() && (i >= init.constants.size() || !init.constants[i])) all_const = false;
+    if (all_const) {
+      std::vector<const RunValue*> in(6, nullptr);
+      for (size_t i = 1; i < n.inputs.size() && i < 6; ++i)
+        if (!n.inputs[i].empty()) in[i] = init.constants[i];
+      weights_ = dequantize(in);
+      if (in[5]) bias_ = floats_of(*in[5], "bias");
+      have_const_ = true;
+    }
+  }
+
+  void run(KernelContext& ctx) override {
+    const RunValue& a = ctx.input(0);
+    if (a.type != ElemType::F32 && a.type != ElemType::F16) unsupported("MatMulNBits of " + describe(a));
+    if (a.shape.empty() || a.shape.back() != k_)
+      throw Error("input " + describe(a) + " must end in K = " + std::to_string(k_));
+    std::vector<float> wtmp, btmp;
+    const std::vector<float>* w = &weights_;
+    const std::vector<float>* bias = &bias_;
+    if (!have_const_) {
+      std::vector<const RunValue*> in(6, nullptr);
+      for (size_t i = 1; i < 6; ++i)
+        if (ctx.has_input(i)) in[i] = &ctx.input(i);
+      wtmp = dequantize(in);
+      w = &wtmp;
+      if (in[5]) btmp = floats_of(*in[5], "bias");
+      bias = &btmp;
+    }
+    if (!bias->empty() && static_cast<int64_t>(bias->size()) != n_) throw Error("bias must have N elements");
+    const int64_t m = static_cast<int64_t>(a.numel()) / k_;
+    std::vector<int64_t> out_shape = a.shape;
+    out_shape.back() = n_;
+    std::vector<float> af;
+    const float* pa = a.as<float>();
+    if (a.type == ElemType::F16) {
+      af = floats_of(a, "A");
+      pa = af.data();
+    }
+    float* y = nullptr;
+    std::vector<float> yf;
+    if (a.type == ElemType::F32) {
+      y = ctx.alloc<float>(0, ElemType::F32, out_shape);
+    } else {
+      yf.resize(static_cast<size_t>(m * n_));
+      y = yf.data();
+    }
+    if (m > 0) {
+      const dnnl::status st = dnnl::sgemm('N', 'T', m, n_, k_, 1.0f, pa, k_, w->data(), k_, 0.0f, y, n_);
+      if (st != dnnl::status::success)
+        throw Error("oneDNN sgemm failed (status " + std::to_string(int(st)) + ")");
+    }
+    if (!bias->empty())
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n_; ++j) y[i * n_ + j] += (*bias)[j];
+    if (a.type == ElemType::F16) {
+      uint16_t* o = ctx.alloc<uint16_t>(0, ElemType::F16, out_shape);
+      for (int64_t i = 0; i < m * n_; ++i) o[i] = fp32_to_fp16(y[i]);
+    }
+  }
+
+ private:
+  // W [N, K] in f32 from B, scales, zero_points, g_idx (inputs 1..4).
+  std::vector<float> dequantize(const std::vector<const RunValue*>& in) const {
+    const RunValue* b = in[1];
+    const RunValue* sc = in[2];
+    const RunValue* zp = in[3];
+    const RunValue* gidx = in[4];
+    if (!b || !sc) throw Error("MatMulNBits needs B and scales");
+    const int64_t nb = (k_ + block_ - 1) / block_;
+    const int64_t blob = block_ * bits_ / 8;
+    if (b->type != ElemType::U8 || static_cast<int64_t>(b->numel()) != n_ * nb * blob)
+      throw Error("B " + describe(*b) + " must be uint8 [N, " + std::to_string(nb) + ", " +
+                  std::to_string(blob) + "]");
+    const std::vector<float> s = floats_of(*sc, "scales");
+    if (static_cast<int64_t>(s.size()) != n_ * nb)
+      throw Error("scales " + describe(*sc) + " must have N * blocks elements");
+    const int64_t zp_cols = (nb * bits_ + 7) / 8;
+    std::vector<float> zf;  // per (n, block)
+    zf.assign(static_cast<size_t>(n_ * nb), static_cast<float>(1 << (bits_ - 1)));
+    if (zp) {
+      if (zp->type != ElemType::U8)
+        unsupported("zero points of type " + describe(*zp) + " (packed uint8 are)");
+      if (static_cast<int64_t>(zp->numel()) != n_ * zp_cols)
+        throw Error("zero points " + describe(*zp) + " must have N * " + std::to_string(zp_cols) +
+                    " elements");
+      const uint8_t* pz = zp->data->data();
+      for (int64_t j = 0; j < n_; ++j)
+        for (int64_t bl = 0; bl < nb; ++bl) {
+          int32_t v;
+          if (bits_ == 8) {
+            v = pz[j * zp_cols + bl];
+          } else {
+            const uint8_t byte = pz[j * zp_cols + bl / 2];
+            v = (bl & 1) ? byte >> 4 : byte & 0xf;
+          }
+          zf[j * nb + bl] = static_cast<float>(v);
+        }
+    }
+    std::vector<int32_t> g;
+    if (gidx) {
+      if (gidx->type != ElemType::I32 || static_cast<int64_t>(gidx->numel()) != k_)
+        throw Error("g_idx " + describe(*gidx) + " must be int32 with K elements");
+      g.assign(gidx->as<int32_t>(), gidx->as<int32_t>() + k_);
+      for (int32_t v : g)
+        if (v < 0 || v >= nb) throw Error("g_idx value " + std::to_string(v) + " is not a block index");
+    }
+    std::vector<float> w(static_cast<size_t>(n_ * k_));
+    const uint8_t* pb = b->data->data();
+    for (int64_t j = 0; j < n_; ++j)
+      for (int64_t kk = 0; kk < k_; ++kk) {
+        const int64_t bl = g.empty() ? kk / block_ : g[kk];
+        const int64_t in_block = kk % block_;
+        const uint8_t* blk = pb + (j * nb + kk / block_) * blob;
+        const int32_t q =
+            bits_ == 8 ? blk[in_block] : ((in_block & 1) ? blk[in_block / 2] >> 4 : blk[in_block / 2] & 0xf);
+        w[j * k_ + kk] = (static_cast<float>(q) - zf[j * nb + bl]) * s[j * nb + bl];
+      }
+    return w;
+  }
+
+  int64_t k_ = 0, n_ = 0, bits_ = 4, block_ = 32;
+  bool have_const_ = false;
+  std::vector<float> weights_, bias_;
+};
+
+template <class K>
+KernelFactory factory_of() {
+  return [](const KernelInit& init) { return std::unique_ptr<Kernel>(new K(init)); };
+}
+
+}  // namespace
+
+void register_ops_quant(KernelTable& t) {
+  t.add_fn("", "QuantizeLinear", 10, kMaxOpset, [](KernelContext& c) { quantize_linear(c, false); });
+  t.add_fn("", "DequantizeLinear", 10, kMaxOpset, [](KernelContext& c) { dequantize_linear(c, false); });
+  t.add_fn("", "DynamicQuantizeLinear", 11, kMaxOpset, dynamic_quantize_linear);
+  t.add("", "MatMulInteger", 10, kMaxOpset, factory_of<MatMulIntegerKernel>());
+  t.add("", "QLinearMatMul", 10, kMaxOpset, factory_of<QLinearMatMulKernel>());
+  t.add("", "ConvInteger", 10, kMaxOpset, factory_of<ConvIntegerKernel>());
+  t.add("", "QLinearConv", 10, kMaxOpset, factory_of<QLinearConvKernel>());
+  t.add_fn("com.microsoft", "QuantizeLinear", 1, kMaxOpset,
+           [](KernelContext& c) { quantize_linear(c, true); });
+  t.add_fn("com.microsoft", "DequantizeLinear", 1, kMaxOpset,
+           [](KernelContext& c) { dequantize_linear(c, true); });
+  t.add_fn("com.microsoft", "QLinearAdd", 1, kMaxOpset, qlinear_binary<false>);
+  t.add_fn("com.microsoft", "QLinearMul", 1, kMaxOpset, qlinear_binary<true>);
+  t.add("com.microsoft", "DynamicQuantizeMatMul", 1, kMaxOpset, factory_of<DynamicQuantizeMatMulKernel>());
+  t.add("com.microsoft", "MatMulNBits", 1, kMaxOpset, factory_of<MatMulNBitsKernel>());
+}
+
+}  // namespace qforge::cpu

@@ -964,9 +964,9 @@ void qlinear_binary(KernelContext& ctx) {
 
 // ---------------------------------------------------------------- MatMulNBits (com.microsoft)
 
-// Y = A @ dequantize(B)^T (+ bias), B [N, blocks, blob] packed little-end
-// first, as ONNX Runtime's contrib docs/ContribOperators.md and qforge's
-// passes/common/quant_math.h (pack_matmul_nbits) lay it out. The weights are
+// Y = A @ dequantize(B)^T (+ bias), B [N, blocks, blob] with the low nibble
+// first, the layout qforge's passes/common/quant_math.h (pack_matmul_nbits)
+// writes; absent zero points are 2^(bits - 1). The weights are
 // dequantized to f32 once when constant and multiplied with oneDNN's sgemm
 // (accuracy_level is accepted; the product is f32 whatever it says).
 class MatMulNBitsKernel : public Kernel {

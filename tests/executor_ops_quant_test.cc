@@ -471,18 +471,19 @@ std::vector<ValueInfo> outputs_of(const Graph& g, const std::string& op, ElemTyp
 }
 
 struct Agreement {
-  int exact = 0;       // outputs compared bit for bit
-  double max_rel = 0;  // of the float outputs: max |got - want| / (1 + max |want|)
+  int exact = 0;          // outputs compared bit for bit
+  double max_rel = 0;     // of the float outputs: max |got - want| / (1 + max |want|)
+  int max_code_diff = 0;  // of outputs compared code by code
+  int codes_differing = 0;
 };
 
 // Runs the emitted file in both runtimes on `x` and compares output by
 // output: the names in `float_outputs` within the file comment's tolerance,
 // every other bit for bit.
-Agreement compare_with_ort(const Model& m, const std::string& name, const RunValue& x,
-                           const std::set<std::string>& float_outputs) {
+Agreement compare_inputs_with_ort(const Model& m, const std::string& name, const NamedValues& in,
+                                  const std::set<std::string>& float_outputs, int max_code_diff = 0) {
   const fs::path path = emit_to(scratch() / (name + ".onnx"), m);
   const Model back = reimport(path);
-  const NamedValues in = {{back.graph->inputs.at(0).name, x}};
   const NamedValues got = run_cpu(back, in);
   const std::vector<Array> want = run_ort(path, in, name);
   REQUIRE(got.size() == want.size());
@@ -494,12 +495,30 @@ Agreement compare_with_ort(const Model& m, const std::string& name, const RunVal
       const double d = max_abs_diff(got[i].second, want[i], &ref);
       a.max_rel = std::max(a.max_rel, d / (1 + ref));
       CHECK(d <= 1e-5 * (1 + ref));
+    } else if (max_code_diff > 0) {
+      REQUIRE(got[i].second.type == want[i].type);
+      REQUIRE(got[i].second.shape == want[i].shape);
+      REQUIRE((want[i].type == ElemType::U8 || want[i].type == ElemType::I8));
+      const uint8_t* x = got[i].second.data->data();
+      const uint8_t* y = want[i].data->data();
+      for (uint64_t j = 0; j < got[i].second.numel(); ++j) {
+        const int dx = want[i].type == ElemType::I8 ? static_cast<int8_t>(x[j]) : x[j];
+        const int dy = want[i].type == ElemType::I8 ? static_cast<int8_t>(y[j]) : y[j];
+        a.max_code_diff = std::max(a.max_code_diff, std::abs(dx - dy));
+        a.codes_differing += dx != dy;
+      }
+      CHECK(a.max_code_diff <= max_code_diff);
     } else {
       CHECK(same_bytes(got[i].second, want[i]));
       ++a.exact;
     }
   }
   return a;
+}
+
+Agreement compare_with_ort(const Model& m, const std::string& name, const RunValue& x,
+                           const std::set<std::string>& float_outputs) {
+  return compare_inputs_with_ort(m, name, {{m.graph->inputs.at(0).name, x}}, float_outputs);
 }
 
 }  // namespace
@@ -597,6 +616,182 @@ TEST_CASE("cpu executor quant: quantize-weights matmulnbits (4 and 8 bits) agree
       REQUIRE(find_op(*m.graph, "MatMulNBits"));
       const Agreement a = compare_with_ort(m, c.name, random_input({8, 16}, 13, 2.0f), {"y"});
       std::printf("%s: y max rel. diff with ONNX Runtime %.3g\n", c.name, a.max_rel);
+    }
+  }
+}
+
+namespace {
+
+std::vector<uint8_t> random_codes(size_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<uint8_t> v(n);
+  for (uint8_t& x : v) x = static_cast<uint8_t>(static_cast<int>((rng.uniform() + 1.0f) * 128.0f) & 0xff);
+  return v;
+}
+
+Model ms_model(int64_t opset = 13) {
+  Model m = onnx_model("q", opset, opset >= 21 ? 10 : 8);
+  m.graph->model.opset_imports.push_back({"com.microsoft", 1});
+  return m;
+}
+
+Node ms_node(const std::string& name, const std::string& op, std::vector<std::string> in,
+             std::vector<std::string> out) {
+  Node n = make_node(name, op, std::move(in), std::move(out));
+  n.domain = "com.microsoft";
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("cpu executor quant: QLinearConv, ConvInteger, QLinearMatMul agree with ONNX Runtime bit for bit",
+          "[executor][quant]") {
+  SECTION("QLinearConv uint8 x int8 weights, group 2, stride 2, pads, per-channel scales, bias") {
+    Model m = onnx_model("q", 13, 8);
+    Graph& g = *m.graph;
+    g.inputs.push_back(tensor_info("x", ElemType::U8, {2, 4, 9, 7}));
+    g.outputs.push_back(any_shape("y", ElemType::U8));
+    std::vector<uint8_t> w = random_codes(6 * 2 * 3 * 3, 21);
+    std::vector<float> ws = {0.01f, 0.02f, 0.015f, 0.03f, 0.005f, 0.012f};
+    std::vector<int32_t> bias = {100, -200, 3000, -40, 0, 777};
+    m.tensors = {tensor<float>("xs", ElemType::F32, {}, {0.05f}),
+                 tensor<uint8_t>("xz", ElemType::U8, {}, {100}),
+                 tensor<uint8_t>("w", ElemType::I8, {6, 2, 3, 3}, w),
+                 tensor<float>("ws", ElemType::F32, {6}, ws),
+                 tensor<uint8_t>("wz", ElemType::I8, {6}, std::vector<uint8_t>(6, 0)),
+                 tensor<float>("ys", ElemType::F32, {}, {0.3f}),
+                 tensor<uint8_t>("yz", ElemType::U8, {}, {120}),
+                 tensor<int32_t>("b", ElemType::I32, {6}, bias)};
+    Node n = make_node("conv", "QLinearConv", {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"}, {"y"});
+    n.attributes.push_back(Attribute::of_int("group", 2));
+    n.attributes.push_back(Attribute::of_ints("strides", {2, 2}));
+    n.attributes.push_back(Attribute::of_ints("pads", {1, 0, 1, 2}));
+    n.attributes.push_back(Attribute::of_ints("kernel_shape", {3, 3}));
+    g.nodes.push_back(n);
+    const Agreement a = compare_inputs_with_ort(
+        m, "qlinearconv", {{"x", value(ElemType::U8, {2, 4, 9, 7}, random_codes(504, 22))}}, {});
+    CHECK(a.exact == 1);
+  }
+  SECTION("ConvInteger uint8, zero points, dilation 2, stride 2 in one dimension, pads") {
+    Model m = onnx_model("q", 13, 8);
+    Graph& g = *m.graph;
+    g.inputs.push_back(tensor_info("x", ElemType::U8, {1, 3, 8, 8}));
+    g.outputs.push_back(any_shape("y", ElemType::I32));
+    m.tensors = {tensor<uint8_t>("w", ElemType::U8, {4, 3, 3, 3}, random_codes(108, 23)),
+                 tensor<uint8_t>("xz", ElemType::U8, {}, {3}),
+                 tensor<uint8_t>("wz", ElemType::U8, {}, {131})};
+    Node n = make_node("conv", "ConvInteger", {"x", "w", "xz", "wz"}, {"y"});
+    n.attributes.push_back(Attribute::of_ints("dilations", {2, 2}));
+    n.attributes.push_back(Attribute::of_ints("strides", {1, 2}));
+    n.attributes.push_back(Attribute::of_ints("pads", {2, 1, 2, 1}));
+    g.nodes.push_back(n);
+    const Agreement a = compare_inputs_with_ort(
+        m, "convinteger", {{"x", value(ElemType::U8, {1, 3, 8, 8}, random_codes(192, 24))}}, {});
+    CHECK(a.exact == 1);
+  }
+  SECTION("QLinearMatMul uint8 [2, 3, 16] x int8 [16, 5] with per-column scales") {
+    Model m = onnx_model("q", 13, 8);
+    Graph& g = *m.graph;
+    g.inputs.push_back(tensor_info("a", ElemType::U8, {2, 3, 16}));
+    g.outputs.push_back(any_shape("y", ElemType::U8));
+    m.tensors = {tensor<float>("as", ElemType::F32, {}, {0.02f}),
+                 tensor<uint8_t>("az", ElemType::U8, {}, {128}),
+                 tensor<uint8_t>("b", ElemType::I8, {16, 5}, random_codes(80, 25)),
+                 tensor<float>("bs", ElemType::F32, {5}, {0.01f, 0.03f, 0.02f, 0.015f, 0.05f}),
+                 tensor<uint8_t>("bz", ElemType::I8, {5}, std::vector<uint8_t>(5, 0)),
+                 tensor<float>("ys", ElemType::F32, {}, {0.25f}),
+                 tensor<uint8_t>("yz", ElemType::U8, {}, {130})};
+    g.nodes.push_back(
+        make_node("mm", "QLinearMatMul", {"a", "as", "az", "b", "bs", "bz", "ys", "yz"}, {"y"}));
+    const Agreement a = compare_inputs_with_ort(
+        m, "qlinearmatmul", {{"a", value(ElemType::U8, {2, 3, 16}, random_codes(96, 26))}}, {});
+    CHECK(a.exact == 1);
+  }
+}
+
+TEST_CASE(
+    "cpu executor quant: com.microsoft QLinearAdd, QLinearMul, DynamicQuantizeMatMul, 16-bit Q/DQ agree "
+    "with ONNX Runtime",
+    "[executor][quant]") {
+  SECTION("QLinearAdd and QLinearMul uint8 with broadcasting (within 1 code: MLAS rounds its own way)") {
+    for (const char* op : {"QLinearAdd", "QLinearMul"}) {
+      Model m = ms_model();
+      Graph& g = *m.graph;
+      g.inputs.push_back(tensor_info("a", ElemType::U8, {2, 3, 8}));
+      g.outputs.push_back(any_shape("c", ElemType::U8));
+      m.tensors = {tensor<float>("as", ElemType::F32, {}, {0.05f}),
+                   tensor<uint8_t>("az", ElemType::U8, {}, {120}),
+                   tensor<uint8_t>("b", ElemType::U8, {8}, random_codes(8, 27)),
+                   tensor<float>("bs", ElemType::F32, {}, {0.03f}),
+                   tensor<uint8_t>("bz", ElemType::U8, {}, {140}),
+                   tensor<float>("cs", ElemType::F32, {}, {0.07f}),
+                   tensor<uint8_t>("cz", ElemType::U8, {}, {125})};
+      g.nodes.push_back(ms_node("op", op, {"a", "as", "az", "b", "bs", "bz", "cs", "cz"}, {"c"}));
+      const Agreement a = compare_inputs_with_ort(
+          m, op, {{"a", value(ElemType::U8, {2, 3, 8}, random_codes(48, 28))}}, {}, 1);
+      std::printf("%s: %d of 48 codes differ from ONNX Runtime (at most by %d)\n", op, a.codes_differing,
+                  a.max_code_diff);
+    }
+  }
+  SECTION("DynamicQuantizeMatMul with per-column scales, zero points and bias") {
+    Model m = ms_model();
+    Graph& g = *m.graph;
+    g.inputs.push_back(tensor_info("a", ElemType::F32, {4, 16}));
+    g.outputs.push_back(any_shape("y", ElemType::F32));
+    m.tensors = {
+        tensor<uint8_t>("b", ElemType::U8, {16, 8}, random_codes(128, 29)),
+        tensor<float>("bs", ElemType::F32, {8}, {0.01f, 0.02f, 0.03f, 0.04f, 0.05f, 0.06f, 0.07f, 0.08f}),
+        tensor<uint8_t>("bz", ElemType::U8, {8}, {120, 121, 122, 123, 124, 125, 126, 127}),
+        tensor<float>("bias", ElemType::F32, {8}, {0.5f, -0.5f, 1, -1, 0.25f, 0, 2, -2})};
+    g.nodes.push_back(ms_node("op", "DynamicQuantizeMatMul", {"a", "b", "bs", "bz", "bias"}, {"y"}));
+    const Agreement a = compare_inputs_with_ort(m, "dqmm", {{"a", random_input({4, 16}, 30, 3.0f)}}, {"y"});
+    std::printf("DynamicQuantizeMatMul: y max rel. diff with ONNX Runtime %.3g\n", a.max_rel);
+  }
+  SECTION("com.microsoft QuantizeLinear -> DequantizeLinear, uint16 and int16 per axis") {
+    for (const ElemType t : {ElemType::U16, ElemType::I16}) {
+      Model m = ms_model();
+      Graph& g = *m.graph;
+      g.inputs.push_back(tensor_info("x", ElemType::F32, {3, 4}));
+      g.outputs.push_back(any_shape("y", ElemType::F32));
+      const std::vector<uint16_t> z = t == ElemType::U16 ? std::vector<uint16_t>{30000, 32768, 100, 65000}
+                                                         : std::vector<uint16_t>{0, 100, 0xFF00, 7};
+      m.tensors = {tensor<float>("s", ElemType::F32, {4}, {1e-3f, 2e-4f, 5e-2f, 1e-5f}),
+                   tensor<uint16_t>("z", t, {4}, z)};
+      for (const char* op : {"QuantizeLinear", "DequantizeLinear"}) {
+        Node n = std::string(op) == "QuantizeLinear" ? ms_node("q", op, {"x", "s", "z"}, {"xq"})
+                                                     : ms_node("dq", op, {"xq", "s", "z"}, {"y"});
+        n.attributes.push_back(Attribute::of_int("axis", 1));
+        g.nodes.push_back(n);
+      }
+      const Agreement a = compare_inputs_with_ort(m, std::string("msqdq_") + name_of(t),
+                                                  {{"x", random_input({3, 4}, 31, 4.0f)}}, {});
+      CHECK(a.exact == 1);
+    }
+  }
+  SECTION("ai.onnx opset 21 QuantizeLinear -> DequantizeLinear, int4 blocked and int16 per axis") {
+    for (const ElemType t : {ElemType::I4, ElemType::I16}) {
+      Model m = onnx_model("q", 21, 10);
+      Graph& g = *m.graph;
+      g.inputs.push_back(tensor_info("x", ElemType::F32, {4, 6}));
+      g.outputs.push_back(any_shape("y", ElemType::F32));
+      const bool four = t == ElemType::I4;
+      if (four)
+        m.tensors = {tensor<float>("s", ElemType::F32, {2, 6},
+                                   {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f, 1, 1.1f, 1.2f}),
+                     tensor<uint8_t>("z", ElemType::I4, {2, 6}, {0x10, 0x32, 0xFE, 0x01, 0x7F, 0x8A})};
+      else
+        m.tensors = {tensor<float>("s", ElemType::F32, {6}, {1e-3f, 2e-4f, 5e-2f, 1e-5f, 1, 0.5f}),
+                     tensor<uint16_t>("z", ElemType::I16, {6}, {0, 100, 0xFF00, 7, 5, 0x8000})};
+      for (const char* op : {"QuantizeLinear", "DequantizeLinear"}) {
+        Node n = std::string(op) == "QuantizeLinear" ? make_node("q", op, {"x", "s", "z"}, {"xq"})
+                                                     : make_node("dq", op, {"xq", "s", "z"}, {"y"});
+        n.attributes.push_back(Attribute::of_int("axis", four ? 0 : 1));
+        if (four) n.attributes.push_back(Attribute::of_int("block_size", 2));
+        g.nodes.push_back(n);
+      }
+      const Agreement a = compare_inputs_with_ort(m, std::string("qdq21_") + name_of(t),
+                                                  {{"x", random_input({4, 6}, 32, 4.0f)}}, {});
+      CHECK(a.exact == 1);
     }
   }
 }

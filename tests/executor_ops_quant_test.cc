@@ -375,17 +375,64 @@ TEST_CASE("cpu executor quant: QuantizeLinear to 16-bit and 4-bit, by hand", "[e
     // 1.5 / 1 -> 2, 2.5 / 1 -> 2, 40 / 2 = 20 -> 15
     CHECK(raw(out[0].second) == std::vector<uint8_t>{0x22, 0x0F});
   }
-  SECTION("float8 output is a clear unsupported error") {
-    Node n = make_node("q", "QuantizeLinear", {"x", "s"}, {"y"});
-    n.attributes.push_back(Attribute::of_int("output_dtype", 17));
-    Model m = one_node(n, 21, {tensor_info("x", ElemType::F32, {2})},
-                       {tensor<float>("s", ElemType::F32, {}, {1})}, ElemType::F8E4M3FN);
-    std::unique_ptr<PreparedModel> pm;
-    REQUIRE(env().cpu->prepare(m, {}, pm).ok);
-    NamedValues out;
-    Status st = pm->run({{"x", value<float>(ElemType::F32, {2}, {1, 2})}}, out);
-    CHECK_FALSE(st.ok);
-    CHECK_THAT(st.message, Catch::Matchers::Contains("float8"));
+}
+
+TEST_CASE("cpu executor quant: float8 QuantizeLinear (saturate) and DequantizeLinear, by hand",
+          "[executor][quant]") {
+  // x: 1, 0.3 (between 0.28125 and 0.3125: nearer the latter), 500 and -1000
+  // (beyond 448), 2^-10 (halfway between 0 and the smallest subnormal 2^-9:
+  // to the even code 0), 1.5 * 2^-9 (halfway between codes 1 and 2: to 2), -0.
+  const std::vector<float> x = {1, 0.3f, 500, -1000, 0.0009765625f, 0.0029296875f, -0.0f};
+  for (const int sat : {1, 0}) {
+    DYNAMIC_SECTION("float8e4m3fn, saturate " << sat) {
+      Node n = make_node("q", "QuantizeLinear", {"x", "s", "z"}, {"y"});
+      n.attributes.push_back(Attribute::of_int("saturate", sat));
+      Model m = one_node(
+          n, 19, {tensor_info("x", ElemType::F32, {7})},
+          {tensor<float>("s", ElemType::F32, {}, {1}), tensor<uint8_t>("z", ElemType::F8E4M3FN, {}, {0})},
+          ElemType::F8E4M3FN);
+      NamedValues out = run_cpu(m, {{"x", value(ElemType::F32, {7}, x)}});
+      const std::vector<uint8_t> y = raw(out[0].second);
+      REQUIRE(y.size() == 7);
+      CHECK(y[0] == 0x38);  // 1 = 2^(7 - 7)
+      CHECK(y[1] == 0x2A);  // 0.3125 = 2^(5 - 7) * (1 + 2/8)
+      if (sat) {
+        CHECK(y[2] == 0x7E);  // 448
+        CHECK(y[3] == 0xFE);  // -448
+      } else {
+        CHECK((y[2] & 0x7F) == 0x7F);  // NaN: E4M3FN has no infinity
+        CHECK((y[3] & 0x7F) == 0x7F);
+      }
+      CHECK(y[4] == 0x00);
+      CHECK(y[5] == 0x02);
+      CHECK(y[6] == 0x80);  // -0 keeps its sign
+    }
+  }
+  SECTION("float8e5m2 overflows to infinity without saturate, to 57344 with it") {
+    for (const int sat : {1, 0}) {
+      Node n = make_node("q", "QuantizeLinear", {"x", "s", "z"}, {"y"});
+      n.attributes.push_back(Attribute::of_int("saturate", sat));
+      Model m = one_node(
+          n, 19, {tensor_info("x", ElemType::F32, {3})},
+          {tensor<float>("s", ElemType::F32, {}, {1}), tensor<uint8_t>("z", ElemType::F8E5M2, {}, {0})},
+          ElemType::F8E5M2);
+      NamedValues out = run_cpu(m, {{"x", value<float>(ElemType::F32, {3}, {1e6f, -1e6f, 3})}});
+      // 3 = 2^(16 - 15) * (1 + 2/4) -> 0b0.10000.10
+      CHECK(raw(out[0].second) ==
+            (sat ? std::vector<uint8_t>{0x7B, 0xFB, 0x42} : std::vector<uint8_t>{0x7C, 0xFC, 0x42}));
+    }
+  }
+  SECTION("DequantizeLinear of float8e4m3fnuz: 0x80 is NaN, bias 8") {
+    Node n = make_node("dq", "DequantizeLinear", {"x", "s"}, {"y"});
+    Model m = one_node(n, 19, {tensor_info("x", ElemType::F8E4M3FNUZ, {4})},
+                       {tensor<float>("s", ElemType::F32, {}, {2})}, ElemType::F32);
+    NamedValues out =
+        run_cpu(m, {{"x", value<uint8_t>(ElemType::F8E4M3FNUZ, {4}, {0x80, 0x01, 0x40, 0xC0})}});
+    const std::vector<float> y = f32s(out[0].second);
+    CHECK(std::isnan(y[0]));
+    CHECK(y[1] == 2 * 0.0009765625f);  // subnormal 1 * 2^(1 - 8 - 3), times 2
+    CHECK(y[2] == 2 * 1.0f);           // 2^(8 - 8)
+    CHECK(y[3] == -2 * 1.0f);
   }
 }
 
@@ -791,6 +838,26 @@ TEST_CASE(
       }
       const Agreement a = compare_inputs_with_ort(m, std::string("qdq21_") + name_of(t),
                                                   {{"x", random_input({4, 6}, 32, 4.0f)}}, {});
+      CHECK(a.exact == 1);
+    }
+  }
+}
+
+TEST_CASE("cpu executor quant: float8 QuantizeLinear -> DequantizeLinear (opset 19) agrees with ONNX Runtime",
+          "[executor][quant]") {
+  for (const ElemType t :
+       {ElemType::F8E4M3FN, ElemType::F8E4M3FNUZ, ElemType::F8E5M2, ElemType::F8E5M2FNUZ}) {
+    DYNAMIC_SECTION(name_of(t)) {
+      Model m = onnx_model("q", 19, 9);
+      Graph& g = *m.graph;
+      g.inputs.push_back(tensor_info("x", ElemType::F32, {64}));
+      g.outputs.push_back(any_shape("y", ElemType::F32));
+      m.tensors = {tensor<float>("s", ElemType::F32, {}, {0.01f}), tensor<uint8_t>("z", t, {}, {0})};
+      g.nodes.push_back(make_node("q", "QuantizeLinear", {"x", "s", "z"}, {"xq"}));
+      g.nodes.push_back(make_node("dq", "DequantizeLinear", {"xq", "s", "z"}, {"y"}));
+      // |x / scale| < 220: finite in every float8 type, many values rounded.
+      const Agreement a = compare_inputs_with_ort(m, std::string("f8_") + name_of(t),
+                                                  {{"x", random_input({64}, 40, 2.2f)}}, {});
       CHECK(a.exact == 1);
     }
   }

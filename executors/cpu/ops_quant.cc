@@ -124,15 +124,6 @@ inline float load_float(ElemType t, const uint8_t* p, int64_t i) {
   }
 }
 
-inline void store_float(ElemType t, uint8_t* p, int64_t i, float v) {
-  switch (t) {
-    case ElemType::F32: reinterpret_cast<float*>(p)[i] = v; return;
-    case ElemType::F16: reinterpret_cast<uint16_t*>(p)[i] = fp32_to_fp16(v); return;
-    case ElemType::BF16: reinterpret_cast<uint16_t*>(p)[i] = fp32_to_bf16(v); return;
-    default: throw Error(std::string("cannot write float as ") + name_of(t));
-  }
-}
-
 std::vector<float> floats_of(const RunValue& v, const std::string& what) {
   if (!is_float(v.type)) throw Error(what + " must be float, float16 or bfloat16, got " + describe(v));
   std::vector<float> out(v.numel());
@@ -224,16 +215,20 @@ QuantLayout quant_layout(const RunValue& x, const RunValue& scale, const RunValu
   return l;
 }
 
-// Calls fn(row_begin, row_end) over the pre * dim rows of `post` elements,
-// split across threads; `pairs`: 4-bit output, rows must not split a byte.
+// Calls fn(begin, end) over the n elements split across threads; for 4-bit
+// outputs the ranges start on even elements (two codes share a byte).
 template <class Fn>
-void for_rows(const QuantLayout& l, int threads, bool four_bit, Fn&& fn) {
-  const int64_t rows = l.pre * l.dim;
-  if (four_bit && (l.post & 1)) threads = 1;
-  parallel_for(threads, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, l.post)), fn);
+void for_elements(int64_t n, int threads, bool four_bit, Fn&& fn) {
+  if (!four_bit) {
+    parallel_for(threads, n, 16384, fn);
+    return;
+  }
+  parallel_for(threads, (n + 1) / 2, 8192,
+               [&](int64_t b, int64_t e) { fn(2 * b, std::min<int64_t>(2 * e, n)); });
 }
 
-// Index of the first scale of row r (its elements add q for blocked layouts).
+// Index of the first scale of row r (a row: `post` consecutive elements; its
+// elements add their offset q for blocked layouts).
 inline int64_t scale_base(const QuantLayout& l, int64_t r) {
   switch (l.kind) {
     case QuantLayout::PerTensor: return 0;
@@ -246,13 +241,222 @@ inline int64_t scale_base(const QuantLayout& l, int64_t r) {
   return 0;
 }
 
+// Calls f(i, scale_index) for elements [b, e).
+template <class F>
+inline void walk(const QuantLayout& l, int64_t b, int64_t e, F&& f) {
+  if (b >= e) return;
+  if (l.kind == QuantLayout::PerTensor) {
+    for (int64_t i = b; i < e; ++i) f(i, 0);
+    return;
+  }
+  const bool blocked = l.kind == QuantLayout::Blocked;
+  int64_t row = b / l.post, q = b % l.post;
+  int64_t base = scale_base(l, row);
+  for (int64_t i = b; i < e; ++i) {
+    f(i, blocked ? base + q : base);
+    if (++q == l.post) {
+      q = 0;
+      base = scale_base(l, ++row);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- float8
+
+// ONNX's float8 types (docs: the operator specification's float8 section):
+// E4M3FN (bias 7, no infinities, NaN = S.1111.111), E4M3FNUZ (bias 8, NaN =
+// 0x80, no negative zero), E5M2 (bias 15, IEEE-like with infinities),
+// E5M2FNUZ (bias 16, NaN = 0x80). Decoding by formula; encoding by nearest
+// value, ties to the even code (round half to even), with saturation or
+// overflow to infinity / NaN as `saturate` says.
+struct Float8Format {
+  int mant_bits, bias;
+  bool fnuz, has_inf;
+  uint8_t max_code;          // largest finite positive code
+  std::vector<float> value;  // of codes 0..max_code
+
+  Float8Format(int exp_bits, int mant, int b, bool uz, bool inf, uint8_t maxc)
+      : mant_bits(mant), bias(b), fnuz(uz), has_inf(inf), max_code(maxc) {
+    (void)exp_bits;
+    for (int c = 0; c <= max_code; ++c) {
+      const int e = c >> mant_bits, m = c & ((1 << mant_bits) - 1);
+      value.push_back(
+          e == 0 ? std::ldexp(static_cast<float>(m), 1 - bias - mant_bits)
+                 : std::ldexp(1.0f + static_cast<float>(m) / static_cast<float>(1 << mant_bits), e - bias));
+    }
+  }
+
+  float decode(uint8_t c) const {
+    if (fnuz) {
+      if (c == 0x80) return std::numeric_limits<float>::quiet_NaN();
+    } else if ((c & 0x7f) > max_code) {
+      if (has_inf && (c & 0x7f) == max_code + 1) return (c & 0x80) ? -INFINITY : INFINITY;
+      return std::numeric_limits<float>::quiet_NaN();
+    }
+    const float v = value[c & 0x7f];
+    return (c & 0x80) ? -v : v;
+  }
+
+  uint8_t nan_code() const { return fnuz ? 0x80 : 0x7f; }
+
+  uint8_t encode(float x, bool saturate) const {
+    if (std::isnan(x)) return nan_code();
+    const bool neg = std::signbit(x);
+    const float a = std::fabs(x);
+    uint8_t c;
+    const float top = value[max_code];
+    if (a > top) {
+      const float half_ulp = (top - value[max_code - 1]) / 2;
+      const bool overflow = std::isinf(a) || a > top + half_ulp || (a == top + half_ulp && (max_code & 1));
+      if (!overflow || saturate) {
+        c = max_code;
+      } else if (has_inf) {
+        c = static_cast<uint8_t>(max_code + 1);
+      } else {
+        return nan_code();
+      }
+    } else {
+      const auto it = std::lower_bound(value.begin(), value.end(), a);  // first >= a
+      const int hi = static_cast<int>(it - value.begin());
+      if (value[hi] == a || hi == 0) {
+        c = static_cast<uint8_t>(hi);
+      } else {
+        const float dl = a - value[hi - 1], dh = value[hi] - a;
+        c = static_cast<uint8_t>(dl < dh ? hi - 1 : dh < dl ? hi : ((hi & 1) ? hi - 1 : hi));
+      }
+    }
+    if (c == 0 && fnuz) return 0;  // no negative zero
+    return neg ? static_cast<uint8_t>(c | 0x80) : c;
+  }
+};
+
+const Float8Format& float8_format(ElemType t) {
+  static const Float8Format e4m3fn(4, 3, 7, false, false, 0x7e);
+  static const Float8Format e4m3fnuz(4, 3, 8, true, false, 0x7f);
+  static const Float8Format e5m2(5, 2, 15, false, true, 0x7b);
+  static const Float8Format e5m2fnuz(5, 2, 16, true, false, 0x7f);
+  switch (t) {
+    case ElemType::F8E4M3FN: return e4m3fn;
+    case ElemType::F8E4M3FNUZ: return e4m3fnuz;
+    case ElemType::F8E5M2: return e5m2;
+    case ElemType::F8E5M2FNUZ: return e5m2fnuz;
+    default: throw Error(std::string(name_of(t)) + " is not a float8 type");
+  }
+}
+
+// ---------------------------------------------------------------- codecs
+// A quantized type: get(p, i) reads element i as float, put(p, i, v, z)
+// writes the quantization of v (x / scale) with zero point z.
+
+template <class T>
+struct IntCodec {
+  float lo, hi;
+  float get(const uint8_t* p, int64_t i) const {
+    return static_cast<float>(reinterpret_cast<const T*>(p)[i]);
+  }
+  void put(uint8_t* p, int64_t i, float v, float z) const {
+    // Round x / scale half to even first, then add the zero point (rounding
+    // after adding would change the parity of ties), saturate.
+    reinterpret_cast<T*>(p)[i] = static_cast<T>(round_saturate(std::nearbyint(v) + z, lo, hi));
+  }
+};
+
+template <bool kSigned>
+struct NibbleCodec {
+  float lo, hi;
+  float get(const uint8_t* p, int64_t i) const {
+    const int32_t v = (i & 1) ? p[i >> 1] >> 4 : p[i >> 1] & 0xf;
+    return static_cast<float>(kSigned && v >= 8 ? v - 16 : v);
+  }
+  void put(uint8_t* p, int64_t i, float v, float z) const {
+    store_code(kSigned ? ElemType::I4 : ElemType::U4, p, i, round_saturate(std::nearbyint(v) + z, lo, hi));
+  }
+};
+
+struct Float8Codec {
+  const Float8Format* f;
+  bool saturate;
+  float get(const uint8_t* p, int64_t i) const { return f->decode(p[i]); }
+  // A zero zero point (the usual one) leaves -0 negative, as ONNX Runtime.
+  void put(uint8_t* p, int64_t i, float v, float z) const { p[i] = f->encode(z == 0 ? v : v + z, saturate); }
+};
+
+// Calls fn(codec) with the codec of t.
+template <class Fn>
+void with_codec(ElemType t, bool saturate, Fn&& fn) {
+  switch (t) {
+    case ElemType::I8: return fn(IntCodec<int8_t>{-128, 127});
+    case ElemType::U8: return fn(IntCodec<uint8_t>{0, 255});
+    case ElemType::I16: return fn(IntCodec<int16_t>{-32768, 32767});
+    case ElemType::U16: return fn(IntCodec<uint16_t>{0, 65535});
+    case ElemType::I32: return fn(IntCodec<int32_t>{-2147483648.0f, 2147483520.0f});
+    case ElemType::I4: return fn(NibbleCodec<true>{-8, 7});
+    case ElemType::U4: return fn(NibbleCodec<false>{0, 15});
+    case ElemType::F8E4M3FN:
+    case ElemType::F8E4M3FNUZ:
+    case ElemType::F8E5M2:
+    case ElemType::F8E5M2FNUZ: return fn(Float8Codec{&float8_format(t), saturate});
+    default: unsupported(std::string("quantized type ") + name_of(t));
+  }
+}
+
+struct F32Io {
+  static float get(const uint8_t* p, int64_t i) { return reinterpret_cast<const float*>(p)[i]; }
+  static void put(uint8_t* p, int64_t i, float v) { reinterpret_cast<float*>(p)[i] = v; }
+};
+struct F16Io {
+  static float get(const uint8_t* p, int64_t i) {
+    return fp16_to_fp32(reinterpret_cast<const uint16_t*>(p)[i]);
+  }
+  static void put(uint8_t* p, int64_t i, float v) { reinterpret_cast<uint16_t*>(p)[i] = fp32_to_fp16(v); }
+};
+struct BF16Io {
+  static float get(const uint8_t* p, int64_t i) {
+    return bf16_to_fp32(reinterpret_cast<const uint16_t*>(p)[i]);
+  }
+  static void put(uint8_t* p, int64_t i, float v) { reinterpret_cast<uint16_t*>(p)[i] = fp32_to_bf16(v); }
+};
+struct I32In {
+  static float get(const uint8_t* p, int64_t i) {
+    return static_cast<float>(reinterpret_cast<const int32_t*>(p)[i]);
+  }
+};
+
+// Calls fn(io) with the float writer of t.
+template <class Fn>
+void with_float_out(ElemType t, Fn&& fn) {
+  switch (t) {
+    case ElemType::F32: return fn(F32Io{});
+    case ElemType::F16: return fn(F16Io{});
+    case ElemType::BF16: return fn(BF16Io{});
+    default: unsupported(std::string("float values of type ") + name_of(t));
+  }
+}
+
+// Calls fn(io) with the reader of t (floats, or int32 read as float).
+template <class Fn>
+void with_float_in(ElemType t, Fn&& fn) {
+  if (t == ElemType::I32) return fn(I32In{});
+  with_float_out(t, fn);
+}
+
+// Zero points as floats (integer codes are exact in float; float8 decoded);
+// zeros when absent.
+std::vector<float> zero_points_of(const RunValue* zp, size_t n) {
+  if (!zp) return std::vector<float>(n, 0.0f);
+  std::vector<float> z(zp->numel());
+  with_codec(zp->type, true, [&](const auto& c) {
+    for (size_t i = 0; i < z.size(); ++i) z[i] = c.get(zp->data->data(), static_cast<int64_t>(i));
+  });
+  return z;
+}
+
 // ---------------------------------------------------------------- QuantizeLinear
 
 void quantize_linear(KernelContext& ctx, bool microsoft) {
   const RunValue& x = ctx.input(0);
   const RunValue& scale = ctx.input(1);
   const RunValue* zp = ctx.has_input(2) ? &ctx.input(2) : nullptr;
-  if (!is_float(x.type) && x.type != ElemType::I32) unsupported("QuantizeLinear of " + describe(x));
   if (!is_float(scale.type)) unsupported("scale of type " + describe(scale));
   ElemType out = ElemType::U8;
   const int64_t out_dtype = attr_int(ctx.node, "output_dtype", 0);
@@ -264,30 +468,23 @@ void quantize_linear(KernelContext& ctx, bool microsoft) {
   } else if (out_dtype != 0) {
     out = elem_of_onnx(out_dtype);
   }
-  if (is_float8(out)) unsupported(std::string("float8 output ") + name_of(out));
-  if (!is_code(out)) unsupported(std::string("QuantizeLinear to ") + name_of(out));
+  if (!is_code(out) && !is_float8(out)) unsupported(std::string("QuantizeLinear to ") + name_of(out));
+  if (is_float8(out) && !microsoft && ctx.opset < 19) throw Error("float8 QuantizeLinear needs opset 19");
   if (attr_int(ctx.node, "precision", 0) != 0) unsupported("attribute precision != 0");
+  const bool saturate = attr_int(ctx.node, "saturate", 1) != 0;
   const QuantLayout l = quant_layout(x, scale, zp, ctx.node, ctx.opset, microsoft);
   const std::vector<float> s = floats_of(scale, "scale");
-  const std::vector<int32_t> z = zp ? codes_of(*zp) : std::vector<int32_t>(s.size(), 0);
-  const Range r = range_of(out);
-  const float lo = static_cast<float>(r.lo), hi = static_cast<float>(r.hi);
+  const std::vector<float> z = zero_points_of(zp, s.size());
+  const int64_t n = static_cast<int64_t>(x.numel());
   uint8_t* o = ctx.alloc_output(0, out, x.shape);
-  if (is_4bit(out) && x.numel() > 0) o[(x.numel() - 1) / 2] = 0;  // the pad nibble of an odd count
+  if (is_4bit(out) && n > 0) o[(n - 1) / 2] = 0;  // the pad nibble of an odd count
   const uint8_t* px = x.data->data();
-  const bool blocked = l.kind == QuantLayout::Blocked;
-  for_rows(l, ctx.threads, is_4bit(out), [&](int64_t b, int64_t e) {
-    for (int64_t row = b; row < e; ++row) {
-      const int64_t base = scale_base(l, row);
-      for (int64_t q = 0; q < l.post; ++q) {
-        const int64_t i = row * l.post + q;
-        const int64_t si = blocked ? base + q : base;
-        // Round x / scale half to even first, then add the zero point
-        // (rounding after adding would change the parity of ties).
-        const float v = std::nearbyint(load_float(x.type, px, i) / s[si]) + static_cast<float>(z[si]);
-        store_code(out, o, i, round_saturate(v, lo, hi));
-      }
-    }
+  with_float_in(x.type, [&](auto in) {
+    with_codec(out, saturate, [&](const auto& codec) {
+      for_elements(n, ctx.threads, is_4bit(out), [&](int64_t b, int64_t e) {
+        walk(l, b, e, [&](int64_t i, int64_t si) { codec.put(o, i, in.get(px, i) / s[si], z[si]); });
+      });
+    });
   });
 }
 
@@ -297,32 +494,33 @@ void dequantize_linear(KernelContext& ctx, bool microsoft) {
   const RunValue& x = ctx.input(0);
   const RunValue& scale = ctx.input(1);
   const RunValue* zp = ctx.has_input(2) ? &ctx.input(2) : nullptr;
-  if (is_float8(x.type)) unsupported(std::string("DequantizeLinear of float8 (") + name_of(x.type) + ")");
-  if (!is_code(x.type) && x.type != ElemType::I32) unsupported("DequantizeLinear of " + describe(x));
+  if (!is_code(x.type) && !is_float8(x.type) && x.type != ElemType::I32)
+    unsupported("DequantizeLinear of " + describe(x));
   if (!is_float(scale.type)) unsupported("scale of type " + describe(scale));
   if (zp && zp->type != x.type)
     throw Error("zero point " + describe(*zp) + " and input " + describe(x) + " differ in type");
+  if (x.type == ElemType::I32 && zp) {
+    const std::vector<int32_t> zs = codes_of(*zp);
+    if (std::any_of(zs.begin(), zs.end(), [](int32_t v) { return v != 0; }))
+      throw Error("an int32 input's zero point must be 0");
+  }
   ElemType out = scale.type;
   const int64_t out_dtype = attr_int(ctx.node, "output_dtype", 0);
   if (out_dtype != 0) out = elem_of_onnx(out_dtype);
-  if (!is_float(out)) unsupported(std::string("DequantizeLinear to ") + name_of(out));
   const QuantLayout l = quant_layout(x, scale, zp, ctx.node, ctx.opset, microsoft);
   const std::vector<float> s = floats_of(scale, "scale");
-  const std::vector<int32_t> z = zp ? codes_of(*zp) : std::vector<int32_t>(s.size(), 0);
+  const std::vector<float> z = zero_points_of(zp, s.size());
+  const int64_t n = static_cast<int64_t>(x.numel());
   uint8_t* o = ctx.alloc_output(0, out, x.shape);
   const uint8_t* px = x.data->data();
-  const bool blocked = l.kind == QuantLayout::Blocked;
-  for_rows(l, ctx.threads, false, [&](int64_t b, int64_t e) {
-    for (int64_t row = b; row < e; ++row) {
-      const int64_t base = scale_base(l, row);
-      for (int64_t q = 0; q < l.post; ++q) {
-        const int64_t i = row * l.post + q;
-        const int64_t si = blocked ? base + q : base;
-        // (x - zp) is exact in int32; its float times the scale, as ONNX Runtime.
-        const float v = static_cast<float>(load_code(x.type, px, i) - z[si]) * s[si];
-        store_float(out, o, i, v);
-      }
-    }
+  with_float_out(out, [&](auto io) {
+    with_codec(x.type, true, [&](const auto& codec) {
+      for_elements(n, ctx.threads, false, [&](int64_t b, int64_t e) {
+        // (x - zp) is exact in float for integer codes; times the scale, as
+        // ONNX Runtime computes it.
+        walk(l, b, e, [&](int64_t i, int64_t si) { io.put(o, i, (codec.get(px, i) - z[si]) * s[si]); });
+      });
+    });
   });
 }
 

@@ -12,6 +12,7 @@
 // |got - want| <= 1e-5 * (1 + max |want|) (K <= 32 here: the rounding of such
 // sums is a few ulps of the largest partial sum).
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -860,5 +861,132 @@ TEST_CASE("cpu executor quant: float8 QuantizeLinear -> DequantizeLinear (opset 
                                                   {{"x", random_input({64}, 40, 2.2f)}}, {});
       CHECK(a.exact == 1);
     }
+  }
+}
+
+namespace {
+
+// Mean ms per run of the file in ONNX Runtime (2 intra-op threads, all
+// graph optimisations) on `in`.
+double ort_ms(const fs::path& model, const NamedValues& in, int runs) {
+  const fs::path dir = scratch() / ("bench_" + model.stem().string());
+  fs::create_directories(dir);
+  std::string feeds;
+  for (const auto& [name, v] : in) {
+    write_npy(dir / (name + ".npy"), v);
+    feeds += "'" + name + "': np.load('" + (dir / (name + ".npy")).string() + "'),";
+  }
+  const std::string script =
+      "import time, numpy as np, onnxruntime as ort\n"
+      "so = ort.SessionOptions(); so.intra_op_num_threads = 2\n"
+      "s = ort.InferenceSession('" +
+      model.string() +
+      "', so, providers=['CPUExecutionProvider'])\n"
+      "f = {" +
+      feeds +
+      "}\n"
+      "s.run(None, f)\n"
+      "t = time.perf_counter()\n"
+      "for _ in range(" +
+      std::to_string(runs) +
+      "): s.run(None, f)\n"
+      "print((time.perf_counter() - t) * 1000 / " +
+      std::to_string(runs) + ")\n";
+  std::ofstream(dir / "bench.py") << script;
+  FILE* f =
+      ::popen(("'" + ort_python("[bench]") + "' '" + (dir / "bench.py").string() + "' 2>&1").c_str(), "r");
+  REQUIRE(f);
+  char buf[256] = {0};
+  std::string out;
+  while (size_t n = std::fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+  ::pclose(f);
+  INFO(out);
+  return std::stod(out);
+}
+
+double cpu_ms(const Model& m, const NamedValues& in, int runs) {
+  std::unique_ptr<PreparedModel> pm;
+  ExecOptions o;
+  o.threads = 2;
+  REQUIRE(env().cpu->prepare(m, o, pm).ok);
+  NamedValues out;
+  REQUIRE(pm->run(in, out).ok);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < runs; ++i) {
+    out.clear();
+    REQUIRE(pm->run(in, out).ok);
+  }
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / runs;
+}
+
+void bench(const Model& m, const std::string& name, const NamedValues& in, int runs) {
+  const fs::path path = emit_to(scratch() / (name + ".onnx"), m);
+  const Model back = reimport(path);
+  const double c = cpu_ms(back, in, runs), o = ort_ms(path, in, runs);
+  std::printf("%-40s cpu %8.3f ms   onnxruntime %8.3f ms   ratio %.2f\n", name.c_str(), c, o, c / o);
+}
+
+}  // namespace
+
+// Not run by default: `qforge_tests "[bench]"` prints the cpu executor's time
+// per run next to ONNX Runtime's for one model per operator.
+TEST_CASE("cpu executor quant: speed next to ONNX Runtime", "[.][bench]") {
+  {
+    Model m = onnx_model("q", 13, 8);
+    m.graph->inputs.push_back(tensor_info("x", ElemType::F32, {1024, 4096}));
+    m.graph->outputs.push_back(any_shape("y", ElemType::F32));
+    m.tensors = {tensor<float>("s", ElemType::F32, {}, {0.02f}),
+                 tensor<uint8_t>("z", ElemType::U8, {}, {128})};
+    m.graph->nodes.push_back(make_node("q", "QuantizeLinear", {"x", "s", "z"}, {"xq"}));
+    m.graph->nodes.push_back(make_node("dq", "DequantizeLinear", {"xq", "s", "z"}, {"y"}));
+    bench(m, "QuantizeLinear+DequantizeLinear u8 4M", {{"x", random_input({1024, 4096}, 1, 3)}}, 20);
+  }
+  {
+    Model m = onnx_model("q", 13, 8);
+    m.graph->inputs.push_back(tensor_info("x", ElemType::F32, {1024, 4096}));
+    m.graph->outputs.push_back(any_shape("y", ElemType::U8));
+    m.graph->nodes.push_back(make_node("q", "DynamicQuantizeLinear", {"x"}, {"y", "ys", "yz"}));
+    m.graph->outputs.push_back(any_shape("ys", ElemType::F32));
+    m.graph->outputs.push_back(any_shape("yz", ElemType::U8));
+    bench(m, "DynamicQuantizeLinear 4M", {{"x", random_input({1024, 4096}, 2, 3)}}, 20);
+  }
+  {
+    Model m = onnx_model("q", 13, 8);
+    m.graph->inputs.push_back(tensor_info("a", ElemType::U8, {256, 1024}));
+    m.graph->outputs.push_back(any_shape("y", ElemType::I32));
+    m.tensors = {tensor<uint8_t>("b", ElemType::I8, {1024, 1024}, random_codes(1024 * 1024, 3)),
+                 tensor<uint8_t>("az", ElemType::U8, {}, {128}),
+                 tensor<uint8_t>("bz", ElemType::I8, {}, {0})};
+    m.graph->nodes.push_back(make_node("mm", "MatMulInteger", {"a", "b", "az", "bz"}, {"y"}));
+    bench(m, "MatMulInteger u8 x s8 256x1024x1024",
+          {{"a", value(ElemType::U8, {256, 1024}, random_codes(256 * 1024, 4))}}, 20);
+  }
+  {
+    Model m = onnx_model("q", 13, 8);
+    m.graph->inputs.push_back(tensor_info("x", ElemType::U8, {1, 64, 56, 56}));
+    m.graph->outputs.push_back(any_shape("y", ElemType::U8));
+    m.tensors = {tensor<float>("xs", ElemType::F32, {}, {0.05f}),
+                 tensor<uint8_t>("xz", ElemType::U8, {}, {100}),
+                 tensor<uint8_t>("w", ElemType::I8, {64, 64, 3, 3}, random_codes(64 * 64 * 9, 5)),
+                 tensor<float>("ws", ElemType::F32, {}, {0.01f}),
+                 tensor<uint8_t>("wz", ElemType::I8, {}, {0}),
+                 tensor<float>("ys", ElemType::F32, {}, {2.0f}),
+                 tensor<uint8_t>("yz", ElemType::U8, {}, {120})};
+    Node n = make_node("conv", "QLinearConv", {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz"}, {"y"});
+    n.attributes.push_back(Attribute::of_ints("pads", {1, 1, 1, 1}));
+    m.graph->nodes.push_back(n);
+    bench(m, "QLinearConv 64x56x56 3x3x64",
+          {{"x", value(ElemType::U8, {1, 64, 56, 56}, random_codes(64 * 56 * 56, 6))}}, 10);
+  }
+  for (const int bits : {4, 8}) {
+    Model m = onnx_model("q", 13, 8);
+    add_projection(m, 32, 2048, 2048, 7);
+    PassResult r = run_pass(passes::quantize_weights_pass_info(), m,
+                            {{"bits", Value::of_int(bits)},
+                             {"block_size", Value::of_int(32)},
+                             {"format", Value::of_string("matmulnbits")}});
+    REQUIRE(r.status.ok);
+    bench(m, "MatMulNBits " + std::to_string(bits) + "-bit 32x2048x2048",
+          {{"x", random_input({1, 32, 2048}, 8)}}, 10);
   }
 }

@@ -12,12 +12,13 @@
 // (sum (a - za)(b - zb) = sum ab - za sum b - zb sum a + K za zb), so any zero
 // point, per-row or per-column, and uint8 right-hand sides (shifted to int8 by
 // 128, an exact change of zero point) run through the same call. Convolutions
-// are im2col (padding filled with the input's zero point, which is 0 after
-// the shift, as the operators define) followed by that GEMM. Rounding and
+// are im2col (padding filled with the input's zero point, so a padded tap
+// contributes 0, as the operators define) followed by that GEMM. Rounding and
 // saturation follow ONNX's operator specification: round half to even, then
 // clamp to the code type's range; requantization multiplies the int32 sum by
 // the float multiplier (scale_a * scale_b / scale_y) as ONNX Runtime does.
-// Float8 types are not implemented (an `unsupported` error).
+// Float8 types (opset 19) are encoded by nearest value, ties to even, with
+// `saturate` as the specification says.
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -138,13 +140,19 @@ std::vector<int32_t> codes_of(const RunValue& v) {
   return out;
 }
 
-// Round half to even (the spec's rounding; the default floating-point
-// environment's nearbyint), then saturate to [lo, hi]. NaN saturates to lo,
-// as ONNX Runtime's vectorised clamp does.
-inline int32_t round_saturate(float v, float lo, float hi) {
-  v = std::nearbyint(v);
-  if (!(v > lo)) v = lo;
-  if (v > hi) v = hi;
+// Round half to even (the spec's rounding) without a library call: adding
+// and subtracting 2^23 leaves the nearest integer, ties to even, in the
+// default rounding mode; floats of magnitude >= 2^23 are integers already.
+inline float rne(float v) {
+  const float m = std::copysign(8388608.0f, v);
+  return std::fabs(v) < 8388608.0f ? (v + m) - m : v;
+}
+
+// Saturates an integral float to [lo, hi]; NaN saturates to lo, as ONNX
+// Runtime's vectorised clamp does.
+inline int32_t saturate_to(float v, float lo, float hi) {
+  v = v > lo ? v : lo;
+  v = v < hi ? v : hi;
   return static_cast<int32_t>(v);
 }
 
@@ -357,7 +365,7 @@ struct IntCodec {
   void put(uint8_t* p, int64_t i, float v, float z) const {
     // Round x / scale half to even first, then add the zero point (rounding
     // after adding would change the parity of ties), saturate.
-    reinterpret_cast<T*>(p)[i] = static_cast<T>(round_saturate(std::nearbyint(v) + z, lo, hi));
+    reinterpret_cast<T*>(p)[i] = static_cast<T>(saturate_to(rne(v) + z, lo, hi));
   }
 };
 
@@ -369,7 +377,7 @@ struct NibbleCodec {
     return static_cast<float>(kSigned && v >= 8 ? v - 16 : v);
   }
   void put(uint8_t* p, int64_t i, float v, float z) const {
-    store_code(kSigned ? ElemType::I4 : ElemType::U4, p, i, round_saturate(std::nearbyint(v) + z, lo, hi));
+    store_code(kSigned ? ElemType::I4 : ElemType::U4, p, i, saturate_to(rne(v) + z, lo, hi));
   }
 };
 
@@ -532,16 +540,35 @@ struct DynamicParams {
 };
 
 // uint8 parameters covering [min(x, 0), max(x, 0)] (ONNX's DynamicQuantizeLinear).
-DynamicParams dynamic_params(const float* x, int64_t n) {
+DynamicParams dynamic_params(const float* x, int64_t n, int threads) {
   float mn = 0, mx = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    mn = std::min(mn, x[i]);
-    mx = std::max(mx, x[i]);
-  }
+  std::mutex mu;
+  parallel_for(threads, n, 65536, [&](int64_t b, int64_t e) {
+    // Sixteen running minima and maxima: independent lanes the compiler
+    // keeps in vector registers.
+    constexpr int kLanes = 16;
+    float lmn[kLanes] = {}, lmx[kLanes] = {};
+    int64_t i = b;
+    for (; i + kLanes <= e; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const float v = x[i + j];
+        lmn[j] = v < lmn[j] ? v : lmn[j];
+        lmx[j] = v > lmx[j] ? v : lmx[j];
+      }
+    for (; i < e; ++i) {
+      lmn[0] = x[i] < lmn[0] ? x[i] : lmn[0];
+      lmx[0] = x[i] > lmx[0] ? x[i] : lmx[0];
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    for (int j = 0; j < kLanes; ++j) {
+      mn = std::min(mn, lmn[j]);
+      mx = std::max(mx, lmx[j]);
+    }
+  });
   DynamicParams p;
   p.scale = mx == mn ? 1.0f : (mx - mn) / 255.0f;
   const float initial = 0.0f - mn / p.scale;
-  p.zero_point = static_cast<int32_t>(std::nearbyint(std::max(0.0f, std::min(255.0f, initial))));
+  p.zero_point = static_cast<int32_t>(rne(std::max(0.0f, std::min(255.0f, initial))));
   return p;
 }
 
@@ -549,7 +576,7 @@ void quantize_u8(const float* x, int64_t n, const DynamicParams& p, uint8_t* y, 
   parallel_for(threads, n, 16384, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i)
       y[i] = static_cast<uint8_t>(
-          round_saturate(std::nearbyint(x[i] / p.scale) + static_cast<float>(p.zero_point), 0, 255));
+          saturate_to(rne(x[i] / p.scale) + static_cast<float>(p.zero_point), 0, 255));
   });
 }
 
@@ -557,7 +584,7 @@ void dynamic_quantize_linear(KernelContext& ctx) {
   const RunValue& x = ctx.input(0);
   if (x.type != ElemType::F32) unsupported("DynamicQuantizeLinear of " + describe(x));
   const int64_t n = static_cast<int64_t>(x.numel());
-  const DynamicParams p = dynamic_params(x.as<float>(), n);
+  const DynamicParams p = dynamic_params(x.as<float>(), n, ctx.threads);
   quantize_u8(x.as<float>(), n, p, ctx.alloc<uint8_t>(0, ElemType::U8, x.shape), ctx.threads);
   *ctx.alloc<float>(1, ElemType::F32, {}) = p.scale;
   *ctx.alloc<uint8_t>(2, ElemType::U8, {}) = static_cast<uint8_t>(p.zero_point);
@@ -736,8 +763,8 @@ void requantize(const int32_t* acc, int64_t rows, int64_t cols, const std::vecto
                    for (int64_t j = 0; j < cols; ++j) {
                      const float m = mult.size() == 1 ? mult[0] : mult[j];
                      const float v =
-                         std::nearbyint(static_cast<float>(acc[i * cols + j]) * m) + static_cast<float>(zp);
-                     store_code(out_t, out, i * cols + j, round_saturate(v, lo, hi));
+                         rne(static_cast<float>(acc[i * cols + j]) * m) + static_cast<float>(zp);
+                     store_code(out_t, out, i * cols + j, saturate_to(v, lo, hi));
                    }
                });
 }
@@ -855,7 +882,7 @@ class DynamicQuantizeMatMulKernel : public IntMatMulBase {
         throw Error("bias " + describe(ctx.input(4)) + " must have N elements");
     }
     const int64_t na = static_cast<int64_t>(a.numel());
-    const DynamicParams p = dynamic_params(a.as<float>(), na);
+    const DynamicParams p = dynamic_params(a.as<float>(), na, ctx.threads);
     auto qbuf = ctx.pool().get(static_cast<uint64_t>(std::max<int64_t>(na, 1)));
     quantize_u8(a.as<float>(), na, p, qbuf->mutable_data(), ctx.threads);
     RunValue qa;
@@ -883,7 +910,11 @@ class DynamicQuantizeMatMulKernel : public IntMatMulBase {
 
 struct ConvGeometry {
   int64_t batch = 0, cin = 0, cout = 0, group = 1;
-  std::vector<int64_t> in, kernel, out, strides, dilations, pad_begin;
+  std::vector<int64_t> out;  // output spatial dimensions
+  // Up to three spatial dimensions, as (depth, height, width) with leading
+  // dimensions of 1 for 1-D and 2-D convolutions.
+  int64_t in3[3] = {1, 1, 1}, k3[3] = {1, 1, 1}, out3[3] = {1, 1, 1}, s3[3] = {1, 1, 1}, d3[3] = {1, 1, 1},
+          p3[3] = {0, 0, 0};
   int64_t in_size = 1, out_size = 1, kernel_size = 1;
 };
 
@@ -891,8 +922,9 @@ ConvGeometry conv_geometry(const Node& node, const std::vector<int64_t>& x, cons
   if (x.size() < 3 || w.size() != x.size())
     throw Error("convolution of " + shape_str(x) + " by weights " + shape_str(w) +
                 ": ranks must match and be >= 3");
-  ConvGeometry g;
   const size_t nsp = x.size() - 2;
+  if (nsp > 3) unsupported(std::to_string(nsp) + "-D convolution (1-, 2- and 3-D are)");
+  ConvGeometry g;
   g.batch = x[0];
   g.cin = x[1];
   g.cout = w[0];
@@ -900,25 +932,25 @@ ConvGeometry conv_geometry(const Node& node, const std::vector<int64_t>& x, cons
   if (g.group < 1 || g.cin % g.group || g.cout % g.group || w[1] * g.group != g.cin)
     throw Error("group " + std::to_string(g.group) + " does not fit input " + shape_str(x) + " and weights " +
                 shape_str(w));
-  g.in.assign(x.begin() + 2, x.end());
-  g.kernel.assign(w.begin() + 2, w.end());
+  const std::vector<int64_t> kernel(w.begin() + 2, w.end());
   const std::vector<int64_t> ks = attr_ints(node, "kernel_shape");
-  if (!ks.empty() && ks != g.kernel)
-    throw Error("kernel_shape " + shape_str(ks) + " differs from the weights' " + shape_str(g.kernel));
-  g.strides = attr_ints(node, "strides", std::vector<int64_t>(nsp, 1));
-  g.dilations = attr_ints(node, "dilations", std::vector<int64_t>(nsp, 1));
-  std::vector<int64_t> pads = attr_ints(node, "pads", std::vector<int64_t>(2 * nsp, 0));
-  if (g.strides.size() != nsp || g.dilations.size() != nsp || pads.size() != 2 * nsp)
+  if (!ks.empty() && ks != kernel)
+    throw Error("kernel_shape " + shape_str(ks) + " differs from the weights' " + shape_str(kernel));
+  const std::vector<int64_t> strides = attr_ints(node, "strides", std::vector<int64_t>(nsp, 1));
+  const std::vector<int64_t> dil = attr_ints(node, "dilations", std::vector<int64_t>(nsp, 1));
+  const std::vector<int64_t> pads = attr_ints(node, "pads", std::vector<int64_t>(2 * nsp, 0));
+  if (strides.size() != nsp || dil.size() != nsp || pads.size() != 2 * nsp)
     throw Error("strides, dilations or pads do not match " + std::to_string(nsp) + " spatial dimensions");
   const std::string ap = attr_string(node, "auto_pad", "NOTSET");
-  g.pad_begin.resize(nsp);
   g.out.resize(nsp);
   for (size_t d = 0; d < nsp; ++d) {
-    const int64_t ext = (g.kernel[d] - 1) * g.dilations[d] + 1;
+    const int64_t in = x[d + 2];
+    if (strides[d] < 1 || dil[d] < 1) throw Error("strides and dilations must be >= 1");
+    const int64_t ext = (kernel[d] - 1) * dil[d] + 1;
     int64_t pb = pads[d], pe = pads[d + nsp];
     if (ap == "SAME_UPPER" || ap == "SAME_LOWER") {
-      const int64_t o = (g.in[d] + g.strides[d] - 1) / g.strides[d];
-      const int64_t total = std::max<int64_t>(0, (o - 1) * g.strides[d] + ext - g.in[d]);
+      const int64_t o = (in + strides[d] - 1) / strides[d];
+      const int64_t total = std::max<int64_t>(0, (o - 1) * strides[d] + ext - in);
       pb = ap == "SAME_UPPER" ? total / 2 : total - total / 2;
       pe = total - pb;
     } else if (ap == "VALID") {
@@ -926,82 +958,106 @@ ConvGeometry conv_geometry(const Node& node, const std::vector<int64_t>& x, cons
     } else if (ap != "NOTSET") {
       unsupported("auto_pad '" + ap + "'");
     }
-    g.pad_begin[d] = pb;
-    g.out[d] = (g.in[d] + pb + pe - ext) / g.strides[d] + 1;
+    g.out[d] = (in + pb + pe - ext) / strides[d] + 1;
     if (g.out[d] < 1) throw Error("convolution output would be empty for input " + shape_str(x));
-    g.in_size *= g.in[d];
+    const size_t d3 = 3 - nsp + d;
+    g.in3[d3] = in;
+    g.k3[d3] = kernel[d];
+    g.out3[d3] = g.out[d];
+    g.s3[d3] = strides[d];
+    g.d3[d3] = dil[d];
+    g.p3[d3] = pb;
+    g.in_size *= in;
     g.out_size *= g.out[d];
-    g.kernel_size *= g.kernel[d];
+    g.kernel_size *= kernel[d];
   }
   return g;
 }
 
-// Rows of im2col for one image and group: [out_size, cin/group * kernel_size],
-// out-of-image taps filled with `pad` (the input's zero point).
-void im2col(const ConvGeometry& g, const uint8_t* x, int64_t c0, uint8_t pad, uint8_t* col, int threads) {
+// im2col of one image and group as int8 [cin/group * kernel_size, out_size]
+// (a row per channel and kernel tap, the output positions along it): uint8
+// inputs are shifted by -128 (x ^ 0x80); taps outside the image get `pad`
+// (the shifted zero point).
+void im2col_s8(const ConvGeometry& g, const uint8_t* x, int64_t c0, bool shift, int8_t pad, int8_t* col,
+               int threads) {
   const int64_t cg = g.cin / g.group;
-  const int64_t cols = cg * g.kernel_size;
-  const size_t nsp = g.in.size();
-  parallel_for(threads, g.out_size, 64, [&](int64_t b, int64_t e) {
-    std::vector<int64_t> oi(nsp), ki(nsp);
-    for (int64_t p = b; p < e; ++p) {
-      int64_t rem = p;
-      for (size_t d = nsp; d-- > 0;) {
-        oi[d] = rem % g.out[d];
-        rem /= g.out[d];
-      }
-      uint8_t* row = col + p * cols;
-      for (int64_t kk = 0; kk < g.kernel_size; ++kk) {
-        int64_t r2 = kk, off = 0;
-        bool inside = true;
-        for (size_t d = nsp; d-- > 0;) {
-          ki[d] = r2 % g.kernel[d];
-          r2 /= g.kernel[d];
-        }
-        for (size_t d = 0; d < nsp; ++d) {
-          const int64_t pos = oi[d] * g.strides[d] - g.pad_begin[d] + ki[d] * g.dilations[d];
-          if (pos < 0 || pos >= g.in[d]) {
-            inside = false;
-            break;
+  const uint8_t flip = shift ? 0x80 : 0;
+  const int64_t ID = g.in3[0], IH = g.in3[1], IW = g.in3[2];
+  const int64_t OD = g.out3[0], OH = g.out3[1], OW = g.out3[2];
+  parallel_for(threads, cg * g.kernel_size, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t c = r / g.kernel_size, kk = r % g.kernel_size;
+      const int64_t kw = kk % g.k3[2], kh = (kk / g.k3[2]) % g.k3[1], kd = kk / (g.k3[2] * g.k3[1]);
+      const uint8_t* xc = x + (c0 + c) * g.in_size;
+      int8_t* row = col + r * g.out_size;
+      for (int64_t od = 0; od < OD; ++od) {
+        const int64_t id = od * g.s3[0] - g.p3[0] + kd * g.d3[0];
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          int8_t* o = row + (od * OH + oh) * OW;
+          const int64_t ih = oh * g.s3[1] - g.p3[1] + kh * g.d3[1];
+          if (id < 0 || id >= ID || ih < 0 || ih >= IH) {
+            std::fill(o, o + OW, pad);
+            continue;
           }
-          off = off * g.in[d] + pos;
+          const uint8_t* xr = xc + (id * IH + ih) * IW;
+          const int64_t w0 = kw * g.d3[2] - g.p3[2];
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t iw = ow * g.s3[2] + w0;
+            o[ow] = iw >= 0 && iw < IW ? static_cast<int8_t>(xr[iw] ^ flip) : pad;
+          }
         }
-        for (int64_t c = 0; c < cg; ++c)
-          row[c * g.kernel_size + kk] = inside ? x[(c0 + c) * g.in_size + off] : pad;
       }
     }
   });
 }
 
+// Weights of one group: raw codes [cout/group, cin/group * kernel_size], the
+// left-hand side of the convolution's GEMM, with their row sums.
+struct ConvWeights {
+  ElemType type = ElemType::I8;
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> w;
+  std::vector<int32_t> rowsum, zp;
+};
+
 // The int32 convolution sums [batch, cout, out...] of x (codes) by weights
-// prepared per group.
+// prepared per group: Y_g = W_g (cout/g x ck) @ col (ck x out_size), exact,
+// zero points applied afterwards (see the file comment).
 class IntConvBase : public Kernel {
  protected:
-  IntConvBase(const KernelInit& init, size_t w_index, size_t wzp_index)
-      : w_index_(w_index), wzp_index_(wzp_index) {
+  IntConvBase(const KernelInit& init, size_t w_index, size_t wzp_index) : wzp_index_(wzp_index) {
     const RunValue* w = init.constants.size() > w_index ? init.constants[w_index] : nullptr;
     const bool zp_given = init.node.inputs.size() > wzp_index && !init.node.inputs[wzp_index].empty();
     const RunValue* z = zp_given && init.constants.size() > wzp_index ? init.constants[wzp_index] : nullptr;
     if (w && (!zp_given || z)) {
       const_w_shape_ = w->shape;
-      group_ = attr_int(init.node, "group", 1);
-      const_rhs_ = make_group_rhs(*w, z, group_);
+      const_w_ = make_weights(*w, z, attr_int(init.node, "group", 1));
       have_const_ = true;
     }
   }
 
-  static std::vector<Rhs> make_group_rhs(const RunValue& w, const RunValue* z, int64_t group) {
+  static std::vector<ConvWeights> make_weights(const RunValue& w, const RunValue* z, int64_t group) {
+    if (w.type != ElemType::U8 && w.type != ElemType::I8) unsupported("convolution weights " + describe(w));
     if (w.shape.empty() || group < 1 || w.shape[0] % group)
       throw Error("weights " + describe(w) + " do not fit the group");
     const int64_t cout = w.shape[0];
     const int64_t mg = cout / group;
     const int64_t ck = cout == 0 ? 0 : static_cast<int64_t>(w.numel()) / cout;
     const std::vector<int32_t> zs = rhs_zero_points(z, w.type, cout);
-    std::vector<Rhs> out;
+    std::vector<ConvWeights> out(static_cast<size_t>(group));
     for (int64_t gi = 0; gi < group; ++gi) {
-      std::vector<int32_t> zg =
-          zs.size() == 1 ? zs : std::vector<int32_t>(zs.begin() + gi * mg, zs.begin() + (gi + 1) * mg);
-      out.push_back(make_rhs(w.type, w.data->data() + gi * mg * ck, ck, mg, true, zg));
+      ConvWeights& cw = out[gi];
+      cw.type = w.type;
+      cw.rows = mg;
+      cw.cols = ck;
+      const uint8_t* p = w.data->data() + gi * mg * ck;
+      cw.w.assign(p, p + mg * ck);
+      cw.rowsum.assign(static_cast<size_t>(mg), 0);
+      cw.zp.resize(static_cast<size_t>(mg));
+      for (int64_t m = 0; m < mg; ++m) {
+        for (int64_t k = 0; k < ck; ++k) cw.rowsum[m] += load_code(w.type, p, m * ck + k);
+        cw.zp[m] = zs.size() == 1 ? zs[0] : zs[gi * mg + m];
+      }
     }
     return out;
   }
@@ -1010,34 +1066,67 @@ class IntConvBase : public Kernel {
   void conv_sums(KernelContext& ctx, const RunValue& x, const RunValue& w, int32_t zx, const ConvGeometry& g,
                  int32_t* acc) const {
     if (x.type != ElemType::U8 && x.type != ElemType::I8) unsupported("convolution input " + describe(x));
-    std::vector<Rhs> tmp;
-    const std::vector<Rhs>* rhs = &const_rhs_;
+    std::vector<ConvWeights> tmp;
+    const std::vector<ConvWeights>* ws = &const_w_;
     if (!have_const_) {
-      tmp = make_group_rhs(w, ctx.has_input(wzp_index_) ? &ctx.input(wzp_index_) : nullptr, g.group);
-      rhs = &tmp;
+      tmp = make_weights(w, ctx.has_input(wzp_index_) ? &ctx.input(wzp_index_) : nullptr, g.group);
+      ws = &tmp;
     } else if (w.shape != const_w_shape_) {
       throw Error("constant weights changed shape");
     }
-    const int64_t cg = g.cin / g.group, mg = g.cout / g.group;
-    const int64_t cols = cg * g.kernel_size;
-    std::vector<uint8_t> col(static_cast<size_t>(g.out_size * cols));
-    std::vector<int32_t> c(static_cast<size_t>(g.out_size * mg));
+    const bool shift = x.type == ElemType::U8;
+    const int32_t zxs = shift ? zx - 128 : zx;  // the zero point of the int8 columns
+    const int64_t cg = g.cin / g.group, mg = g.cout / g.group, P = g.out_size;
+    const int64_t ck = cg * g.kernel_size;
+    std::vector<int8_t> col(static_cast<size_t>(ck * P));
+    std::vector<int32_t> colsum(static_cast<size_t>(P));
     const uint8_t* px = x.data->data();
     for (int64_t nb = 0; nb < g.batch; ++nb)
       for (int64_t gi = 0; gi < g.group; ++gi) {
-        im2col(g, px + nb * g.cin * g.in_size, gi * cg, static_cast<uint8_t>(zx), col.data(), ctx.threads);
-        int_gemm(x.type, col.data(), g.out_size, {zx}, (*rhs)[gi], c.data());
-        int32_t* o = acc + (nb * g.cout + gi * mg) * g.out_size;
-        for (int64_t p = 0; p < g.out_size; ++p)
-          for (int64_t m = 0; m < mg; ++m) o[m * g.out_size + p] = c[p * mg + m];
+        const ConvWeights& cw = (*ws)[gi];
+        im2col_s8(g, px + nb * g.cin * g.in_size, gi * cg, shift, static_cast<int8_t>(zxs), col.data(),
+                  ctx.threads);
+        int32_t* c = acc + (nb * g.cout + gi * mg) * P;
+        if (mg == 0 || P == 0) continue;
+        const int32_t co = 0;
+        dnnl::status st;
+        if (cw.type == ElemType::U8)
+          st = dnnl::gemm_u8s8s32('N', 'N', 'F', mg, P, ck, 1.0f, cw.w.data(), ck, 0, col.data(), P, 0, 0.0f, c, P,
+                                  &co);
+        else
+          st = dnnl::gemm_s8s8s32('N', 'N', 'F', mg, P, ck, 1.0f, reinterpret_cast<const int8_t*>(cw.w.data()), ck,
+                                  0, col.data(), P, 0, 0.0f, c, P, &co);
+        if (st != dnnl::status::success)
+          throw Error("oneDNN integer GEMM failed (status " + std::to_string(static_cast<int>(st)) + ")");
+        const bool any_zw = std::any_of(cw.zp.begin(), cw.zp.end(), [](int32_t v) { return v != 0; });
+        if (any_zw) {
+          std::fill(colsum.begin(), colsum.end(), 0);
+          for (int64_t k = 0; k < ck; ++k) {
+            const int8_t* r = col.data() + k * P;
+            for (int64_t p = 0; p < P; ++p) colsum[p] += r[p];
+          }
+        }
+        // - zx * rowsum(W) - zw * colsum(col) + ck * zw * zx, mod 2^32.
+        parallel_for(ctx.threads, mg, 1, [&](int64_t b, int64_t e) {
+          for (int64_t m = b; m < e; ++m) {
+            const int64_t zw = cw.zp[m];
+            const uint32_t fixed = static_cast<uint32_t>(-int64_t{zxs} * cw.rowsum[m] + ck * zw * zxs);
+            uint32_t* cm = reinterpret_cast<uint32_t*>(c + m * P);
+            if (zw == 0) {
+              for (int64_t p = 0; p < P; ++p) cm[p] += fixed;
+            } else {
+              for (int64_t p = 0; p < P; ++p)
+                cm[p] += fixed - static_cast<uint32_t>(zw * colsum[p]);
+            }
+          }
+        });
       }
   }
 
-  size_t w_index_, wzp_index_;
+  size_t wzp_index_;
   bool have_const_ = false;
-  int64_t group_ = 1;
   std::vector<int64_t> const_w_shape_;
-  std::vector<Rhs> const_rhs_;
+  std::vector<ConvWeights> const_w_;
 };
 
 std::vector<int64_t> conv_out_shape(const ConvGeometry& g) {
@@ -1099,9 +1188,9 @@ class QLinearConvKernel : public IntConvBase {
         const float mult = sx * (sw.size() == 1 ? sw[0] : sw[m]) / sy;
         const int64_t base = (nb * g.cout + m) * g.out_size;
         for (int64_t p = 0; p < g.out_size; ++p) {
-          const float v = std::nearbyint(static_cast<float>(acc[base + p]) * mult) + static_cast<float>(zy);
+          const float v = rne(static_cast<float>(acc[base + p]) * mult) + static_cast<float>(zy);
           store_code(yt, out, base + p,
-                     round_saturate(v, static_cast<float>(r.lo), static_cast<float>(r.hi)));
+                     saturate_to(v, static_cast<float>(r.lo), static_cast<float>(r.hi)));
         }
       }
   }
@@ -1155,7 +1244,7 @@ void qlinear_binary(KernelContext& ctx) {
       const float va = static_cast<float>(load_code(a.type, xa, ia) - pa.zp);
       const float vb = static_cast<float>(load_code(a.type, xb, ib) - pb.zp);
       const float v = kMul ? va * vb * rm : ra * va + rb * vb;
-      store_code(a.type, o, i, round_saturate(std::nearbyint(v) + zc, lo, hi));
+      store_code(a.type, o, i, saturate_to(rne(v) + zc, lo, hi));
     }
   });
 }

@@ -140,12 +140,15 @@ std::vector<int32_t> codes_of(const RunValue& v) {
   return out;
 }
 
-// Round half to even (the spec's rounding) without a library call: adding
-// and subtracting 2^23 leaves the nearest integer, ties to even, in the
-// default rounding mode; floats of magnitude >= 2^23 are integers already.
+// Round half to even (the spec's rounding) without a library call or a
+// branch (so the loops vectorise): adding and subtracting 2^23 with v's sign
+// leaves the nearest integer, ties to even, in the default rounding mode, for
+// |v| < 2^23. Larger values come back within a few ulps of v, still beyond
+// 2^23: every caller saturates the result to a code range of at most 16 bits,
+// where they end at the same bound. NaN stays NaN (saturated to the low bound).
 inline float rne(float v) {
   const float m = std::copysign(8388608.0f, v);
-  return std::fabs(v) < 8388608.0f ? (v + m) - m : v;
+  return (v + m) - m;
 }
 
 // Saturates an integral float to [lo, hi]; NaN saturates to lo, as ONNX
@@ -249,23 +252,40 @@ inline int64_t scale_base(const QuantLayout& l, int64_t r) {
   return 0;
 }
 
-// Calls f(i, scale_index) for elements [b, e).
+// Calls f(run_begin, run_end, scale_index, step) over runs of [b, e) whose
+// scale index starts at scale_index and grows by step (0 or 1) per element:
+// long runs let the kernels keep the scale and zero point in registers.
 template <class F>
-inline void walk(const QuantLayout& l, int64_t b, int64_t e, F&& f) {
-  if (b >= e) return;
+inline void walk_runs(const QuantLayout& l, int64_t b, int64_t e, F&& f) {
   if (l.kind == QuantLayout::PerTensor) {
-    for (int64_t i = b; i < e; ++i) f(i, 0);
+    if (b < e) f(b, e, 0, 0);
     return;
   }
   const bool blocked = l.kind == QuantLayout::Blocked;
-  int64_t row = b / l.post, q = b % l.post;
-  int64_t base = scale_base(l, row);
-  for (int64_t i = b; i < e; ++i) {
-    f(i, blocked ? base + q : base);
-    if (++q == l.post) {
-      q = 0;
-      base = scale_base(l, ++row);
+  if (l.post == 1) {  // the quantized axis is the last one
+    while (b < e) {
+      const int64_t p = b / l.dim, a = b % l.dim;
+      if (!blocked) {
+        const int64_t end = std::min(e, (p + 1) * l.dim);
+        f(b, end, a, 1);
+        b = end;
+      } else {
+        const int64_t end = std::min(e, p * l.dim + std::min((a / l.block + 1) * l.block, l.dim));
+        f(b, end, p * l.nblocks + a / l.block, 0);
+        b = end;
+      }
     }
+    return;
+  }
+  while (b < e) {
+    const int64_t row = b / l.post, q = b % l.post;
+    const int64_t end = std::min(e, (row + 1) * l.post);
+    const int64_t base = scale_base(l, row);
+    if (blocked)
+      f(b, end, base + q, 1);
+    else
+      f(b, end, base, 0);
+    b = end;
   }
 }
 
@@ -490,7 +510,17 @@ void quantize_linear(KernelContext& ctx, bool microsoft) {
   with_float_in(x.type, [&](auto in) {
     with_codec(out, saturate, [&](const auto& codec) {
       for_elements(n, ctx.threads, is_4bit(out), [&](int64_t b, int64_t e) {
-        walk(l, b, e, [&](int64_t i, int64_t si) { codec.put(o, i, in.get(px, i) / s[si], z[si]); });
+        walk_runs(l, b, e, [&](int64_t rb, int64_t re, int64_t si, int64_t step) {
+          const auto c = codec;  // a local: stores through o cannot change it
+          if (step == 0) {
+            const float sv = s[si], zv = z[si];
+            for (int64_t i = rb; i < re; ++i) c.put(o, i, in.get(px, i) / sv, zv);
+          } else {
+            const float* sp = s.data() + si - rb;
+            const float* zq = z.data() + si - rb;
+            for (int64_t i = rb; i < re; ++i) c.put(o, i, in.get(px, i) / sp[i], zq[i]);
+          }
+        });
       });
     });
   });
@@ -526,7 +556,17 @@ void dequantize_linear(KernelContext& ctx, bool microsoft) {
       for_elements(n, ctx.threads, false, [&](int64_t b, int64_t e) {
         // (x - zp) is exact in float for integer codes; times the scale, as
         // ONNX Runtime computes it.
-        walk(l, b, e, [&](int64_t i, int64_t si) { io.put(o, i, (codec.get(px, i) - z[si]) * s[si]); });
+        walk_runs(l, b, e, [&](int64_t rb, int64_t re, int64_t si, int64_t step) {
+          const auto c = codec;
+          if (step == 0) {
+            const float sv = s[si], zv = z[si];
+            for (int64_t i = rb; i < re; ++i) io.put(o, i, (c.get(px, i) - zv) * sv);
+          } else {
+            const float* sp = s.data() + si - rb;
+            const float* zq = z.data() + si - rb;
+            for (int64_t i = rb; i < re; ++i) io.put(o, i, (c.get(px, i) - zq[i]) * sp[i]);
+          }
+        });
       });
     });
   });
@@ -573,10 +613,9 @@ DynamicParams dynamic_params(const float* x, int64_t n, int threads) {
 }
 
 void quantize_u8(const float* x, int64_t n, const DynamicParams& p, uint8_t* y, int threads) {
-  parallel_for(threads, n, 16384, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      y[i] = static_cast<uint8_t>(
-          saturate_to(rne(x[i] / p.scale) + static_cast<float>(p.zero_point), 0, 255));
+  const float scale = p.scale, zp = static_cast<float>(p.zero_point);  // locals: not reloaded per store
+  parallel_for(threads, n, 16384, [=](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = static_cast<uint8_t>(saturate_to(rne(x[i] / scale) + zp, 0, 255));
   });
 }
 
@@ -762,8 +801,7 @@ void requantize(const int32_t* acc, int64_t rows, int64_t cols, const std::vecto
                  for (int64_t i = b; i < e; ++i)
                    for (int64_t j = 0; j < cols; ++j) {
                      const float m = mult.size() == 1 ? mult[0] : mult[j];
-                     const float v =
-                         rne(static_cast<float>(acc[i * cols + j]) * m) + static_cast<float>(zp);
+                     const float v = rne(static_cast<float>(acc[i * cols + j]) * m) + static_cast<float>(zp);
                      store_code(out_t, out, i * cols + j, saturate_to(v, lo, hi));
                    }
                });
@@ -1091,11 +1129,12 @@ class IntConvBase : public Kernel {
         const int32_t co = 0;
         dnnl::status st;
         if (cw.type == ElemType::U8)
-          st = dnnl::gemm_u8s8s32('N', 'N', 'F', mg, P, ck, 1.0f, cw.w.data(), ck, 0, col.data(), P, 0, 0.0f, c, P,
-                                  &co);
+          st = dnnl::gemm_u8s8s32('N', 'N', 'F', mg, P, ck, 1.0f, cw.w.data(), ck, 0, col.data(), P, 0, 0.0f,
+                                  c, P, &co);
         else
-          st = dnnl::gemm_s8s8s32('N', 'N', 'F', mg, P, ck, 1.0f, reinterpret_cast<const int8_t*>(cw.w.data()), ck,
-                                  0, col.data(), P, 0, 0.0f, c, P, &co);
+          st =
+              dnnl::gemm_s8s8s32('N', 'N', 'F', mg, P, ck, 1.0f, reinterpret_cast<const int8_t*>(cw.w.data()),
+                                 ck, 0, col.data(), P, 0, 0.0f, c, P, &co);
         if (st != dnnl::status::success)
           throw Error("oneDNN integer GEMM failed (status " + std::to_string(static_cast<int>(st)) + ")");
         const bool any_zw = std::any_of(cw.zp.begin(), cw.zp.end(), [](int32_t v) { return v != 0; });
@@ -1115,8 +1154,7 @@ class IntConvBase : public Kernel {
             if (zw == 0) {
               for (int64_t p = 0; p < P; ++p) cm[p] += fixed;
             } else {
-              for (int64_t p = 0; p < P; ++p)
-                cm[p] += fixed - static_cast<uint32_t>(zw * colsum[p]);
+              for (int64_t p = 0; p < P; ++p) cm[p] += fixed - static_cast<uint32_t>(zw * colsum[p]);
             }
           }
         });
@@ -1189,8 +1227,7 @@ class QLinearConvKernel : public IntConvBase {
         const int64_t base = (nb * g.cout + m) * g.out_size;
         for (int64_t p = 0; p < g.out_size; ++p) {
           const float v = rne(static_cast<float>(acc[base + p]) * mult) + static_cast<float>(zy);
-          store_code(yt, out, base + p,
-                     saturate_to(v, static_cast<float>(r.lo), static_cast<float>(r.hi)));
+          store_code(yt, out, base + p, saturate_to(v, static_cast<float>(r.lo), static_cast<float>(r.hi)));
         }
       }
   }

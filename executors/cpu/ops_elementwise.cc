@@ -6,6 +6,7 @@
 
 #include "broadcast.h"
 #include "kernel.h"
+#include "qforge/half.h"
 
 namespace qforge::cpu {
 
@@ -106,11 +107,36 @@ KernelFn numeric_unary(Op op) {
   };
 }
 
+// Runs `fn` on f32 copies of f16/bf16 inputs and converts its output back
+// (for kernels that only have float and integer loops).
+void via_f32(KernelContext& ctx, const KernelFn& fn) {
+  const ElemType t = ctx.input(0).type;
+  std::vector<RunValue> ins(ctx.num_inputs());
+  std::vector<const RunValue*> ptrs;
+  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
+    const RunValue& v = ctx.input(i);
+    std::vector<float> f(v.numel());
+    for (size_t j = 0; j < f.size(); ++j)
+      f[j] = v.type == ElemType::F16 ? fp16_to_fp32(v.as<uint16_t>()[j]) : bf16_to_fp32(v.as<uint16_t>()[j]);
+    ins[i] = RunValue{ElemType::F32, v.shape, make_blob(f.data(), f.size() * 4)};
+    ptrs.push_back(&ins[i]);
+  }
+  std::vector<RunValue> outs(1);
+  KernelContext sub(ctx.node, ctx.opset, ctx.threads, ctx.pool(), ptrs, outs);
+  fn(sub);
+  const RunValue& r = outs[0];
+  uint16_t* o = ctx.alloc<uint16_t>(0, t, r.shape);
+  for (uint64_t j = 0; j < r.numel(); ++j)
+    o[j] = t == ElemType::F16 ? fp32_to_fp16(r.as<float>()[j]) : fp32_to_bf16(r.as<float>()[j]);
+}
+
 // Variadic Min/Max/Sum/Mean: folds the inputs pairwise with broadcasting.
 template <class Op>
 KernelFn variadic(Op op, bool mean) {
   return [op, mean](KernelContext& ctx) {
     same_types(ctx);
+    if (ctx.input(0).type == ElemType::F16 || ctx.input(0).type == ElemType::BF16)
+      return via_f32(ctx, variadic(op, mean));
     const size_t n = ctx.num_inputs();
     if (n == 0) throw Error("needs at least one input");
     RunValue acc = ctx.input(0);

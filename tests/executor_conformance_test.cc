@@ -37,7 +37,7 @@ namespace {
 
 const char* kNodeTests = "/usr/share/libonnx-testdata/data/node";
 
-// The ai.onnx operators the cpu executor implements or will (issue 8's list).
+// The ai.onnx operators the cpu executor implements (issue 8's list).
 const std::set<std::string> kOpSet = {"Add",
                                       "Sub",
                                       "Mul",
@@ -249,6 +249,9 @@ Outcome run_node_test(const Format& onnx, const Executor& ex, const fs::path& di
           return o;
         }
         RunValue v;
+        // The dataset reader gives bfloat16 TensorProtos as u16 (their storage).
+        const ValueInfo* vi = m.graph->find_value_info(names[k]);
+        if (a.type == ElemType::U16 && vi && vi->type.elem == ElemType::BF16) a.type = ElemType::BF16;
         v.type = a.type;
         v.shape = a.shape;
         v.data = a.data;
@@ -273,6 +276,7 @@ Outcome run_node_test(const Format& onnx, const Executor& ex, const fs::path& di
         o.reason = std::string("reading the expected output: ") + e.what();
         return o;
       }
+      if (want.type == ElemType::U16 && out[k].second.type == ElemType::BF16) want.type = ElemType::BF16;
       const std::string mm = mismatch(out[k].second, want);
       if (!mm.empty()) {
         o.reason = "output " + std::to_string(k) + ": " + mm;
@@ -358,4 +362,6 @@ TEST_CASE("executor: ONNX node tests (libonnx-testdata) pass or are listed with 
     CHECK(now_passing.empty());
   }
   CHECK(eligible > 400);
+  // Issue 8: at least 95% pass.
+  CHECK(passed * 100 >= eligible * 95);
 }

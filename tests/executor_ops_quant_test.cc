@@ -990,3 +990,45 @@ TEST_CASE("cpu executor quant: speed next to ONNX Runtime", "[.][bench]") {
           {{"x", random_input({1, 32, 2048}, 8)}}, 10);
   }
 }
+
+TEST_CASE("cpu executor quant: MatMulNBits 2-bit with and without zero points, and g_idx, by hand",
+          "[executor][quant]") {
+  auto nbits = [](int64_t k, int64_t bits, const std::vector<uint8_t>& b, const std::vector<float>& scales,
+                  const std::vector<uint8_t>& zps, const std::vector<int32_t>& g_idx) {
+    const int64_t nb = (k + 15) / 16;
+    Model m = ms_model();
+    Graph& g = *m.graph;
+    g.inputs.push_back(tensor_info("a", ElemType::F32, {1, k}));
+    g.outputs.push_back(any_shape("y", ElemType::F32));
+    m.tensors = {tensor<uint8_t>("b", ElemType::U8, {1, nb, 16 * bits / 8}, b),
+                 tensor<float>("s", ElemType::F32, {nb}, scales)};
+    std::vector<std::string> in = {"a", "b", "s"};
+    if (!zps.empty()) m.tensors.push_back(tensor<uint8_t>("z", ElemType::U8, {1}, zps));
+    in.push_back(zps.empty() ? "" : "z");
+    if (!g_idx.empty()) {
+      m.tensors.push_back(tensor<int32_t>("g", ElemType::I32, {k}, g_idx));
+      in.push_back("g");
+    }
+    Node n = ms_node("mm", "MatMulNBits", in, {"y"});
+    n.attributes.push_back(Attribute::of_int("K", k));
+    n.attributes.push_back(Attribute::of_int("N", 1));
+    n.attributes.push_back(Attribute::of_int("bits", bits));
+    n.attributes.push_back(Attribute::of_int("block_size", 16));
+    g.nodes.push_back(n);
+    NamedValues out = run_cpu(m, {{"a", value(ElemType::F32, {1, k}, std::vector<float>(k, 1.0f))}});
+    return f32s(out[0].second);
+  };
+  // 0xE4 = 0b11'10'01'00: codes 0, 1, 2, 3 from the low bits up, four times.
+  const std::vector<uint8_t> b2(4, 0xE4);
+  // Default zero point 2: (0, 1, 2, 3) - 2 = -2, -1, 0, 1, times 0.5, summed four times.
+  CHECK(nbits(16, 2, b2, {0.5f}, {}, {}) == std::vector<float>{-4});
+  // Zero point 1 (the low 2 bits of the packed byte): -1, 0, 1, 2 -> 4 * 2 * 0.5.
+  CHECK(nbits(16, 2, b2, {0.5f}, {0x01}, {}) == std::vector<float>{4});
+  // 4-bit, K = 32, two blocks; g_idx sends even k to block 1 (scale 10), odd k
+  // to block 0 (scale 1): codes 9 (low nibble) and 7 (high), zero point 8:
+  // even k: (9 - 8) * 10, odd k: (7 - 8) * 1, 16 of each.
+  std::vector<int32_t> gi(32);
+  for (int k = 0; k < 32; ++k) gi[k] = k % 2 == 0 ? 1 : 0;
+  CHECK(nbits(32, 4, std::vector<uint8_t>(16, 0x79), {1.0f, 10.0f}, {}, gi) ==
+        std::vector<float>{16 * 10 - 16});
+}

@@ -2,10 +2,15 @@
 // variables; when they are not set, they default to what `make test` installs
 // into the build directory (configured by tests/CMakeLists.txt).
 #define CATCH_CONFIG_RUNNER
+#include <unistd.h>
 #include <catch2/catch.hpp>
+
 #include <cstdlib>
 
 int main(int argc, char** argv) {
+  // As the qforge CLI (pipeline/cli/main.cc): passive OpenMP threads unless chosen.
+  if (!std::getenv("OMP_WAIT_POLICY") && ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
+    ::execv("/proc/self/exe", argv);
   const char* defaults[][2] = {
       {"QFORGE_PYTHON", QFORGE_DEFAULT_PYTHON},
       {"QFORGE_NPM_DIR", QFORGE_DEFAULT_NPM_DIR},

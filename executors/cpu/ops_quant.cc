@@ -1301,7 +1301,8 @@ class MatMulNBitsKernel : public Kernel {
     n_ = attr_required(n, "N").i;
     bits_ = attr_required(n, "bits").i;
     block_ = attr_required(n, "block_size").i;
-    if (bits_ != 4 && bits_ != 8) unsupported("bits " + std::to_string(bits_) + " (4 and 8 are)");
+    if (bits_ != 2 && bits_ != 4 && bits_ != 8)
+      unsupported("bits " + std::to_string(bits_) + " (2, 4 and 8 are)");
     if (block_ < 16 || (block_ & (block_ - 1)))
       throw Error("block_size must be a power of 2 >= 16, got " + std::to_string(block_));
     if (k_ <= 0 || n_ <= 0) throw Error("K and N must be positive");
@@ -1384,7 +1385,8 @@ class MatMulNBitsKernel : public Kernel {
     if (static_cast<int64_t>(s.size()) != n_ * nb)
       throw Error("scales " + describe(*sc) + " must have N * blocks elements");
     const int64_t zp_cols = (nb * bits_ + 7) / 8;
-    std::vector<float> zf;  // per (n, block)
+    const int32_t mask = (1 << bits_) - 1;  // codes packed from the low bits of each byte up
+    std::vector<float> zf;                  // per (n, block)
     zf.assign(static_cast<size_t>(n_ * nb), static_cast<float>(1 << (bits_ - 1)));
     if (zp) {
       if (zp->type != ElemType::U8)
@@ -1395,14 +1397,8 @@ class MatMulNBitsKernel : public Kernel {
       const uint8_t* pz = zp->data->data();
       for (int64_t j = 0; j < n_; ++j)
         for (int64_t bl = 0; bl < nb; ++bl) {
-          int32_t v;
-          if (bits_ == 8) {
-            v = pz[j * zp_cols + bl];
-          } else {
-            const uint8_t byte = pz[j * zp_cols + bl / 2];
-            v = (bl & 1) ? byte >> 4 : byte & 0xf;
-          }
-          zf[j * nb + bl] = static_cast<float>(v);
+          zf[j * nb + bl] =
+              static_cast<float>((pz[j * zp_cols + bl * bits_ / 8] >> ((bl * bits_) % 8)) & mask);
         }
     }
     std::vector<int32_t> g;
@@ -1420,8 +1416,7 @@ class MatMulNBitsKernel : public Kernel {
         const int64_t bl = g.empty() ? kk / block_ : g[kk];
         const int64_t in_block = kk % block_;
         const uint8_t* blk = pb + (j * nb + kk / block_) * blob;
-        const int32_t q =
-            bits_ == 8 ? blk[in_block] : ((in_block & 1) ? blk[in_block / 2] >> 4 : blk[in_block / 2] & 0xf);
+        const int32_t q = (blk[in_block * bits_ / 8] >> ((in_block * bits_) % 8)) & mask;
         w[j * k_ + kk] = (static_cast<float>(q) - zf[j * nb + bl]) * s[j * nb + bl];
       }
     return w;

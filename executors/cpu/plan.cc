@@ -63,7 +63,7 @@ Plan::Plan(const Graph& graph, const std::vector<Tensor>& initializers, const Op
     }
     input_dims_.push_back(dims);
     input_rank_known_.push_back(rank_known);
-    input_types_.push_back(vi.type.elem.value_or(ElemType::F32));
+    input_types_.push_back(vi.type.elem.value_or(ElemType::Count_));  // Count_: not declared
   }
   std::unordered_set<std::string> defined(input_names_.begin(), input_names_.end());
   for (const Tensor& t : initializers) defined.insert(t.name);
@@ -85,6 +85,7 @@ Plan::Plan(const Graph& graph, const std::vector<Tensor>& initializers, const Op
   // all listed at once.
   const KernelTable& table = kernel_table();
   std::vector<std::string> missing;
+  std::map<std::string, int> missing_ops;
   for (const Node& n : graph.nodes) {
     Step st;
     st.node = &n;
@@ -96,6 +97,7 @@ Plan::Plan(const Graph& graph, const std::vector<Tensor>& initializers, const Op
     for (const std::string& in : implicit) resolve(in, n);
     const KernelTable::Entry* e = table.find(st.domain, n.op_type, st.opset);
     if (!e) {
+      ++missing_ops[fmt::format("{} (domain {}, opset {})", n.op_type, domain_name(st.domain), st.opset)];
       missing.push_back(fmt::format("node '{}': operator {} of domain {} at opset {}", n.name, n.op_type,
                                     domain_name(st.domain), st.opset));
     } else {
@@ -144,6 +146,10 @@ Plan::Plan(const Graph& graph, const std::vector<Tensor>& initializers, const Op
                       (missing.size() == 1 ? " node" : " nodes") + " of this graph:";
     for (size_t i = 0; i < missing.size() && i < 20; ++i) msg += "\n  " + missing[i];
     if (missing.size() > 20) msg += "\n  ... and " + std::to_string(missing.size() - 20) + " more";
+    if (missing_ops.size() > 1) {
+      msg += "\nby operator:";
+      for (const auto& [op, count] : missing_ops) msg += fmt::format("\n  {} x{}", op, count);
+    }
     msg +=
         "\n(executors/cpu/README.md lists the supported operators; another executor may be chosen with "
         "[build] executor)";
@@ -218,7 +224,7 @@ void Plan::run_observed(const std::vector<const RunValue*>& inputs, std::vector<
       continue;
     }
     const RunValue& v = *inputs[i];
-    if (v.type != input_types_[i])
+    if (input_types_[i] != ElemType::Count_ && v.type != input_types_[i])
       throw Error(fmt::format("input '{}' expects {}, found {}", input_names_[i], name_of(input_types_[i]),
                               describe(v)));
     const auto& dims = input_dims_[i];

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -290,6 +291,14 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // OpenMP (oneDNN's threads and the cpu executor's loops) reads OMP_WAIT_POLICY
+  // once, when the process starts. Its default spins waiting threads, which on a
+  // busy machine makes a run 10 to 100 times slower (executors/cpu/README.md,
+  // "Threads"); unless the caller chose a policy, qforge re-executes itself once
+  // with the passive one.
+  if (!std::getenv("OMP_WAIT_POLICY") && ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
+    ::execv("/proc/self/exe", argv);  // returns only on failure: go on as we are
+
   CLI::App app{"qforge: a build tool for quantized models"};
   app.set_version_flag("--version", std::string("qforge ") + QFORGE_VERSION);
   app.require_subcommand(1);

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "dnnl_util.h"
 #include "kernel.h"
 #include "qforge/half.h"
 
@@ -1288,11 +1289,12 @@ void qlinear_binary(KernelContext& ctx) {
 
 // ---------------------------------------------------------------- MatMulNBits (com.microsoft)
 
-// Y = A @ dequantize(B)^T (+ bias), B [N, blocks, blob] with the low nibble
-// first, the layout qforge's passes/common/quant_math.h (pack_matmul_nbits)
-// writes; absent zero points are 2^(bits - 1). The weights are
-// dequantized to f32 once when constant and multiplied with oneDNN's sgemm
-// (accuracy_level is accepted; the product is f32 whatever it says).
+// Y = A @ dequantize(B)^T (+ bias), B [N, blocks, blob] with codes packed
+// from the low bits of each byte up, the layout qforge's
+// passes/common/quant_math.h (pack_matmul_nbits) writes; absent zero points
+// are 2^(bits - 1). The weights are dequantized to f32 once when constant and
+// multiplied with oneDNN's matmul (f32_matmul, dnnl_util.h); accuracy_level is
+// accepted, the product is f32 whatever it says.
 class MatMulNBitsKernel : public Kernel {
  public:
   explicit MatMulNBitsKernel(const KernelInit& init) {
@@ -1354,11 +1356,7 @@ class MatMulNBitsKernel : public Kernel {
       yf.resize(static_cast<size_t>(m * n_));
       y = yf.data();
     }
-    if (m > 0) {
-      const dnnl::status st = dnnl::sgemm('N', 'T', m, n_, k_, 1.0f, pa, k_, w->data(), k_, 0.0f, y, n_);
-      if (st != dnnl::status::success)
-        throw Error("oneDNN sgemm failed (status " + std::to_string(int(st)) + ")");
-    }
+    f32_matmul(pa, w->data(), y, m, k_, n_, true);  // W is [N, K]
     if (!bias->empty())
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n_; ++j) y[i * n_ + j] += (*bias)[j];

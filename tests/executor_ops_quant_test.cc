@@ -928,9 +928,9 @@ void bench(const Model& m, const std::string& name, const NamedValues& in, int r
 
 }  // namespace
 
-// Not run by default: `qforge_tests "[bench]"` prints the cpu executor's time
-// per run next to ONNX Runtime's for one model per operator.
-TEST_CASE("cpu executor quant: speed next to ONNX Runtime", "[.][bench]") {
+// Left out of ctest (tests/CMakeLists.txt): `qforge_tests "[bench]"` prints the
+// cpu executor's time per run next to ONNX Runtime's for one model per operator.
+TEST_CASE("cpu executor quant: speed next to ONNX Runtime", "[bench]") {
   {
     Model m = onnx_model("q", 13, 8);
     m.graph->inputs.push_back(tensor_info("x", ElemType::F32, {1024, 4096}));

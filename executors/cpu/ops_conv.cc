@@ -164,6 +164,7 @@ class ConvKernel : public Kernel {
     if (w.shape.size() != x.shape.size())
       throw Error("weight " + describe(w) + " must have the rank of input " + describe(x));
     const bool has_b = ctx.has_input(2);
+    if (pointwise(x, w)) return run_pointwise(ctx, x, w, has_b);
     ShapeKey key{x.shape};
     if (!w_const_.data) key.dims.insert(key.dims.end(), w.shape.begin(), w.shape.end());
     auto it = cache_.find(key);
@@ -217,6 +218,42 @@ class ConvKernel : public Kernel {
   }
 
  private:
+  // A 1×1 convolution, stride 1, no padding, one group: per image, the
+  // product W [M, C] · X [C, H·W] on the plain layout (no reorders).
+  bool pointwise(const RunValue& x, const RunValue& w) const {
+    if (transpose_ || attrs_.group != 1 || attrs_.auto_pad == "SAME_UPPER" || attrs_.auto_pad == "SAME_LOWER")
+      return false;
+    for (size_t d = 2; d < w.shape.size(); ++d)
+      if (w.shape[d] != 1) return false;
+    for (int64_t v : attrs_.strides)
+      if (v != 1) return false;
+    for (int64_t v : attrs_.pads)
+      if (v != 0) return false;
+    return w.shape[1] == x.shape[1];
+  }
+
+  void run_pointwise(KernelContext& ctx, const RunValue& x, const RunValue& w, bool has_b) {
+    const int64_t N = x.shape[0], C = x.shape[1], M = w.shape[0];
+    const int64_t S = static_cast<int64_t>(x.numel()) / std::max<int64_t>(1, N * C);
+    std::vector<int64_t> out = x.shape;
+    out[1] = M;
+    float* o = ctx.alloc<float>(0, ElemType::F32, out);
+    const float* bias = nullptr;
+    if (has_b) {
+      const RunValue& b = ctx.input(2);
+      if (b.type != ElemType::F32 || b.numel() != static_cast<uint64_t>(M))
+        throw Error("bias " + describe(b) + " must be f32 with one value per output channel");
+      bias = b.as<float>();
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      float* y = o + n * M * S;
+      f32_matmul(w.as<float>(), x.as<float>() + n * C * S, y, M, C, S, false);
+      if (bias)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t i = 0; i < S; ++i) y[m * S + i] += bias[m];
+    }
+  }
+
   struct Prepared {
     dnnl::primitive prim;
     dnnl::memory::desc user_src, user_dst, user_w, pd_w, bias_md;

@@ -7,6 +7,7 @@
 #include "broadcast.h"
 #include "kernel.h"
 #include "qforge/half.h"
+#include "simd.h"
 
 namespace qforge::cpu {
 
@@ -216,6 +217,21 @@ void clip_kernel(KernelContext& ctx) {
     const float lo = attr_float(ctx.node, "min", -INFINITY), hi = attr_float(ctx.node, "max", INFINITY);
     if (x.type != ElemType::F32) unsupported(std::string("Clip-6 of ") + name_of(x.type));
     unary_map<float, float>(ctx, x.type, [&](float v) { return std::min(std::max(v, lo), hi); });
+    return;
+  }
+  if (x.type == ElemType::F32) {
+    float lo = -INFINITY, hi = INFINITY;
+    for (int k = 1; k < 3; ++k)
+      if (ctx.has_input(k)) {
+        if (ctx.input(k).type != x.type)
+          throw Error(std::string(k == 1 ? "min" : "max") + " must have the input's type, found " +
+                      describe(ctx.input(k)));
+        (k == 1 ? lo : hi) = ctx.input(k).as<float>()[0];
+      }
+    float* o = ctx.alloc<float>(0, ElemType::F32, x.shape);
+    const float* p = x.as<float>();
+    parallel_for(ctx.threads, static_cast<int64_t>(x.numel()), 32768,
+                 [&](int64_t b, int64_t e) { clip_f32(p + b, o + b, e - b, lo, hi); });
     return;
   }
   numeric_dispatch(x.type, [&](auto tag) {

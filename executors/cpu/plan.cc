@@ -185,7 +185,6 @@ Plan::Plan(const Graph& graph, const std::vector<Tensor>& initializers, const Op
       if (s >= 0 && !keep[s] && last[s] < 0) steps_[i].release.push_back(s);
   for (int s : input_slots_)
     if (!keep[s] && last[s] < 0) release_unused_inputs_.push_back(s);
-  values_.resize(slot_names_.size());
   wants_.assign(slot_names_.size(), -1);
 }
 

@@ -176,6 +176,42 @@ TEST_CASE("cpu executor: Add broadcasts numpy-style over merged dimensions", "[e
   CHECK(floats(out[0].second) == std::vector<float>{10, 20, 11, 21, 12, 22, 13, 23, 14, 24, 15, 25});
 }
 
+TEST_CASE(
+    "cpu executor: ConvTranspose with output_shape 2 past the full output pads 1 at each end (ONNX's "
+    "formula)",
+    "[executor]") {
+  Registry registry;
+  const Executor& e = cpu_executor(registry);
+  Model m;
+  m.graph = std::make_shared<Graph>();
+  Graph& g = *m.graph;
+  g.model.opset_imports = {{"", 13}};
+  g.inputs.push_back({"x", ValueType::tensor(ElemType::F32, std::vector<int64_t>{1, 1, 2, 2}), "", ""});
+  g.outputs.push_back({"y", ValueType::tensor(ElemType::F32, std::vector<int64_t>{1, 1, 8, 8}), "", ""});
+  m.tensors.push_back(tensor_f32("w", {1, 1, 3, 3}, std::vector<float>(9, 1.f)));
+  Node n = make_node("deconv", "ConvTranspose", {"x", "w"}, {"y"});
+  n.attributes.push_back(Attribute::of_ints("strides", {3, 3}));
+  n.attributes.push_back(Attribute::of_ints("output_shape", {8, 8}));
+  g.nodes.push_back(n);
+  std::unique_ptr<PreparedModel> pm;
+  Status st = e.prepare(m, {}, pm);
+  INFO(st.message);
+  REQUIRE(st.ok);
+  NamedValues out;
+  st = pm->run({{"x", f32({1, 1, 2, 2}, {1, 2, 3, 4})}}, out);
+  INFO(st.message);
+  REQUIRE(st.ok);
+  REQUIRE(out[0].second.shape == std::vector<int64_t>{1, 1, 8, 8});
+  // The full output is 6 x 6 (each input a 3 x 3 block); total padding -2 gives
+  // pads of -1 at both ends: the blocks shifted by one, a zero border.
+  const std::vector<float> y = floats(out[0].second);
+  std::vector<float> want(64, 0.f);
+  const float x[2][2] = {{1, 2}, {3, 4}};
+  for (int r = 0; r < 6; ++r)
+    for (int c = 0; c < 6; ++c) want[(r + 1) * 8 + (c + 1)] = x[r / 3][c / 3];
+  CHECK(y == want);
+}
+
 // ---------------------------------------------------------------- the CLI
 #include <filesystem>
 
@@ -186,7 +222,7 @@ namespace {
 const char* kAddTest = "/usr/share/libonnx-testdata/data/node/test_add";
 }
 
-TEST_CASE("qforge run: writes <sample>_<k>.npy per output, equal to ONNX's expected output, and --profile",
+TEST_CASE("qforge run: writes <sample>_<k>.npy per output, equal to ONNX's expected output, --profile",
           "[executor][cli]") {
   namespace fs = std::filesystem;
   REQUIRE(fs::is_directory(kAddTest));

@@ -127,12 +127,14 @@ Geometry deconv_geometry(const ConvAttrs& a, const std::vector<int64_t>& x, cons
     if (!want.empty() || a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") {
       const int64_t out = !want.empty() ? want[i] : in * g.s[i];
       const int64_t total = full - out;  // negative: the output grows past the full size
+      // Halves rounded down (towards -infinity, as ONNX's reference computes them).
+      const int64_t half = total >= 0 ? total / 2 : -((-total + 1) / 2);
       if (a.auto_pad == "SAME_UPPER") {
-        g.pb[i] = total / 2;
-        g.pe[i] = total - total / 2;
+        g.pb[i] = half;
+        g.pe[i] = total - half;
       } else {
-        g.pb[i] = total - total / 2;
-        g.pe[i] = total / 2;
+        g.pb[i] = total - half;
+        g.pe[i] = half;
       }
     }
     g.out[i] = full - g.pb[i] - g.pe[i];
@@ -162,13 +164,22 @@ class ConvKernel : public Kernel {
     if (w.shape.size() != x.shape.size())
       throw Error("weight " + describe(w) + " must have the rank of input " + describe(x));
     const bool has_b = ctx.has_input(2);
+    if (pointwise(x, w)) return run_pointwise(ctx, x, w, has_b);
     ShapeKey key{x.shape};
     if (!w_const_.data) key.dims.insert(key.dims.end(), w.shape.begin(), w.shape.end());
     auto it = cache_.find(key);
     if (it == cache_.end()) it = cache_.emplace(key, build(x, w, has_b)).first;
     Prepared& p = it->second;
 
-    float* o = ctx.alloc<float>(0, ElemType::F32, p.out_shape);
+    float* final_out = ctx.alloc<float>(0, ElemType::F32, p.full_shape);
+    // Negative begin padding (ConvTranspose's output_shape past the full
+    // output): the primitive writes the covered part into a scratch buffer.
+    std::shared_ptr<Buffer> inner_buf;
+    float* o = final_out;
+    if (!p.shift.empty()) {
+      inner_buf = ctx.pool().get(numel_of(p.out_shape) * sizeof(float));
+      o = reinterpret_cast<float*>(inner_buf->mutable_data());
+    }
     try {
       dnnl::stream s(dnnl_engine());
       dnnl::memory src = wrap(p.user_src, x.data->data());
@@ -203,17 +214,81 @@ class ConvKernel : public Kernel {
     } catch (const dnnl::error& e) {
       dnnl_failed(e, "running the convolution");
     }
+    if (!p.shift.empty()) place_shifted(p, o, final_out, has_b ? ctx.input(2).as<float>() : nullptr);
   }
 
  private:
+  // A 1×1 convolution, stride 1, no padding, one group: per image, the
+  // product W [M, C] · X [C, H·W] on the plain layout (no reorders).
+  bool pointwise(const RunValue& x, const RunValue& w) const {
+    if (transpose_ || attrs_.group != 1 || attrs_.auto_pad == "SAME_UPPER" || attrs_.auto_pad == "SAME_LOWER")
+      return false;
+    for (size_t d = 2; d < w.shape.size(); ++d)
+      if (w.shape[d] != 1) return false;
+    for (int64_t v : attrs_.strides)
+      if (v != 1) return false;
+    for (int64_t v : attrs_.pads)
+      if (v != 0) return false;
+    return w.shape[1] == x.shape[1];
+  }
+
+  void run_pointwise(KernelContext& ctx, const RunValue& x, const RunValue& w, bool has_b) {
+    const int64_t N = x.shape[0], C = x.shape[1], M = w.shape[0];
+    const int64_t S = static_cast<int64_t>(x.numel()) / std::max<int64_t>(1, N * C);
+    std::vector<int64_t> out = x.shape;
+    out[1] = M;
+    float* o = ctx.alloc<float>(0, ElemType::F32, out);
+    const float* bias = nullptr;
+    if (has_b) {
+      const RunValue& b = ctx.input(2);
+      if (b.type != ElemType::F32 || b.numel() != static_cast<uint64_t>(M))
+        throw Error("bias " + describe(b) + " must be f32 with one value per output channel");
+      bias = b.as<float>();
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      float* y = o + n * M * S;
+      f32_matmul(w.as<float>(), x.as<float>() + n * C * S, y, M, C, S, false);
+      if (bias)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t i = 0; i < S; ++i) y[m * S + i] += bias[m];
+    }
+  }
+
   struct Prepared {
     dnnl::primitive prim;
     dnnl::memory::desc user_src, user_dst, user_w, pd_w, bias_md;
     dnnl::memory weights, bias;
     dnnl::reorder src_reorder, dst_reorder;  // null when the primitive takes the plain layout
     dnnl::memory::desc src_md, dst_md;
-    std::vector<int64_t> out_shape;
+    std::vector<int64_t> out_shape;   // what the primitive writes
+    std::vector<int64_t> full_shape;  // the node's output
+    std::vector<int64_t> shift;       // per spatial dim, when the two differ (else empty)
   };
+
+  // The node's output: bias (or 0) where nothing contributes, the primitive's
+  // output at offset `shift`.
+  static void place_shifted(const Prepared& p, const float* inner, float* out, const float* bias) {
+    const int64_t N = p.full_shape[0], M = p.full_shape[1];
+    const size_t nsp = p.full_shape.size() - 2;
+    const uint64_t full_sp = numel_of(p.full_shape) / static_cast<uint64_t>(N * M);
+    const uint64_t in_sp = numel_of(p.out_shape) / static_cast<uint64_t>(N * M);
+    const std::vector<int64_t> fs = strides_of(p.full_shape);
+    for (int64_t nm = 0; nm < N * M; ++nm) {
+      float* dst = out + nm * full_sp;
+      std::fill(dst, dst + full_sp, bias ? bias[nm % M] : 0.f);
+      const float* src = inner + nm * in_sp;
+      std::vector<int64_t> pos(nsp + 1, 0);
+      for (uint64_t i = 0; i < in_sp; ++i) {
+        int64_t off = 0;
+        for (size_t d = 0; d < nsp; ++d) off += (pos[d] + p.shift[d]) * fs[2 + d];
+        dst[off] = src[i];
+        for (size_t d = nsp; d-- > 0;) {
+          if (++pos[d] < p.out_shape[2 + d]) break;
+          pos[d] = 0;
+        }
+      }
+    }
+  }
 
   Prepared build(const RunValue& x, const RunValue& w, bool has_b) {
     const int64_t N = x.shape[0], C = x.shape[1], g = attrs_.group;
@@ -270,6 +345,21 @@ class ConvKernel : public Kernel {
       wstrides.push_back(spatial_strides[i]);
     }
     Prepared p;
+    p.full_shape = {N, M};
+    p.full_shape.insert(p.full_shape.end(), geo.out.begin(), geo.out.end());
+    for (size_t i = 0; i < nsp; ++i)
+      if (geo.pb[i] < 0) {
+        p.shift.assign(nsp, 0);
+        break;
+      }
+    if (!p.shift.empty())
+      for (size_t i = 0; i < nsp; ++i) {
+        if (geo.pb[i] >= 0) continue;
+        p.shift[i] = -geo.pb[i];
+        geo.out[i] -= p.shift[i];
+        geo.pb[i] = 0;
+        if (geo.out[i] <= 0) throw Error("output_shape places the whole output in the padding");
+      }
     p.out_shape = {N, M};
     p.out_shape.insert(p.out_shape.end(), geo.out.begin(), geo.out.end());
     p.user_src = plain_desc(x.shape);

@@ -6,6 +6,8 @@
 
 #include "broadcast.h"
 #include "kernel.h"
+#include "qforge/half.h"
+#include "simd.h"
 
 namespace qforge::cpu {
 
@@ -106,11 +108,36 @@ KernelFn numeric_unary(Op op) {
   };
 }
 
+// Runs `fn` on f32 copies of f16/bf16 inputs and converts its output back
+// (for kernels that only have float and integer loops).
+void via_f32(KernelContext& ctx, const KernelFn& fn) {
+  const ElemType t = ctx.input(0).type;
+  std::vector<RunValue> ins(ctx.num_inputs());
+  std::vector<const RunValue*> ptrs;
+  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
+    const RunValue& v = ctx.input(i);
+    std::vector<float> f(v.numel());
+    for (size_t j = 0; j < f.size(); ++j)
+      f[j] = v.type == ElemType::F16 ? fp16_to_fp32(v.as<uint16_t>()[j]) : bf16_to_fp32(v.as<uint16_t>()[j]);
+    ins[i] = RunValue{ElemType::F32, v.shape, make_blob(f.data(), f.size() * 4)};
+    ptrs.push_back(&ins[i]);
+  }
+  std::vector<RunValue> outs(1);
+  KernelContext sub(ctx.node, ctx.opset, ctx.threads, ctx.pool(), ptrs, outs);
+  fn(sub);
+  const RunValue& r = outs[0];
+  uint16_t* o = ctx.alloc<uint16_t>(0, t, r.shape);
+  for (uint64_t j = 0; j < r.numel(); ++j)
+    o[j] = t == ElemType::F16 ? fp32_to_fp16(r.as<float>()[j]) : fp32_to_bf16(r.as<float>()[j]);
+}
+
 // Variadic Min/Max/Sum/Mean: folds the inputs pairwise with broadcasting.
 template <class Op>
 KernelFn variadic(Op op, bool mean) {
   return [op, mean](KernelContext& ctx) {
     same_types(ctx);
+    if (ctx.input(0).type == ElemType::F16 || ctx.input(0).type == ElemType::BF16)
+      return via_f32(ctx, variadic(op, mean));
     const size_t n = ctx.num_inputs();
     if (n == 0) throw Error("needs at least one input");
     RunValue acc = ctx.input(0);
@@ -190,6 +217,21 @@ void clip_kernel(KernelContext& ctx) {
     const float lo = attr_float(ctx.node, "min", -INFINITY), hi = attr_float(ctx.node, "max", INFINITY);
     if (x.type != ElemType::F32) unsupported(std::string("Clip-6 of ") + name_of(x.type));
     unary_map<float, float>(ctx, x.type, [&](float v) { return std::min(std::max(v, lo), hi); });
+    return;
+  }
+  if (x.type == ElemType::F32) {
+    float lo = -INFINITY, hi = INFINITY;
+    for (int k = 1; k < 3; ++k)
+      if (ctx.has_input(k)) {
+        if (ctx.input(k).type != x.type)
+          throw Error(std::string(k == 1 ? "min" : "max") + " must have the input's type, found " +
+                      describe(ctx.input(k)));
+        (k == 1 ? lo : hi) = ctx.input(k).as<float>()[0];
+      }
+    float* o = ctx.alloc<float>(0, ElemType::F32, x.shape);
+    const float* p = x.as<float>();
+    parallel_for(ctx.threads, static_cast<int64_t>(x.numel()), 32768,
+                 [&](int64_t b, int64_t e) { clip_f32(p + b, o + b, e - b, lo, hi); });
     return;
   }
   numeric_dispatch(x.type, [&](auto tag) {

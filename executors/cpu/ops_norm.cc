@@ -16,8 +16,7 @@ void need_f32(const RunValue& v, const char* what) {
 void batch_norm(KernelContext& ctx) {
   const RunValue& x = ctx.input(0);
   need_f32(x, "BatchNormalization");
-  if (ctx.opset >= 14 && attr_int(ctx.node, "training_mode", 0) != 0)
-    unsupported("BatchNormalization training_mode=1");
+  const bool training = ctx.opset >= 14 && attr_int(ctx.node, "training_mode", 0) != 0;
   if (ctx.opset < 9 && attr_int(ctx.node, "spatial", 1) != 1) unsupported("BatchNormalization spatial=0");
   if (x.shape.size() < 2) throw Error("input must have a channel dimension, found " + describe(x));
   const float eps = attr_float(ctx.node, "epsilon", 1e-5f);
@@ -31,6 +30,35 @@ void batch_norm(KernelContext& ctx) {
   }
   const float *scale = ctx.input(1).as<float>(), *bias = ctx.input(2).as<float>(),
               *mean = ctx.input(3).as<float>(), *var = ctx.input(4).as<float>();
+  std::vector<float> batch_mean, batch_var;
+  if (training) {
+    // Statistics of this batch normalize it; the running ones are updated
+    // with `momentum` (outputs 1 and 2).
+    batch_mean.assign(C, 0.f);
+    batch_var.assign(C, 0.f);
+    const float* p = x.as<float>();
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0, sq = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < S; ++i) s += p[(n * C + c) * S + i];
+      const double m = s / static_cast<double>(N * S);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < S; ++i) sq += (p[(n * C + c) * S + i] - m) * (p[(n * C + c) * S + i] - m);
+      batch_mean[c] = static_cast<float>(m);
+      batch_var[c] = static_cast<float>(sq / static_cast<double>(N * S));
+    }
+    const float momentum = attr_float(ctx.node, "momentum", 0.9f);
+    if (ctx.wants_output(1)) {
+      float* rm = ctx.alloc<float>(1, ElemType::F32, {C});
+      for (int64_t c = 0; c < C; ++c) rm[c] = mean[c] * momentum + batch_mean[c] * (1 - momentum);
+    }
+    if (ctx.wants_output(2)) {
+      float* rv = ctx.alloc<float>(2, ElemType::F32, {C});
+      for (int64_t c = 0; c < C; ++c) rv[c] = var[c] * momentum + batch_var[c] * (1 - momentum);
+    }
+    mean = batch_mean.data();
+    var = batch_var.data();
+  }
   std::vector<float> a(C), b(C);
   for (int64_t c = 0; c < C; ++c) {
     a[c] = scale[c] / std::sqrt(var[c] + eps);

@@ -38,9 +38,30 @@ void global_pool(KernelContext& ctx, bool max) {
                });
 }
 
+void pool(KernelContext& ctx, bool max);
+
+// MaxPool of 8-bit integers: exact through f32.
+void pool_int8(KernelContext& ctx) {
+  const RunValue& x = ctx.input(0);
+  std::vector<float> f(x.numel());
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = x.type == ElemType::U8 ? x.as<uint8_t>()[i] : x.as<int8_t>()[i];
+  const RunValue xf{ElemType::F32, x.shape, make_blob(f.data(), f.size() * 4)};
+  std::vector<RunValue> outs(ctx.num_outputs());
+  KernelContext sub(ctx.node, ctx.opset, ctx.threads, ctx.pool(), {&xf}, outs);
+  pool(sub, true);
+  const RunValue& y = outs[0];
+  uint8_t* o = ctx.alloc_output(0, x.type, y.shape);
+  for (uint64_t i = 0; i < y.numel(); ++i)
+    o[i] = x.type == ElemType::U8 ? static_cast<uint8_t>(y.as<float>()[i])
+                                  : static_cast<uint8_t>(static_cast<int8_t>(y.as<float>()[i]));
+  if (outs.size() > 1 && outs[1].data) ctx.set_output(1, outs[1]);
+}
+
 void pool(KernelContext& ctx, bool max) {
   const RunValue& x = ctx.input(0);
   const char* op = max ? "MaxPool" : "AveragePool";
+  if (max && (x.type == ElemType::U8 || x.type == ElemType::I8)) return pool_int8(ctx);
   if (x.type != ElemType::F32) unsupported(std::string(op) + " of " + describe(x));
   const size_t nsp = x.shape.size() - 2;
   if (x.shape.size() < 3 || nsp > 3)

@@ -261,9 +261,12 @@ void register_ops_shape(KernelTable& t) {
     ctx.set_output(0, std::move(v));
   });
   t.add_fn("", "Dropout", 7, kMaxOpset, [](KernelContext& ctx) {
-    // Inference: the input unchanged, the mask all true (training_mode is refused).
-    if (ctx.has_input(2) && scalar_as_double(ctx.input(2), "training_mode") != 0)
-      unsupported("Dropout with training_mode=true");
+    // Inference: the input unchanged, the mask all true. Training mode with a
+    // ratio above 0 drops at random: refused.
+    if (ctx.has_input(2) && scalar_as_double(ctx.input(2), "training_mode") != 0) {
+      const double ratio = ctx.has_input(1) ? scalar_as_double(ctx.input(1), "ratio") : 0.5;
+      if (ratio != 0) unsupported("Dropout with training_mode=true and ratio > 0 (random)");
+    }
     ctx.set_output(0, ctx.input(0));
     if (ctx.wants_output(1)) {
       uint8_t* m = ctx.alloc<uint8_t>(1, ElemType::Bool, ctx.input(0).shape);

@@ -63,7 +63,7 @@ Plan::Plan(const Graph& graph, const std::vector<Tensor>& initializers, const Op
     }
     input_dims_.push_back(dims);
     input_rank_known_.push_back(rank_known);
-    input_types_.push_back(vi.type.elem.value_or(ElemType::F32));
+    input_types_.push_back(vi.type.elem.value_or(ElemType::Count_));  // Count_: not declared
   }
   std::unordered_set<std::string> defined(input_names_.begin(), input_names_.end());
   for (const Tensor& t : initializers) defined.insert(t.name);
@@ -185,7 +185,6 @@ Plan::Plan(const Graph& graph, const std::vector<Tensor>& initializers, const Op
       if (s >= 0 && !keep[s] && last[s] < 0) steps_[i].release.push_back(s);
   for (int s : input_slots_)
     if (!keep[s] && last[s] < 0) release_unused_inputs_.push_back(s);
-  values_.resize(slot_names_.size());
   wants_.assign(slot_names_.size(), -1);
 }
 
@@ -224,7 +223,7 @@ void Plan::run_observed(const std::vector<const RunValue*>& inputs, std::vector<
       continue;
     }
     const RunValue& v = *inputs[i];
-    if (v.type != input_types_[i])
+    if (input_types_[i] != ElemType::Count_ && v.type != input_types_[i])
       throw Error(fmt::format("input '{}' expects {}, found {}", input_names_[i], name_of(input_types_[i]),
                               describe(v)));
     const auto& dims = input_dims_[i];

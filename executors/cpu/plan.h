@@ -67,7 +67,6 @@ class Plan : public SubgraphRunner {
   std::vector<ElemType> input_types_;
   std::vector<int> release_unused_inputs_;
   std::vector<Step> steps_;
-  std::vector<RunValue> values_;    // per run
   std::vector<signed char> wants_;  // per slot: observer's answer (-1 unasked)
   Observer* last_observer_ = nullptr;
 };

@@ -1,0 +1,205 @@
+// Einsum (executors/cpu/README.md): diagonals and lone indices reduced per
+// operand, then operands contracted pairwise as batched matrix products
+// through oneDNN (f32), the result permuted into the output's order.
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "dnnl_util.h"
+#include "kernel.h"
+
+namespace qforge::cpu {
+
+namespace {
+
+// An operand: f32 data with one letter per dimension.
+struct Term {
+  std::string letters;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+// out = x permuted to `letters` (a permutation of x.letters).
+Term permute(const Term& x, const std::string& letters) {
+  if (letters == x.letters) return x;
+  Term o;
+  o.letters = letters;
+  const size_t r = letters.size();
+  std::vector<int64_t> xs = strides_of(x.shape), st(r);
+  for (size_t i = 0; i < r; ++i) {
+    const size_t j = x.letters.find(letters[i]);
+    o.shape.push_back(x.shape[j]);
+    st[i] = xs[j];
+  }
+  o.data.resize(x.data.size());
+  std::vector<int64_t> pos(r + 1, 0);
+  for (size_t i = 0; i < o.data.size(); ++i) {
+    int64_t off = 0;
+    for (size_t d = 0; d < r; ++d) off += pos[d] * st[d];
+    o.data[i] = x.data[off];
+    for (size_t d = r; d-- > 0;) {
+      if (++pos[d] < o.shape[d]) break;
+      pos[d] = 0;
+    }
+  }
+  return o;
+}
+
+// Takes diagonals of repeated letters and sums letters not in `keep`.
+Term simplify(const Term& x, const std::set<char>& keep) {
+  std::string letters;
+  std::vector<int64_t> shape;
+  for (size_t i = 0; i < x.letters.size(); ++i) {
+    const char c = x.letters[i];
+    const size_t first = x.letters.find(c);
+    if (first != i) {
+      if (x.shape[i] != x.shape[first]) throw Error(std::string("index '") + c + "' has two different sizes");
+      continue;
+    }
+    if (!keep.count(c)) continue;
+    letters += c;
+    shape.push_back(x.shape[i]);
+  }
+  if (letters == x.letters) return x;
+  Term o;
+  o.letters = letters;
+  o.shape = shape;
+  o.data.assign(numel_of(shape), 0.f);
+  const std::vector<int64_t> os = strides_of(shape);
+  const size_t r = x.letters.size();
+  std::vector<int64_t> pos(r + 1, 0);
+  for (size_t i = 0; i < x.data.size(); ++i) {
+    bool diag = true;
+    int64_t off = 0;
+    for (size_t d = 0; d < r && diag; ++d) {
+      const size_t first = x.letters.find(x.letters[d]);
+      if (pos[d] != pos[first]) diag = false;
+      const size_t k = letters.find(x.letters[d]);
+      if (first == d && k != std::string::npos) off += pos[d] * os[k];
+    }
+    if (diag) o.data[off] += x.data[i];
+    for (size_t d = r; d-- > 0;) {
+      if (++pos[d] < x.shape[d]) break;
+      pos[d] = 0;
+    }
+  }
+  return o;
+}
+
+// a and b contracted over the letters they share that are not in `keep`.
+Term contract(const Term& a, const Term& b, const std::set<char>& keep) {
+  std::string batch, m, n, k;
+  for (char c : a.letters) {
+    const bool in_b = b.letters.find(c) != std::string::npos;
+    if (in_b && keep.count(c))
+      batch += c;
+    else if (in_b)
+      k += c;
+    else
+      m += c;
+  }
+  for (char c : b.letters)
+    if (a.letters.find(c) == std::string::npos) n += c;
+  auto size_of = [](const Term& t, const std::string& ls) {
+    int64_t s = 1;
+    for (char c : ls) s *= t.shape[t.letters.find(c)];
+    return s;
+  };
+  for (char c : batch + k)
+    if (a.shape[a.letters.find(c)] != b.shape[b.letters.find(c)])
+      throw Error(std::string("index '") + c + "' has different sizes in two operands");
+  const Term ap = permute(a, batch + m + k), bp = permute(b, batch + k + n);
+  const int64_t B = size_of(a, batch), M = size_of(a, m), K = size_of(a, k), N = size_of(b, n);
+  Term o;
+  o.letters = batch + m + n;
+  for (char c : batch + m) o.shape.push_back(a.shape[a.letters.find(c)]);
+  for (char c : n) o.shape.push_back(b.shape[b.letters.find(c)]);
+  o.data.assign(static_cast<size_t>(B * M * N), 0.f);
+  for (int64_t i = 0; i < B; ++i)
+    f32_matmul(ap.data.data() + i * M * K, bp.data.data() + i * K * N, o.data.data() + i * M * N, M, K, N,
+               false);
+  return o;
+}
+
+void einsum(KernelContext& ctx) {
+  std::string eq = attr_string(ctx.node, "equation", "");
+  eq.erase(std::remove(eq.begin(), eq.end(), ' '), eq.end());
+  const size_t arrow = eq.find("->");
+  const std::string lhs = eq.substr(0, arrow);
+  std::vector<std::string> specs;
+  for (size_t s = 0, e; s <= lhs.size(); s = e + 1) {
+    e = lhs.find(',', s);
+    if (e == std::string::npos) e = lhs.size();
+    specs.push_back(lhs.substr(s, e - s));
+  }
+  if (specs.size() != ctx.num_inputs())
+    throw Error("equation '" + eq + "' names " + std::to_string(specs.size()) + " operands, the node has " +
+                std::to_string(ctx.num_inputs()));
+  // Ellipses become upper-case letters (the equation uses lower-case ones).
+  size_t ell_rank = 0;
+  std::vector<Term> terms;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const RunValue& v = ctx.input(i);
+    if (v.type != ElemType::F32) unsupported("Einsum of " + describe(v));
+    const size_t dots = specs[i].find("...");
+    const size_t named = specs[i].size() - (dots == std::string::npos ? 0 : 3);
+    if (dots == std::string::npos ? named != v.shape.size() : named > v.shape.size())
+      throw Error("operand " + std::to_string(i) + " '" + specs[i] + "' does not match " + describe(v));
+    const size_t er = v.shape.size() - named;
+    ell_rank = std::max(ell_rank, er);
+    std::string ls = specs[i];
+    if (dots != std::string::npos) {
+      std::string e;
+      for (size_t j = 0; j < er; ++j) e += static_cast<char>('Z' - (er - 1 - j));
+      ls = ls.substr(0, dots) + e + ls.substr(dots + 3);
+    }
+    Term t;
+    t.letters = ls;
+    t.shape = v.shape;
+    t.data.assign(v.as<float>(), v.as<float>() + v.numel());
+    terms.push_back(std::move(t));
+  }
+  std::string ell;
+  for (size_t j = 0; j < ell_rank; ++j) ell += static_cast<char>('Z' - (ell_rank - 1 - j));
+  std::string out;
+  if (arrow != std::string::npos) {
+    out = eq.substr(arrow + 2);
+    const size_t dots = out.find("...");
+    if (dots != std::string::npos) out = out.substr(0, dots) + ell + out.substr(dots + 3);
+  } else {
+    // Implicit output: the ellipsis, then letters appearing once, in order.
+    std::map<char, int> count;
+    for (const Term& t : terms)
+      for (char c : t.letters) ++count[c];
+    out = ell;
+    for (const auto& [c, n] : count)
+      if (n == 1 && (c < 'A' || c > 'Z')) out += c;
+  }
+  // Reduce each operand to what later operands or the output need, then fold.
+  auto needed_after = [&](size_t i, const std::string& extra) {
+    std::set<char> keep(out.begin(), out.end());
+    keep.insert(extra.begin(), extra.end());
+    for (size_t j = i + 1; j < terms.size(); ++j)
+      keep.insert(terms[j].letters.begin(), terms[j].letters.end());
+    return keep;
+  };
+  Term acc = simplify(terms[0], needed_after(0, ""));
+  for (size_t i = 1; i < terms.size(); ++i) {
+    Term next = simplify(terms[i], needed_after(i, acc.letters));
+    acc = contract(acc, next, needed_after(i, ""));
+  }
+  acc = simplify(acc, std::set<char>(out.begin(), out.end()));
+  for (char c : out)
+    if (acc.letters.find(c) == std::string::npos)
+      throw Error(std::string("output index '") + c + "' is not in any operand");
+  acc = permute(acc, out);
+  float* o = ctx.alloc<float>(0, ElemType::F32, acc.shape);
+  std::memcpy(o, acc.data.data(), acc.data.size() * 4);
+}
+
+}  // namespace
+
+void register_ops_einsum(KernelTable& t) { t.add_fn("", "Einsum", 12, kMaxOpset, einsum); }
+
+}  // namespace qforge::cpu

@@ -206,11 +206,13 @@ const RealModel kReal[] = {
 
 // ---------------------------------------------------------------- upgrade-opset
 
-TEST_CASE(
-    "upgrade-opset: an opset 9 model (Upsample, Clip, Softmax, Unsqueeze, Dropout) converted to 13 runs "
-    "the same in ONNX Runtime",
-    "[preprocess][upgrade-opset]") {
-  Model m = onnx_model("old", 9, 4);
+namespace {
+
+// x -> Conv -> BN -> Clip(min/max attributes) -> Upsample (scales: an
+// attribute at opset 7, an input from 9) -> Flatten -> Gemm -> Dropout ->
+// Softmax(axis 1) -> Unsqueeze(axes attribute) -> y, at ai.onnx `opset`.
+Model old_model(int64_t opset) {
+  Model m = onnx_model("old" + std::to_string(opset), opset, opset >= 9 ? 4 : 3);
   Graph& g = *m.graph;
   Rng rng(3);
   g.inputs.push_back(f32_value("x", {1, 3, 4, 4}));
@@ -225,8 +227,13 @@ TEST_CASE(
   clip.attributes.push_back(Attribute::of_float("min", -0.5f));
   clip.attributes.push_back(Attribute::of_float("max", 0.75f));
   g.nodes.push_back(clip);
-  m.tensors.push_back(q::make_f32_tensor("scales", {4}, {1, 1, 2, 2}));
-  Node up = make_node("up", "Upsample", {"cl", "scales"}, {"u"});
+  Node up = make_node("up", "Upsample", {"cl"}, {"u"});
+  if (opset >= 9) {
+    m.tensors.push_back(q::make_f32_tensor("scales", {4}, {1, 1, 2, 2}));
+    up.inputs.push_back("scales");
+  } else {
+    up.attributes.push_back(Attribute::of_floats("scales", {1, 1, 2, 2}));
+  }
   up.attributes.push_back(Attribute::of_string("mode", "nearest"));
   g.nodes.push_back(up);
   g.nodes.push_back(make_node("flat", "Flatten", {"u"}, {"f"}));
@@ -235,28 +242,44 @@ TEST_CASE(
   Node fc = make_node("fc", "Gemm", {"f", "fc.w", "fc.b"}, {"h"});
   fc.attributes.push_back(Attribute::of_int("transB", 1));
   g.nodes.push_back(fc);
-  Node drop = make_node("drop", "Dropout", {"h"}, {"d"});
-  g.nodes.push_back(drop);
+  g.nodes.push_back(make_node("drop", "Dropout", {"h"}, {"d"}));
   Node sm = make_node("sm", "Softmax", {"d"}, {"s"});
   sm.attributes.push_back(Attribute::of_int("axis", 1));
   g.nodes.push_back(sm);
   Node un = make_node("un", "Unsqueeze", {"s"}, {"y"});
   un.attributes.push_back(Attribute::of_ints("axes", {1}));
   g.nodes.push_back(un);
+  if (opset < 9) {  // IR 3: initializers are graph inputs too
+    for (const Tensor& t : m.tensors) g.inputs.push_back(f32_value(t.name, t.shape));
+  }
+  return m;
+}
 
-  PassResult r = rewrite_and_compare(passes::upgrade_opset_pass_info(), m, {}, "upgrade9", 1e-6);
-  CHECK(m.graph->opset() == 13);
-  CHECK(r.metrics.at("opset_before") == 9);
-  CHECK(r.metrics.at("opset_after") == 13);
-  // Attributes that became inputs on the way.
-  const Node* u = find_op(*m.graph, "Unsqueeze");
-  REQUIRE(u);
-  CHECK(u->inputs.size() == 2);
-  CHECK(find_op(*m.graph, "Upsample") == nullptr);
-  CHECK(find_op(*m.graph, "Resize") != nullptr);
-  const Node* cl = find_op(*m.graph, "Clip");
-  REQUIRE(cl);
-  CHECK(cl->inputs.size() == 3);
+}  // namespace
+
+TEST_CASE(
+    "upgrade-opset: opset 7 and 9 models (Upsample, Clip, Softmax, Unsqueeze, Dropout) converted to 13 "
+    "run "
+    "the same in ONNX Runtime",
+    "[preprocess][upgrade-opset]") {
+  for (int64_t opset : {7, 9}) {
+    INFO("opset " << opset);
+    Model m = old_model(opset);
+    PassResult r = rewrite_and_compare(passes::upgrade_opset_pass_info(), m, {},
+                                       "upgrade" + std::to_string(opset), 1e-6);
+    CHECK(m.graph->opset() == 13);
+    CHECK(r.metrics.at("opset_before") == static_cast<double>(opset));
+    CHECK(r.metrics.at("opset_after") == 13);
+    // Attributes that became inputs on the way.
+    const Node* u = find_op(*m.graph, "Unsqueeze");
+    REQUIRE(u);
+    CHECK(u->inputs.size() == 2);
+    CHECK(find_op(*m.graph, "Upsample") == nullptr);
+    CHECK(find_op(*m.graph, "Resize") != nullptr);
+    const Node* cl = find_op(*m.graph, "Clip");
+    REQUIRE(cl);
+    CHECK(cl->inputs.size() == 3);
+  }
 }
 
 TEST_CASE(

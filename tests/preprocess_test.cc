@@ -418,7 +418,7 @@ TEST_CASE(
   for (Case& c : cases) {
     INFO(c.tag);
     PassResult r = rewrite_and_compare(info, c.m, {}, "bn_" + c.tag, 1e-5);
-    CHECK(r.metrics.at("folded") == 1);
+    CHECK(r.metrics.at("batchnorms_folded") == 1);
     CHECK(find_op(*c.m.graph, "BatchNormalization") == nullptr);
     CHECK(c.m.tensor("bn.scale") == nullptr);  // parameters dropped
     CHECK(find_op(*c.m.graph, "Add") == nullptr);
@@ -602,7 +602,7 @@ TEST_CASE(
     "[preprocess][fold-constants]") {
   Model m = constant_chains();
   PassResult r = rewrite_and_compare(passes::fold_constants_pass_info(), m, {}, "fold", 0);
-  CHECK(r.metrics.at("folded") == 5);
+  CHECK(r.metrics.at("nodes_folded") == 5);
   CHECK(r.metrics.at("constants_lifted") == 1);
   CHECK(r.metrics.at("initializers_added") == 2);  // w and target
   const Graph& g = *m.graph;
@@ -644,7 +644,7 @@ TEST_CASE(
   REQUIRE(r.status.ok);
   CHECK_THAT(skip_of(r, "node 'bern'")->reason, Contains("nondeterministic"));
   CHECK_THAT(skip_of(r, "node 'big'")->reason, Contains("graph output"));
-  CHECK(r.metrics.at("folded") == 1);  // the small ConstantOfShape
+  CHECK(r.metrics.at("nodes_folded") == 1);  // the small ConstantOfShape
 
   // Not a graph output: the size cap speaks.
   Model big = onnx_model("big", 13, 7);

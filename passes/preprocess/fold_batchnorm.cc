@@ -318,8 +318,8 @@ class FoldBatchnormPass : public quant::RewritePass {
       res.skipped.push_back({reason, label});
       ++i;
     }
-    res.metrics["batchnorms"] = static_cast<double>(seen);
-    res.metrics["folded"] = static_cast<double>(folded);
+    res.metrics["batchnorms_seen"] = static_cast<double>(seen);
+    res.metrics["batchnorms_folded"] = static_cast<double>(folded);
     if (folded == 0) {
       res.warnings.push_back(seen == 0 ? "the model has no BatchNormalization node"
                                        : "no BatchNormalization could be folded (" + std::to_string(seen) +

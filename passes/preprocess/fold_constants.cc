@@ -202,7 +202,7 @@ class FoldConstantsPass : public quant::RewritePass {
       folded_nodes.push_back(i);
       ++by_op[n.op_type];
     }
-    res.metrics["folded"] = static_cast<double>(folded_nodes.size());
+    res.metrics["nodes_folded"] = static_cast<double>(folded_nodes.size());
     if (folded_nodes.empty()) {
       if (ns.changed()) {
         res.notes.push_back("no node has only constant inputs besides the lifted Constant nodes");

@@ -306,6 +306,32 @@ TEST_CASE(
   CHECK(m.graph->opset() == 13);
 }
 
+TEST_CASE("upgrade-opset: a Softmax on a non-last axis of a dynamic input is an error naming the node",
+          "[preprocess][upgrade-opset]") {
+  Model m = onnx_model("softmax", 12, 7);
+  Graph& g = *m.graph;
+  std::vector<Dim> d(3);
+  d[0].param = "batch";
+  d[1].value = 4;
+  d[2].value = 5;
+  g.inputs.push_back(ValueInfo{"x", ValueType::tensor(ElemType::F32, d), "", ""});
+  g.outputs.push_back(ValueInfo{"y", ValueType::tensor(ElemType::F32, d), "", ""});
+  Node sm = make_node("attn_softmax", "Softmax", {"x"}, {"y"});
+  sm.attributes.push_back(Attribute::of_int("axis", 1));
+  g.nodes.push_back(sm);
+  Model copy = m;
+  PassResult r = run_pass(passes::upgrade_opset_pass_info(), copy, {});
+  CHECK_FALSE(r.status.ok);
+  CHECK_FALSE(r.changed);
+  CHECK_THAT(r.status.message, Contains("node 'attn_softmax' (Softmax, axis 1)") &&
+                                   Contains("not the last axis of a rank-3 input with dynamic dimensions"));
+  CHECK(copy.graph->opset() == 12);  // untouched
+  // The last axis is the same at opset 13, whatever the other dimensions.
+  g.nodes[0].attributes[0].i = 2;
+  rewrite_and_compare(passes::upgrade_opset_pass_info(), m, {}, "softmax_last", 0);
+  CHECK(m.graph->opset() == 13);
+}
+
 TEST_CASE(
     "upgrade-opset: the real PP-OCR models (opset 11/12) upgraded to 13 and to the newest opset run the "
     "same in ONNX Runtime",

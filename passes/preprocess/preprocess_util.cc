@@ -70,6 +70,12 @@ bool bypass_node(Model& m, size_t index, const std::string& in, const std::strin
   if (!g.is_output(out)) {
     g.replace_uses(out, in, static_cast<int>(index));
     g.remove_nodes({index});
+    for (size_t i = 0; i < g.value_info.size(); ++i) {
+      if (g.value_info[i].name == out) {
+        g.value_info.erase(g.value_info.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+    }
     return true;
   }
   // `out` is a graph output: its name stays, so `in`'s producer takes it.

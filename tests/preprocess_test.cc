@@ -24,6 +24,7 @@
 #include "qforge/pass.h"
 #include "qforge/plugin_host.h"
 #include "qforge/registry.h"
+#include "quantize_weights.h"
 
 namespace {
 
@@ -359,6 +360,32 @@ TEST_CASE(
                    << ", max abs error " << c.max_abs);
     }
   }
+}
+
+TEST_CASE("upgrade-opset: PP-OCRv4 rec (opset 12) cannot get per-axis weights without it, and can after it",
+          "[preprocess][upgrade-opset][real-models]") {
+  const fs::path p = real_model("ppocrv4_rec");
+  if (p.empty()) return;
+  const PassInfo qw = passes::quantize_weights_pass_info();
+  const Options w8 = {{"bits", Value::of_int(8)}};
+  Model plain = onnxfmt::import_onnx(p.string());
+  PassResult refused = run_pass(qw, plain, w8);
+  CHECK_FALSE(refused.status.ok);
+  CHECK_THAT(refused.status.message, Contains("{ pass = \"upgrade-opset\", opset = 13 }"));
+
+  Model m = onnxfmt::import_onnx(p.string());
+  REQUIRE(run_pass(passes::upgrade_opset_pass_info(), m, {}).status.ok);
+  PassResult r = run_pass(qw, m, w8);
+  INFO(r.status.message);
+  REQUIRE(r.status.ok);
+  CHECK(r.metrics.at("quantized_weights") == 9);
+  const fs::path out = emit(m, "rec_upgraded_w8.onnx");
+  Comparison c = ort_compare_with(ort_python("[real-models]"), p, out, kReal[1].inputs);
+  INFO(c.output);
+  REQUIRE(c.rc == 0);
+  CHECK(c.cosine >= 0.999);
+  WARN("ppocrv4_rec upgraded to 13, int8 per-axis weights: cosine " << c.cosine << ", argmax agreement "
+                                                                    << c.argmax_agreement);
 }
 
 // ---------------------------------------------------------------- infer-shapes

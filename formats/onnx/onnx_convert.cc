@@ -116,7 +116,13 @@ Model convert_opset(const Model& model, int64_t target) {
                 " to " + std::to_string(target) + (nodes.empty() ? "" : " at " + nodes) + ": " + msg +
                 " (convert that op by hand or choose another target opset)");
   }
-  Model m = model_from_proto(out, model.source);
+  Model m;
+  try {
+    m = model_from_proto(out, model.source);
+  } catch (const std::exception& e) {
+    throw Error("the model ONNX's version converter wrote for opset " + std::to_string(target) +
+                " is not valid (" + std::string(e.what()) + "); choose another target opset");
+  }
   m.format = model.format;
   m.metadata = model.metadata;
   return m;

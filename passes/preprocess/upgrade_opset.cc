@@ -64,7 +64,6 @@ class UpgradeOpsetPass : public quant::RewritePass {
                         std::to_string(nodes_before) + " nodes before, " +
                         std::to_string(out.graph->nodes.size()) + " after)");
     res.changed = true;
-    (void)ctx;
     model = std::move(out);
   }
 };

@@ -39,8 +39,22 @@ void emit_onnx(const Model& model, const std::string& path, const EmitOptions& o
 // Runs ONNX shape inference (for the opsets ONNX 1.12 knows) and appends the
 // value infos it finds to the graph's value_info (existing entries are kept;
 // graph outputs without a type get one). Returns how many it added. Nodes it
-// cannot infer are skipped, not errors. Copies the graph if it is shared.
+// cannot infer are skipped, not errors. Dimensions written as negative
+// numbers (Paddle2ONNX's -1 batch) count as unknown, and where ONNX gives up
+// on a Reshape, Expand or ConstantOfShape whose shape input has a known
+// length, the output's rank is filled in and inference goes on from there.
+// Copies the graph if it is shared.
 size_t infer_shapes(Model& model);
+
+// The newest ai.onnx opset the ONNX library qforge is built with knows.
+int64_t max_known_opset();
+// The model converted to ai.onnx opset `target` by ONNX's version converter
+// (onnx_convert.cc), after shape inference as infer_shapes runs it (the
+// converter's adapters read shapes). Dimensions written as negative numbers
+// come back unknown. Throws qforge::Error naming the nodes of the op the
+// converter has no adapter for, with both versions, and naming a Softmax /
+// LogSoftmax / Hardmax it cannot convert to opset 13 correctly.
+Model convert_opset(const Model& model, int64_t target);
 
 // Score for Format::probe (see format.h).
 int probe_onnx(const std::string& path, const uint8_t* head, size_t n);

@@ -491,6 +491,8 @@ std::string run_checker(const ImportCtx& ctx, const onnx::ModelProto& mp) {
   return {};
 }
 
+Model decode_model(ImportCtx& ctx, onnx::ModelProto& mp);
+
 }  // namespace
 
 Model import_onnx(const std::string& path) {
@@ -521,6 +523,23 @@ Model import_onnx(const std::string& path) {
   }
   file->release_pages();
   file.reset();
+  return decode_model(ctx, mp);
+}
+
+Model model_from_proto(onnx::ModelProto& mp, const std::string& source) {
+  ImportCtx ctx;
+  ctx.path = source;
+  boost::system::error_code ec;
+  fs::path p(source);
+  ctx.dir = fs::canonical(p.has_parent_path() ? p.parent_path() : fs::path("."), ec);
+  if (ec) ctx.dir = fs::current_path();
+  return decode_model(ctx, mp);
+}
+
+namespace {
+
+Model decode_model(ImportCtx& ctx, onnx::ModelProto& mp) {
+  const std::string& path = ctx.path;
   if (!mp.has_ir_version()) fail(ctx, "ModelProto field 'ir_version' is missing; not an ONNX model?");
   if (mp.ir_version() < 1)
     fail(ctx, "ModelProto field 'ir_version' is " + std::to_string(mp.ir_version()) +
@@ -572,5 +591,7 @@ Model import_onnx(const std::string& path) {
   m.graph = std::move(g);
   return m;
 }
+
+}  // namespace
 
 }  // namespace qforge::onnxfmt

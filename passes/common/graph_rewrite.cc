@@ -62,9 +62,9 @@ void check_opset_move(const Graph& g, int64_t from, int64_t to, const std::strin
       if (b.attribute && !n.attr(b.attribute)) continue;
       throw Error(why + " needs the default ONNX opset raised from " + std::to_string(from) + " to " +
                   std::to_string(to) + ", but " + scope + node_label(n, i) + " is not valid at opset " +
-                  std::to_string(b.since) + " and later (" + b.what + "); convert the model to opset " +
-                  std::to_string(to) +
-                  " first (onnx.version_converter) or choose options that need no newer opset");
+                  std::to_string(b.since) + " and later (" + b.what +
+                  "); convert the model first: put { pass = \"upgrade-opset\", opset = " +
+                  std::to_string(to) + " } before this step, or choose options that need no newer opset");
     }
     for (const Attribute& a : n.attributes)
       for (const auto& sub : a.graphs)

@@ -10,7 +10,7 @@ NPM_DIR     = $(BUILD)/deps
 
 DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
   libboost-dev libboost-filesystem-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev \
-  libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libdnnl-dev
+  libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libstb-dev libdnnl-dev
 
 # Runtimes the interop tests check artifacts with (pinned).
 PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6 safetensors==0.8.0

@@ -399,3 +399,16 @@ pipeline = [ { pass = "quantize-weights", bits = "{bits}" } ]
   CHECK(b.rc == 1);
   CHECK_FALSE(fs::exists(d.path / "dist"));
 }
+
+TEST_CASE("inspect summarises an ONNX graph: opsets, ops, weights held by Constant nodes", "[cli]") {
+  TempDir d("inspect-graph");
+  make_models(d);
+  auto r = run(qforge() + " inspect models/mlp.onnx --json", d.path);
+  REQUIRE(r.rc == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["graph"]["nodes"].get<int>() > 0);
+  CHECK(j["graph"]["ops"]["MatMul"] == 2);
+  CHECK(j["graph"]["constant_nodes"] == 0);
+  auto t = run(qforge() + " inspect models/mlp.onnx", d.path);
+  CHECK_THAT(t.out, Catch::Contains("graph: ir_version"));
+}

@@ -16,6 +16,7 @@
 #include "qforge/build.h"
 #include "qforge/dataset.h"
 #include "qforge/diag.h"
+#include "qforge/graph.h"
 #include "qforge/manifest.h"
 #include "qforge/plugin_host.h"
 #include "qforge/profile.h"
@@ -129,6 +130,21 @@ int cmd_inspect(Env& env, const std::string& file, bool json, const std::string&
     params += t.numel();
     bytes += t.nbytes();
   }
+  // Exporters that write weights as Constant nodes leave the tensor table
+  // empty: count those too, and summarise the graph.
+  uint64_t const_nodes = 0, const_params = 0, const_bytes = 0;
+  std::map<std::string, uint64_t> ops;
+  if (m.graph)
+    for (const auto& n : m.graph->nodes) {
+      ++ops[(n.domain.empty() || n.domain == "ai.onnx" ? "" : n.domain + ".") + n.op_type];
+      if (n.op_type != "Constant") continue;
+      ++const_nodes;
+      for (const auto& a : n.attributes)
+        for (const auto& t : a.tensors) {
+          const_params += t.numel();
+          const_bytes += t.nbytes();
+        }
+    }
   double bpw = params ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0;
   if (json) {
     Json j;
@@ -144,6 +160,22 @@ int cmd_inspect(Env& env, const std::string& file, bool json, const std::string&
     j["tensors"] = ts;
     j["totals"] = {
         {"tensors", m.tensors.size()}, {"parameters", params}, {"bytes", bytes}, {"bits_per_weight", bpw}};
+    if (m.graph) {
+      Json opsets = Json::object();
+      for (const auto& o : m.graph->model.opset_imports)
+        opsets[o.domain.empty() ? "ai.onnx" : o.domain] = o.version;
+      Json g = Json::object();
+      g["ir_version"] = m.graph->model.ir_version;
+      g["opsets"] = opsets;
+      g["nodes"] = m.graph->nodes.size();
+      Json o = Json::object();
+      for (const auto& [k, v] : ops) o[k] = v;
+      g["ops"] = o;
+      g["constant_nodes"] = const_nodes;
+      g["constant_parameters"] = const_params;
+      g["constant_bytes"] = const_bytes;
+      j["graph"] = g;
+    }
     std::cout << j.dump(2) << "\n";
     return 0;
   }
@@ -162,6 +194,19 @@ int cmd_inspect(Env& env, const std::string& file, bool json, const std::string&
   for (const auto& [k, v] : by_type) types += (types.empty() ? "" : ", ") + k + ": " + std::to_string(v);
   std::printf("totals: %zu tensors (%s), %llu parameters, %llu bytes, %.3f bits per weight\n",
               m.tensors.size(), types.c_str(), (unsigned long long)params, (unsigned long long)bytes, bpw);
+  if (m.graph) {
+    std::string opsets, list;
+    for (const auto& o : m.graph->model.opset_imports)
+      opsets += (opsets.empty() ? "" : ", ") + (o.domain.empty() ? std::string("ai.onnx") : o.domain) + " " +
+                std::to_string(o.version);
+    for (const auto& [k, v] : ops) list += (list.empty() ? "" : ", ") + k + " " + std::to_string(v);
+    std::printf("graph: ir_version %lld, opsets %s; %zu nodes: %s\n", (long long)m.graph->model.ir_version,
+                opsets.c_str(), m.graph->nodes.size(), list.c_str());
+    if (const_nodes)
+      std::printf(
+          "constant nodes: %llu, holding %llu parameters (%llu bytes): weights an exporter wrote as nodes\n",
+          (unsigned long long)const_nodes, (unsigned long long)const_params, (unsigned long long)const_bytes);
+  }
   return 0;
 }
 

@@ -314,6 +314,13 @@ Sample Dataset::load(size_t i) const {
   const fs::path path(files[i]);
   Sample s;
   s.source = files[i];
+  if (images) {
+    Array a = load_image(files[i], *images);
+    a.name = input;
+    a.index = 0;
+    s.arrays.push_back(std::move(a));
+    return s;
+  }
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     int k = 0;

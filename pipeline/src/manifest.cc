@@ -228,21 +228,116 @@ void parse_models(const Value& top, Loader& L, Manifest& m) {
   }
 }
 
+// The preprocessing keys of an image dataset (docs/manifest.md, "Image datasets").
+std::shared_ptr<ImagePreprocess> parse_preprocess(const Value& v, Loader& L, const std::string& where) {
+  auto p = std::make_shared<ImagePreprocess>();
+  auto pair = [&](const char* key, int64_t& a, int64_t& b) {
+    const Value* x = v.find(key);
+    if (!x) return;
+    if (x->kind == Value::Kind::Int && x->i > 0) {
+      a = b = x->i;
+      return;
+    }
+    if (x->kind == Value::Kind::List && x->list.size() == 2 && x->list[0].kind == Value::Kind::Int &&
+        x->list[1].kind == Value::Kind::Int && x->list[0].i > 0 && x->list[1].i > 0) {
+      a = x->list[0].i, b = x->list[1].i;
+      return;
+    }
+    L.diags_.error(x->loc, std::string("'") + key + "' in " + where +
+                               " must be [height, width] (positive integers) or one size for both, found " +
+                               x->display());
+  };
+  auto choice = [&](const char* key, std::string& out, const std::vector<std::string>& choices) {
+    const Value* x = v.find(key);
+    if (!x || !L.expect(*x, Value::Kind::String, std::string("'") + key + "' in " + where)) return;
+    if (std::find(choices.begin(), choices.end(), x->s) == choices.end()) {
+      std::string list;
+      for (const auto& c : choices) list += (list.empty() ? "" : ", ") + ("'" + c + "'");
+      L.diags_.error(x->loc, std::string("'") + key + "' in " + where + " cannot be '" + x->s + "'" +
+                                 did_you_mean(x->s, choices) + "; choose " + list);
+      return;
+    }
+    out = x->s;
+  };
+  auto numbers = [&](const char* key, std::vector<double>& out) {
+    const Value* x = v.find(key);
+    if (!x) return;
+    std::vector<Value> items = x->kind == Value::Kind::List ? x->list : std::vector<Value>{*x};
+    for (const auto& e : items) {
+      if (e.kind != Value::Kind::Int && e.kind != Value::Kind::Float) {
+        L.diags_.error(e.loc, std::string("'") + key + "' in " + where +
+                                  " must be a number or a list of numbers (one per channel)");
+        return;
+      }
+      out.push_back(e.as_number());
+    }
+  };
+  pair("resize", p->resize_h, p->resize_w);
+  if (const Value* x = v.find("resize_shorter");
+      x && L.expect(*x, Value::Kind::Int, "'resize_shorter' in " + where)) {
+    if (x->i <= 0)
+      L.diags_.error(x->loc, "'resize_shorter' in " + where + " must be positive");
+    else
+      p->resize_shorter = x->i;
+  }
+  if (p->resize_h > 0 && p->resize_shorter > 0)
+    L.diags_.error(v.find("resize_shorter")->loc,
+                   "give either 'resize' or 'resize_shorter' in " + where + ", not both");
+  pair("center_crop", p->crop_h, p->crop_w);
+  choice("interpolation", p->interpolation, {"nearest", "bilinear", "bicubic", "area"});
+  choice("channels", p->channels, {"rgb", "bgr", "gray"});
+  choice("layout", p->layout, {"nchw", "nhwc"});
+  choice("dtype", p->dtype, {"float32", "float16", "uint8"});
+  if (const Value* x = v.find("scale"); x && L.expect(*x, Value::Kind::Float, "'scale' in " + where))
+    p->scale = x->as_number();
+  numbers("mean", p->mean);
+  numbers("std", p->std);
+  for (double s : p->std)
+    if (s == 0) L.diags_.error(v.find("std")->loc, "'std' in " + where + " cannot contain 0");
+  const size_t channels = p->channels == "gray" ? 1 : 3;
+  for (const auto& [key, list] :
+       {std::pair<const char*, const std::vector<double>*>{"mean", &p->mean}, {"std", &p->std}})
+    if (list->size() > 1 && list->size() != channels)
+      L.diags_.error(v.find(key)->loc,
+                     std::string("'") + key + "' in " + where + " has " + std::to_string(list->size()) +
+                         " values; give one, or one per channel (" + std::to_string(channels) + ")");
+  if (const Value* x = v.find("batch"); x && L.expect(*x, Value::Kind::Bool, "'batch' in " + where))
+    p->batch = x->b;
+  if (p->dtype == "uint8" && (v.find("scale") || v.find("mean") || v.find("std")))
+    L.diags_.error(v.loc,
+                   where + ": dtype 'uint8' keeps raw pixel values; 'scale', 'mean' and 'std' do not apply");
+  return p;
+}
+
 void parse_datasets(const Value& top, Loader& L, Manifest& m) {
   const Value* ds = top.find("datasets");
   if (!ds || !L.expect(*ds, Value::Kind::Table, "[datasets]")) return;
   for (const auto& [name, v] : ds->table) {
     std::string where = "[datasets." + name + "]";
     if (!L.expect(v, Value::Kind::Table, where)) continue;
-    L.check_keys(v, {"files", "input"}, where);
+    const bool images = v.find("images") != nullptr;
+    if (images)
+      L.check_keys(v,
+                   {"images", "input", "resize", "resize_shorter", "interpolation", "center_crop", "channels",
+                    "layout", "scale", "mean", "std", "dtype", "batch"},
+                   where);
+    else
+      L.check_keys(v, {"files", "input"}, where);
     DatasetDecl d;
     d.name = name;
     d.loc = v.loc;
     d.input = L.get_string(v, "input", where, false);
-    const Value* files = v.find("files");
+    if (images && v.find("files"))
+      L.diags_.error(v.find("files")->loc,
+                     where + " has both 'files' and 'images': an image dataset lists its images only");
+    const char* key = images ? "images" : "files";
+    const Value* files = v.find(key);
     if (!files) {
-      L.diags_.error(v.loc, where + " needs 'files' (a list of paths or glob patterns)");
-    } else if (L.expect(*files, Value::Kind::List, "'files' in " + where)) {
+      L.diags_.error(
+          v.loc,
+          where +
+              " needs 'files' (a list of .npy/.npz/.pb paths or glob patterns) or 'images' (image files)");
+    } else if (L.expect(*files, Value::Kind::List, "'" + std::string(key) + "' in " + where)) {
       for (const auto& f : files->list) {
         if (!L.expect(f, Value::Kind::String, "a dataset file pattern")) continue;
         d.patterns.push_back(f.s);
@@ -253,6 +348,7 @@ void parse_datasets(const Value& top, Loader& L, Manifest& m) {
       std::sort(d.files.begin(), d.files.end());
       d.files.erase(std::unique(d.files.begin(), d.files.end()), d.files.end());
     }
+    if (images) d.images = parse_preprocess(v, L, where);
     m.datasets[name] = d;
   }
 }

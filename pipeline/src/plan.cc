@@ -502,7 +502,8 @@ class Planner {
     }
     check_outputs();
     finish();
-    for (const auto& [name, d] : m_.datasets) plan_.datasets[name] = Dataset{name, d.files, d.input};
+    for (const auto& [name, d] : m_.datasets)
+      plan_.datasets[name] = Dataset{name, d.files, d.input, d.images};
     return std::move(plan_);
   }
 
@@ -603,6 +604,7 @@ class Planner {
         Hasher dh;
         for (const auto& f : ds.files) dh.field(stats_.digest(f).hex());
         dh.field(ds.input);
+        if (ds.images) dh.field("images " + ds.images->canonical());
         it->second = Value::of_string("dataset:" + dh.digest().hex());
       }
     }

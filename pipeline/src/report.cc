@@ -182,7 +182,9 @@ std::string report_markdown(const BuildResult& r, const std::string& base) {
       for (const auto& l : summarize_skips(t.skipped)) os << "- " << t.name << ": " << l << "\n";
       for (const auto& n : t.notes) os << "- " << t.name << ": " << n << "\n";
     }
-    os << "\nreport.json lists every skipped node with its reason.\n";
+    bool any_skipped = false;
+    for (const auto& t : r.targets) any_skipped |= !t.skipped.empty();
+    if (any_skipped) os << "\nreport.json lists every skipped node with its reason.\n";
   }
   return os.str();
 }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,11 +50,36 @@ Array read_npy_bytes(BlobPtr bytes, const std::string& source);
 std::vector<Array> read_npz_bytes(BlobPtr bytes, const std::string& source);
 Array read_tensor_pb_bytes(BlobPtr bytes, const std::string& source);
 
+// How images become a model input (docs/manifest.md, "Image datasets").
+// Decoding (PNG, JPEG, BMP, TGA, GIF's first frame, PNM) and resizing use
+// stb (Debian's libstb): resize filters are stb's, antialiased when shrinking.
+struct ImagePreprocess {
+  int64_t resize_h = 0, resize_w = 0;      // resize to exactly this (0: no resize)
+  int64_t resize_shorter = 0;              // or: scale so the shorter side is this
+  std::string interpolation = "bilinear";  // nearest | bilinear | bicubic | area
+  int64_t crop_h = 0, crop_w = 0;          // centre crop after resizing (0: none)
+  std::string channels = "rgb";            // rgb | bgr | gray
+  std::string layout = "nchw";             // nchw | nhwc (chw / hwc without `batch`)
+  double scale = 1.0 / 255.0;              // pixel value (0-255) times scale ...
+  std::vector<double> mean;                // ... minus mean (per channel, or one value) ...
+  std::vector<double> std;                 // ... divided by std
+  std::string dtype = "float32";           // float32 | float16 | uint8 (uint8: no scale/mean/std)
+  bool batch = true;                       // a leading batch dimension of 1
+  // A canonical text of every setting (part of cache keys).
+  std::string canonical() const;
+};
+
+// Decodes an image file and turns it into an Array as `p` says. Throws
+// qforge::Error naming the file ("pages/3.png: cannot decode: bad zlib header").
+Array load_image(const std::string& path, const ImagePreprocess& p);
+
 // A [datasets.*] entry, or a --data DIR, resolved to files (sorted).
 struct Dataset {
   std::string name;
-  std::vector<std::string> files;  // .npy/.npz/.pb files, or test-data directories
+  std::vector<std::string> files;  // .npy/.npz/.pb files, test-data directories, or images
   std::string input;               // model input it feeds ("" = first)
+  // Set for an image dataset: every file is an image, preprocessed so.
+  std::shared_ptr<const ImagePreprocess> images;
   // Loads sample `i` (files are read one at a time: memory does not grow with
   // the number of samples). A .npy/.pb file gives one array named `input`
   // (index 0); an .npz gives its members by name; a test-data directory gives

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "qforge/dataset.h"
 #include "qforge/diag.h"
 #include "qforge/value.h"
 
@@ -24,6 +26,7 @@ struct DatasetDecl {
   std::vector<std::string> patterns;  // as written
   std::vector<std::string> files;     // resolved, sorted, absolute
   std::string input;
+  std::shared_ptr<const ImagePreprocess> images;  // set when declared with `images = [...]`
   SourceLoc loc;
 };
 

@@ -204,7 +204,7 @@ TEST_CASE("cpu executor agrees with ONNX Runtime on Magika (int32 bytes in, dens
 }
 
 TEST_CASE(
-    "cpu executor: an observer sees every float value once, none outlives its run, and memory over 64 "
+    "cpu executor: an observer sees every float value once, none outlives its run, memory over 64 "
     "samples is that of 8",
     "[executor][real-models]") {
   const fs::path model = real_model("ppocr_mobile_v2_cls");

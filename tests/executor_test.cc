@@ -222,7 +222,7 @@ namespace {
 const char* kAddTest = "/usr/share/libonnx-testdata/data/node/test_add";
 }
 
-TEST_CASE("qforge run: writes <sample>_<k>.npy per output, equal to ONNX's expected output, and --profile",
+TEST_CASE("qforge run: writes <sample>_<k>.npy per output, equal to ONNX's expected output, --profile",
           "[executor][cli]") {
   namespace fs = std::filesystem;
   REQUIRE(fs::is_directory(kAddTest));

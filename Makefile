@@ -71,7 +71,7 @@ demo: build
 	$(QFORGE) build -f examples/quickstart/qforge.toml
 	@echo; cat examples/quickstart/dist/report.md
 
-bench: build runtimes
+bench: build runtimes models
 	bench/run.sh $(BUILD)
 
 fuzz: deps

@@ -1,5 +1,6 @@
 #!/bin/sh
-# bench/run.sh BUILD_DIR — the benchmarks, run by hand (`make bench`), not by `make test`.
+# bench/run.sh BUILD_DIR — the benchmarks, run by hand (`make bench`), not by `make test`:
+# gguf_quantize (below), then bench/executor/bench.py (the cpu executor against ONNX Runtime).
 #
 # gguf_quantize: qforge's quantize-gguf against llama.cpp's llama_model_quantize (libllama
 # of node-llama-cpp 3.22.1) on a generated llama-architecture F32 model of ~800 MB, same
@@ -73,3 +74,7 @@ for t in $TYPES; do
     "$(echo "$lr / 1024" | bc -l)" "$(echo "$qr / 1024" | bc -l)" "$same"
   rm -f "$DIR/llama-$t.gguf" "$DIR/qforge-$t.gguf"
 done
+
+echo
+echo "executor: qforge run against ONNX Runtime (bench/executor/README.md)"
+"$BUILD/venv/bin/python" "$(dirname "$0")/executor/bench.py" "$BUILD"

@@ -398,4 +398,35 @@ void check_sample(const Array& array, const std::string& input_name, ElemType ex
                             shape_str(array.shape)));
 }
 
+NamedValues bind_sample(const Sample& sample, const std::string& dataset_input,
+                        const std::vector<std::pair<std::string, std::vector<int64_t>>>& model_inputs) {
+  NamedValues in;
+  for (const Array& a : sample.arrays) {
+    std::string name = a.name;
+    if (name.empty()) {
+      if (a.index < 0 || static_cast<size_t>(a.index) >= model_inputs.size())
+        throw Error(a.source + ": input " + std::to_string(a.index) + " does not exist (the model has " +
+                    std::to_string(model_inputs.size()) + " inputs)");
+      name = model_inputs[static_cast<size_t>(a.index)].first;
+    }
+    bool known = false;
+    for (const auto& [n, dims] : model_inputs) known = known || n == name;
+    if (!known) {
+      if (sample.arrays.size() == 1 && !model_inputs.empty() && a.index == 0 && dataset_input.empty()) {
+        name = model_inputs[0].first;
+      } else {
+        std::string names;
+        for (const auto& [n, dims] : model_inputs) names += (names.empty() ? "'" : ", '") + n + "'";
+        throw Error(a.source + ": the model has no input '" + name + "' (its inputs: " + names + ")");
+      }
+    }
+    RunValue v;
+    v.type = a.type;
+    v.shape = a.shape;
+    v.data = a.data;
+    in.emplace_back(name, std::move(v));
+  }
+  return in;
+}
+
 }  // namespace qforge

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "qforge/executor.h"
 #include "qforge/model.h"
 
 namespace qforge {
@@ -101,5 +102,13 @@ Dataset dataset_from_dir(const std::string& dir);
 //   "calib/3.npy: input 'x' expects f32 [1, 3, 224, 224], found f64 [3, 224, 224]".
 void check_sample(const Array& array, const std::string& input_name, ElemType expected,
                   const std::vector<int64_t>& expected_shape);
+
+// A sample's arrays as a prepared model's inputs, by name: an array named
+// after an input feeds it; an unnamed one (a test-data directory's input_k.pb)
+// feeds input k; a lone .npy/.pb array feeds the first input when the dataset
+// names none (`dataset_input` empty). Throws qforge::Error naming the file
+// for an array that matches no input.
+NamedValues bind_sample(const Sample& sample, const std::string& dataset_input,
+                        const std::vector<std::pair<std::string, std::vector<int64_t>>>& model_inputs);
 
 }  // namespace qforge

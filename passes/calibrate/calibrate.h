@@ -1,0 +1,13 @@
+// The calibrate pass: runs the model over a dataset with the build's executor
+// and turns every float activation it observes into a range (a `ranges/1`
+// Table, passes/common/range_table.h) with minmax, moving-average minmax,
+// percentile, entropy (KL) or mse. Activations are folded into fixed-size
+// collectors as they stream by (passes/calibrate/collector.h): memory does not
+// grow with the number of samples.
+#pragma once
+
+#include "qforge/pass.h"
+
+namespace qforge::passes {
+PassInfo calibrate_pass_info();
+}

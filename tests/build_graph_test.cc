@@ -160,6 +160,9 @@ void register_graph_passes(Registry& r) {
   r.add_pass(info<Noop>("noop"));
   r.add_pass(info<Threads>("threads"));
   r.add_pass(info<LazyFail>("lazy-fail"));
+  PassInfo runs = info<Noop>("runs-model");
+  runs.needs_executor = true;
+  r.add_pass(runs);
   OptionSpec bits;
   bits.name = "bits";
   bits.type = OptType::Int;
@@ -521,4 +524,10 @@ TEST_CASE("an ordered list's order is part of the key, a set's is not", "[build]
   CHECK(key_of(R"(rules = ["a=1", "b=2"])") != key_of(R"(rules = ["b=2", "a=1"])"));
   CHECK(key_of(R"(names = ["x", "y"])") == key_of(R"(names = ["y", "x", "y"])"));
   CHECK(key_of(R"(names = ["x", "y"])") != key_of(R"(names = ["x", "z"])"));
+}
+
+TEST_CASE("a pass that runs the model needs an executor, said at plan time", "[build][graph]") {
+  Fixture fx(register_graph_passes);  // a registry with no executor
+  fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "runs-model" })")));
+  CHECK_THAT(fx.plan_errors(), Catch::Contains("6:23: error: pass 'runs-model' runs the model, and no executor is registered"));
 }

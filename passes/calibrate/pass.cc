@@ -159,6 +159,7 @@ PassInfo calibrate_pass_info() {
       "percentile, entropy, mse) in a range table, in memory that does not grow with the samples";
   info.version = 1;
   info.needs_graph = true;
+  info.needs_executor = true;
   info.output = {ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges"};
   OptionSpec dataset = spec("dataset", OptType::Dataset, "the samples to run");
   dataset.required = true;

@@ -260,6 +260,7 @@ PassInfo fold_constants_pass_info() {
       "initializers";
   info.version = 1;
   info.needs_graph = true;
+  info.needs_executor = true;
   info.options = {quant::at_least(
       quant::option_spec("max_bytes", OptType::Int, "largest folded output in bytes; larger ones stay nodes",
                          Value::of_int(int64_t{64} << 20)),

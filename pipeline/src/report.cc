@@ -338,6 +338,7 @@ std::string pass_reference_markdown(const std::vector<const PassInfo*>& passes) 
     os << ". Produces: " << artifact_text(p->output) << ".";
     if (p->needs_graph) os << " Needs a graph (ONNX).";
     if (p->needs_profile) os << " Needs a hardware profile.";
+    if (p->needs_executor) os << " Runs the model with the build's executor.";
     if (p->expensive) os << " Its model is cached when another step consumes it.";
     os << "\n\n";
     if (p->options.empty()) {

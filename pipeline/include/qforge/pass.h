@@ -146,6 +146,10 @@ struct PassInfo {
   std::vector<OptionSpec> options;
   bool needs_graph = false;
   bool needs_profile = false;
+  // Runs the model through PassContext::executor (calibration, folding,
+  // evaluation): the executor's name is part of the step's cache key, and a
+  // build without an executor is refused at plan time.
+  bool needs_executor = false;
   // What it consumes besides the model every pass reads (Tables, by schema),
   // and what it produces. The plan connects a Table input to the nearest step
   // before it in the same pipeline producing that schema, or to the step a

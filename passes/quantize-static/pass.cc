@@ -111,6 +111,8 @@ struct Config {
   bool weight_symmetric = true;
   bool reduce_range = false;
   bool ms_domain = false;
+  bool fold_batchnorm = true;
+  bool fold_relu = true;
   std::set<std::string> op_types;
   std::set<std::string> exclude_op_types;
   std::set<std::string> exclude_nodes;
@@ -150,6 +152,8 @@ Config parse_config(const Options& o) {
   c.weight_symmetric = opt_bool(o, kPass, "weight_symmetric", signed_w);
   c.reduce_range = opt_bool(o, kPass, "reduce_range", false);
   c.ms_domain = opt_string(o, kPass, "qdq_domain", "ai.onnx") == "com.microsoft";
+  c.fold_batchnorm = opt_bool(o, kPass, "fold_batchnorm", true);
+  c.fold_relu = opt_bool(o, kPass, "fold_relu", true);
   for (const std::string& s : opt_list(o, kPass, "op_types", all_ops(true))) c.op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_op_types", {})) c.exclude_op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_nodes", {})) c.exclude_nodes.insert(s);
@@ -207,6 +211,77 @@ struct Params {
   int32_t zp = 0;
 };
 
+// Folds each BatchNormalization (inference form) whose input is a Conv's
+// output read by nothing else into that Conv's weight and bias, as ONNX
+// Runtime's pre-processing (quant_pre_process, its graph optimizer) does
+// before quantizing: W'[m] = W[m] * s[m], b'[m] = (b[m] - mean[m]) * s[m] + B[m]
+// with s = scale / sqrt(var + epsilon). The Conv then writes the BN's output
+// (whose range the calibrate step measured). Returns the number folded.
+size_t fold_batchnorm(Model& work, NameAllocator& names, std::vector<std::string>& replaced) {
+  Graph& g = *work.graph;
+  const ValueUses uses(g);
+  auto is_f32_const = [&](const std::string& v) {
+    return !v.empty() && quant::is_constant_initializer(work, v) && work.tensor(v)->type == ElemType::F32;
+  };
+  std::vector<size_t> drop;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    Node& bn = g.nodes[i];
+    if (bn.op_type != "BatchNormalization" || !(bn.domain.empty() || bn.domain == "ai.onnx")) continue;
+    if (bn.inputs.size() != 5 || bn.outputs.empty()) continue;
+    if (std::any_of(bn.outputs.begin() + 1, bn.outputs.end(),
+                    [](const std::string& o) { return !o.empty(); }))
+      continue;  // training outputs
+    if (const Attribute* t = bn.attr("training_mode"); t && t->i != 0) continue;
+    const std::string& x = bn.inputs[0];
+    const int p = uses.producer_of(x);
+    if (p < 0) continue;
+    Node& conv = g.nodes[static_cast<size_t>(p)];
+    if (conv.op_type != "Conv" || !(conv.domain.empty() || conv.domain == "ai.onnx")) continue;
+    if (uses.consumers_of(x).size() != 1 || g.is_output(x) || conv.inputs.size() < 2) continue;
+    const std::string w = conv.inputs[1];
+    const std::string b = conv.inputs.size() > 2 ? conv.inputs[2] : std::string();
+    if (!is_f32_const(w) || uses.consumers_of(w).size() != 1) continue;
+    if (!b.empty() && (!is_f32_const(b) || uses.consumers_of(b).size() != 1)) continue;
+    bool params = true;
+    for (size_t k = 1; k < 5; ++k) params = params && is_f32_const(bn.inputs[k]);
+    if (!params) continue;
+    const Tensor& wt = *work.tensor(w);
+    if (wt.shape.empty()) continue;
+    const int64_t M = wt.shape[0];
+    std::vector<std::vector<float>> pv;
+    for (size_t k = 1; k < 5; ++k) pv.push_back(quant::read_f32(*work.tensor(bn.inputs[k])));
+    if (std::any_of(pv.begin(), pv.end(),
+                    [&](const std::vector<float>& v) { return static_cast<int64_t>(v.size()) != M; }))
+      continue;
+    std::vector<float> bias =
+        b.empty() ? std::vector<float>(static_cast<size_t>(M), 0.0f) : quant::read_f32(*work.tensor(b));
+    if (static_cast<int64_t>(bias.size()) != M) continue;
+    const Attribute* e = bn.attr("epsilon");
+    const float eps = e ? e->f : 1e-5f;
+    std::vector<float> wv = quant::read_f32(wt);
+    const size_t per = wv.size() / static_cast<size_t>(M);
+    for (int64_t m = 0; m < M; ++m) {
+      const float sc = pv[0][m] / std::sqrt(pv[3][m] + eps);
+      for (size_t k = 0; k < per; ++k) wv[static_cast<size_t>(m) * per + k] *= sc;
+      bias[m] = (bias[m] - pv[2][m]) * sc + pv[1][m];
+    }
+    const std::string wn = names.fresh(w + "_bn_folded");
+    const std::string bname = names.fresh((b.empty() ? conv.name + "_bias" : b) + "_bn_folded");
+    work.tensors.push_back(quant::make_f32_tensor(wn, wt.shape, wv));
+    work.tensors.push_back(quant::make_f32_tensor(bname, {M}, bias));
+    replaced.push_back(w);
+    if (!b.empty()) replaced.push_back(b);
+    for (size_t k = 1; k < 5; ++k) replaced.push_back(bn.inputs[k]);
+    conv.inputs.resize(3);
+    conv.inputs[1] = wn;
+    conv.inputs[2] = bname;
+    conv.outputs[0] = bn.outputs[0];
+    drop.push_back(i);
+  }
+  g.remove_nodes(drop);
+  return drop.size();
+}
+
 class QuantizeStaticPass : public quant::RewritePass {
  private:
   void run_impl(Model& model, PassContext& ctx, PassResult& res) override {
@@ -216,16 +291,23 @@ class QuantizeStaticPass : public quant::RewritePass {
           "quantize-static needs activation ranges: put a calibrate step before it in the pipeline "
           "([ { pass = \"calibrate\", dataset = \"...\" }, { pass = \"quantize-static\" } ]) or name one "
           "with inputs = [\"target/step\"]");
-    const quant::RangeTable table = quant::RangeTable::from_table(*ctx.tables[0], "the calibrate step's table");
+    const quant::RangeTable table =
+        quant::RangeTable::from_table(*ctx.tables[0], "the calibrate step's table");
     quant::NormalizeStats normalized;
     Model work = quant::begin_weight_rewrite(model, "quantize-static rewrites ONNX graphs", normalized);
     Graph& g = *work.graph;
     quant::note_subgraph_bodies(g, res.notes);
+    std::vector<std::string> replaced;  // float tensors the rewrite replaced
+    size_t folded_bn = 0;
+    if (cfg.fold_batchnorm) {
+      NameAllocator bn_names(work);
+      folded_bn = fold_batchnorm(work, bn_names, replaced);
+    }
 
     // ---------------------------------------------------------------- 1. select
-    std::set<std::string> qvals;                     // activations that get Q -> DQ
-    std::map<std::string, quant::Range> ranges;      // their ranges (and constant inputs')
-    std::set<std::string> const_acts;                // constants in activation slots
+    std::set<std::string> qvals;                           // activations that get Q -> DQ
+    std::map<std::string, quant::Range> ranges;            // their ranges (and constant inputs')
+    std::set<std::string> const_acts;                      // constants in activation slots
     std::map<std::string, std::pair<float, float>> fixed;  // fixed output ranges
     Groups groups;
     std::vector<Plan> plans;
@@ -256,8 +338,8 @@ class QuantizeStaticPass : public quant::RewritePass {
         sel.skipped.push_back({reason, what});
       };
       if (!rule) {
-        skip("op type has no quantized form in quantize-static", n.domain.empty() ? n.op_type
-                                                                                  : n.domain + "." + n.op_type);
+        skip("op type has no quantized form in quantize-static",
+             n.domain.empty() ? n.op_type : n.domain + "." + n.op_type);
         continue;
       }
       if (!cfg.op_types.count(n.op_type)) {
@@ -414,8 +496,29 @@ class QuantizeStaticPass : public quant::RewritePass {
       plans.push_back(std::move(p));
     }
 
+    // Relu and Clip right after a quantized Conv, Gemm, MatMul, Add or Mul
+    // (their only reader): the producer's output is not quantized, only the
+    // activation's, as ONNX Runtime's QDQ quantizer folds them.
+    if (cfg.fold_relu) {
+      std::set<size_t> planned;
+      for (const Plan& p : plans) planned.insert(p.node);
+      const ValueUses uses(g);
+      for (const Plan& p : plans) {
+        if (p.rule->role != Role::Own) continue;
+        const std::string op = g.nodes[p.node].op_type;
+        if (op != "Relu" && op != "Clip") continue;
+        const std::string& v = g.nodes[p.node].inputs[0];
+        const int prod = uses.producer_of(v);
+        if (prod < 0 || !planned.count(static_cast<size_t>(prod))) continue;
+        const Role r = rule_of(g.nodes[static_cast<size_t>(prod)].op_type)->role;
+        if ((r != Role::Compute && r != Role::Binary) || uses.consumers_of(v).size() != 1 || g.is_output(v))
+          continue;
+        qvals.erase(v);
+        ranges.erase(v);
+      }
+    }
+
     quant::RewriteStats stats;
-    std::vector<std::string> replaced;
     if (plans.empty()) {
       quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
       return;
@@ -460,7 +563,7 @@ class QuantizeStaticPass : public quant::RewritePass {
       quant::ensure_opset(g, "com.microsoft", 1);
     } else {
       const int64_t want = wide ? 21 : any_per_channel ? 13 : 10;
-      const std::string why = wide ? "QuantizeLinear/DequantizeLinear of 16- and 4-bit types"
+      const std::string why = wide              ? "QuantizeLinear/DequantizeLinear of 16- and 4-bit types"
                               : any_per_channel ? "per-channel DequantizeLinear (axis)"
                                                 : "QuantizeLinear/DequantizeLinear";
       try {
@@ -649,7 +752,8 @@ class QuantizeStaticPass : public quant::RewritePass {
             QWeight& qw = quantize_weight(w, p.axis, pre);
             n.inputs[p.weight] = qw.dq_out;
             if (p.bias >= 0)
-              n.inputs[p.bias] = quantize_bias(n.inputs[p.bias], params_of(n.inputs[0]).scale, qw, p.axis, pre);
+              n.inputs[p.bias] =
+                  quantize_bias(n.inputs[p.bias], params_of(n.inputs[0]).scale, qw, p.axis, pre);
           }
         } catch (const Error& e) {
           throw Error(quant::node_label(n, i) + ": " + e.what());
@@ -677,6 +781,11 @@ class QuantizeStaticPass : public quant::RewritePass {
     stats.quantized_nodes = plans.size();
     quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
     res.metrics["qdq_pairs"] = static_cast<double>(pairs);
+    if (folded_bn) {
+      res.metrics["folded_batchnorm"] = static_cast<double>(folded_bn);
+      res.notes.push_back("quantize-static: folded " + std::to_string(folded_bn) +
+                          " BatchNormalization node(s) into the Conv before them");
+    }
     res.notes.push_back("quantize-static: " + std::to_string(plans.size()) + " nodes quantized, " +
                         std::to_string(pairs) + " activations with QuantizeLinear/DequantizeLinear (" +
                         name_of(cfg.act_type) + " activations, " + name_of(cfg.weight_type) + " weights " +
@@ -724,6 +833,13 @@ PassInfo quantize_static_pass_info() {
                   quant::string_list(all_ops(true)), ops),
       option_spec("exclude_op_types", OptType::List, "op types to leave in float", {}, ops),
       option_spec("exclude_nodes", OptType::List, "node names to leave in float"),
+      option_spec(
+          "fold_batchnorm", OptType::Bool,
+          "fold BatchNormalization into the Conv before it first (as ONNX Runtime's pre-processing does)",
+          Value::of_bool(true)),
+      option_spec("fold_relu", OptType::Bool,
+                  "Relu/Clip right after a quantized op: quantize only the activation's output",
+                  Value::of_bool(true)),
       option_spec("qdq_domain", OptType::Enum,
                   "ai.onnx: standard Q/DQ (opset raised to 13 for per-channel, 21 for 16- and 4-bit types); "
                   "com.microsoft: ONNX Runtime's Q/DQ at the model's opset",

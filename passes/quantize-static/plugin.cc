@@ -4,7 +4,9 @@
 #include "quantize_static.h"
 
 namespace {
-void register_quantize_static(qforge::Registry& r) { r.add_pass(qforge::passes::quantize_static_pass_info()); }
+void register_quantize_static(qforge::Registry& r) {
+  r.add_pass(qforge::passes::quantize_static_pass_info());
+}
 }  // namespace
 
 QFORGE_BUILTIN_PLUGIN(quantize_static, "quantize-static", "1.0.0", register_quantize_static)

@@ -384,13 +384,16 @@ TEST_CASE("quantize-static in a build: calibrate then quantize-static, cached an
       << "[models.conv]\npath = \"models/conv.onnx\"\n[datasets.cal]\nfiles = [\"cal/data/*.npz\"]\n"
          "[[targets]]\nname = \"conv-{pc}\"\nmodel = \"conv\"\nmatrix = { pc = [true, false] }\n"
          "pipeline = [ { pass = \"calibrate\", dataset = \"cal\" }, "
-         "{ pass = \"quantize-static\", per_channel = \"{pc}\" } ]\n";
+         "{ pass = \"quantize-static\", per_channel = \"{pc}\" } ]\n"
+         "[[targets]]\nname = \"conv-{p}\"\nmodel = \"conv\"\nprofile = \"{p}\"\n"
+         "matrix = { p = [\"qnn-htp\", \"tensorrt\"] }\n"
+         "pipeline = [ { pass = \"calibrate\", dataset = \"cal\" }, { pass = \"quantize-static\" } ]\n";
   const std::string qforge = std::string("'") + QFORGE_BIN + "'";
   int st = 0;
   std::string out = test::run_capture("cd '" + dir.path.string() + "' && " + qforge + " build 2>&1", st);
   INFO(out);
   REQUIRE(st == 0);
-  CHECK_THAT(out, Catch::Contains("2 built"));
+  CHECK_THAT(out, Catch::Contains("4 built"));
   const std::string a = file_bytes(dir.path / "dist/conv-true.onnx");
   const std::string b = file_bytes(dir.path / "dist/conv-false.onnx");
   REQUIRE_FALSE(a.empty());
@@ -403,6 +406,17 @@ TEST_CASE("quantize-static in a build: calibrate then quantize-static, cached an
   CHECK(file_bytes(dir.path / "dist/conv-false.onnx") == b);
   const Model q = onnxfmt::import_onnx((dir.path / "dist/conv-true.onnx").string());
   CHECK(count(*q.graph, "QuantizeLinear") > 0);
+  // The profiles' defaults: QNN HTP uint16 activations (opset 21), uint8
+  // asymmetric weights per tensor; TensorRT symmetric int8 (zero points 0).
+  const Model qnn = onnxfmt::import_onnx((dir.path / "dist/conv-qnn-htp.onnx").string());
+  CHECK(qnn.graph->opset() == 21);
+  CHECK(qnn.tensor("x_zero_point")->type == ElemType::U16);
+  CHECK(qnn.tensor("conv.weight_quantized")->type == ElemType::U8);
+  CHECK(qnn.tensor("conv.weight_scale")->shape.empty());
+  const Model trt = onnxfmt::import_onnx((dir.path / "dist/conv-tensorrt.onnx").string());
+  CHECK(trt.tensor("x_zero_point")->type == ElemType::I8);
+  CHECK(bytes_of(*trt.tensor("x_zero_point")) == std::vector<uint8_t>{0});
+  CHECK(trt.tensor("conv.weight_scale")->shape == std::vector<int64_t>{8});
 }
 
 namespace {

@@ -9,6 +9,7 @@
 // PP-OCR classifier (tests/data/real_models.md) is quantized per channel.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -300,6 +301,63 @@ TEST_CASE("quantize-static: the QDQ structure ONNX Runtime's quantizer writes", 
   CHECK(r.metrics.at("quantized_nodes") == 6);  // conv, relu, pool, flatten, fc, fc_add
 }
 
+TEST_CASE(
+    "quantize-static: Concat shares one scale with its inputs, Sigmoid gets the fixed range [0, 1], "
+    "Gemm per channel along transB",
+    "[quantize-static]") {
+  // x[batch, 16] -> Gemm(transB = 1) -> a, x -> MatMul -> b, Concat(a, b) ->
+  // Reshape -> Sigmoid -> y
+  Model fm = onnx_model("concat_sigmoid", 13, 7);
+  Graph& g = *fm.graph;
+  add_io(g, "x", 16, "y", 24);
+  Rng rng(11);
+  fm.tensors.push_back(rand_tensor("wa", {8, 16}, rng, 0.5f));  // [N, K]: transB
+  fm.tensors.push_back(rand_tensor("ba", {8}, rng, 0.1f));
+  fm.tensors.push_back(rand_tensor("wb", {16, 16}, rng, 0.25f));
+  fm.tensors.push_back(quant::make_tensor("shape", {2}, ElemType::I64, [] {
+    std::vector<uint8_t> b(16, 0);
+    const int64_t v[2] = {-1, 24};
+    std::memcpy(b.data(), v, 16);
+    return b;
+  }()));
+  Node gemm = make_node("gemm", "Gemm", {"x", "wa", "ba"}, {"a"});
+  gemm.attributes.push_back(Attribute::of_int("transB", 1));
+  g.nodes.push_back(gemm);
+  g.nodes.push_back(make_node("mm", "MatMul", {"x", "wb"}, {"b"}));
+  Node cat = make_node("cat", "Concat", {"a", "b"}, {"c"});
+  cat.attributes.push_back(Attribute::of_int("axis", 1));
+  g.nodes.push_back(cat);
+  g.nodes.push_back(make_node("reshape", "Reshape", {"c", "shape"}, {"r"}));
+  g.nodes.push_back(make_node("sig", "Sigmoid", {"r"}, {"y"}));
+  Model q;
+  PassResult r;
+  std::vector<std::string> ops = {"Gemm", "MatMul", "Concat", "Reshape", "Sigmoid"};
+  const Fidelity f =
+      quantize_and_measure(fm, "concat/sigmoid", "--batch 4 --samples 4",
+                           opts_of({{"per_channel", Value::of_bool(true)}, {"op_types", list_of(ops)}}), &q,
+                           &r, "--batch 16 --samples 8");
+  CHECK(f.ort_cosine >= 0.999);
+  CHECK(f.executor_cosine >= 0.999);
+  CHECK(r.metrics.at("quantized_nodes") == 5);
+  const auto scale = [&](const std::string& v) { return quant::read_f32(*q.tensor(v + "_scale"))[0]; };
+  CHECK(scale("a") == scale("c"));
+  CHECK(scale("b") == scale("c"));
+  CHECK(scale("r") == scale("c"));
+  CHECK(bytes_of(*q.tensor("a_zero_point")) == bytes_of(*q.tensor("c_zero_point")));
+  CHECK(scale("y") == Approx(1.0 / 255.0));
+  CHECK(bytes_of(*q.tensor("y_zero_point")) == std::vector<uint8_t>{0});
+  // Gemm with transB = 1: per channel along axis 0 of the [N, K] weight.
+  const Node* wdq = &q.graph->nodes[static_cast<size_t>(q.graph->producer("wa_DequantizeLinear_Output"))];
+  REQUIRE(wdq->attr("axis"));
+  CHECK(wdq->attr("axis")->i == 0);
+  CHECK(q.tensor("wa_scale")->shape == std::vector<int64_t>{8});
+  CHECK(q.tensor("ba_quantized")->type == ElemType::I32);
+  // MatMul: along the last axis of [K, N].
+  const Node* mdq = &q.graph->nodes[static_cast<size_t>(q.graph->producer("wb_DequantizeLinear_Output"))];
+  REQUIRE(mdq->attr("axis"));
+  CHECK(mdq->attr("axis")->i == 1);
+}
+
 TEST_CASE("quantize-static: skips, exclusions and refusals say why", "[quantize-static]") {
   test::TempDir dir("qforge_qstatic_skip_");
   const Model fm = onnxfmt::tiny_mlp_model();
@@ -451,7 +509,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "quantize-static on PP-OCRv4's recogniser (opset 12): the opset raise is refused naming the node; "
+    "quantize-static on PP-OCRv4's recogniser (opset 12): the opset raise is refused naming the node, "
     "com.microsoft Q/DQ with 16-bit activations instead",
     "[quantize-static][real-models]") {
   const fs::path p = real_model("ppocrv4_rec");

@@ -358,6 +358,47 @@ TEST_CASE(
   CHECK(mdq->attr("axis")->i == 1);
 }
 
+TEST_CASE("quantize-static: ConvTranspose per channel along axis 1 with an int32 bias", "[quantize-static]") {
+  // x[batch, 4, 6, 6] -> ConvTranspose(w[4, 3, 3, 3], b[3], stride 2) -> MaxPool -> y
+  Model fm = onnx_model("deconv", 13, 7);
+  Graph& g = *fm.graph;
+  auto io4 = [](const std::string& name, std::vector<int64_t> dims) {
+    ValueInfo v;
+    v.name = name;
+    std::vector<Dim> d(dims.size() + 1);
+    d[0].param = "batch";
+    for (size_t k = 0; k < dims.size(); ++k) d[k + 1].value = dims[k];
+    v.type = ValueType::tensor(ElemType::F32, d);
+    return v;
+  };
+  g.inputs.push_back(io4("x", {4, 6, 6}));
+  g.outputs.push_back(io4("y", {3, 6, 6}));
+  Rng rng(5);
+  fm.tensors.push_back(rand_tensor("w", {4, 3, 3, 3}, rng, 0.4f));
+  fm.tensors.push_back(rand_tensor("b", {3}, rng, 0.1f));
+  Node ct = make_node("deconv", "ConvTranspose", {"x", "w", "b"}, {"d"});
+  ct.attributes.push_back(Attribute::of_ints("strides", {2, 2}));
+  ct.attributes.push_back(Attribute::of_ints("pads", {1, 1, 0, 0}));
+  g.nodes.push_back(ct);
+  Node mp = make_node("pool", "MaxPool", {"d"}, {"y"});
+  mp.attributes.push_back(Attribute::of_ints("kernel_shape", {2, 2}));
+  mp.attributes.push_back(Attribute::of_ints("strides", {2, 2}));
+  g.nodes.push_back(mp);
+  Model q;
+  PassResult r;
+  const Fidelity f = quantize_and_measure(fm, "ConvTranspose per channel", "--batch 2 --samples 4",
+                                          opts_of({{"per_channel", Value::of_bool(true)}}), &q, &r);
+  CHECK(f.ort_cosine >= 0.999);
+  CHECK(f.executor_cosine >= 0.999);
+  const Node* wdq = &q.graph->nodes[static_cast<size_t>(q.graph->producer("w_DequantizeLinear_Output"))];
+  REQUIRE(wdq->attr("axis"));
+  CHECK(wdq->attr("axis")->i == 1);
+  CHECK(q.tensor("w_scale")->shape == std::vector<int64_t>{3});
+  CHECK(q.tensor("b_quantized")->type == ElemType::I32);
+  // MaxPool moves values: y shares d's scale.
+  CHECK(quant::read_f32(*q.tensor("y_scale")) == quant::read_f32(*q.tensor("d_scale")));
+}
+
 TEST_CASE("quantize-static: skips, exclusions and refusals say why", "[quantize-static]") {
   test::TempDir dir("qforge_qstatic_skip_");
   const Model fm = onnxfmt::tiny_mlp_model();

@@ -61,7 +61,8 @@ void set_code(uint8_t* b, ElemType t, uint64_t i, int64_t q) {
     case ElemType::U4: {
       const uint8_t nib = static_cast<uint8_t>(q & 0xF);
       uint8_t& byte = b[i / 2];
-      byte = i % 2 ? static_cast<uint8_t>((byte & 0x0F) | (nib << 4)) : static_cast<uint8_t>((byte & 0xF0) | nib);
+      byte = i % 2 ? static_cast<uint8_t>((byte & 0x0F) | (nib << 4))
+                   : static_cast<uint8_t>((byte & 0xF0) | nib);
       return;
     }
     default: unsupported(std::string("quantized type ") + name_of(t));

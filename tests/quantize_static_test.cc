@@ -399,6 +399,26 @@ TEST_CASE("quantize-static: ConvTranspose per channel along axis 1 with an int32
   CHECK(quant::read_f32(*q.tensor("y_scale")) == quant::read_f32(*q.tensor("d_scale")));
 }
 
+TEST_CASE("quantize-static: reduce_range keeps int8 weights in [-64, 64], symmetric activations",
+          "[quantize-static]") {
+  Model q;
+  const Fidelity f = quantize_and_measure(onnxfmt::tiny_mlp_model(), "mlp reduce_range, symmetric int8",
+                                          "--batch 4 --samples 4",
+                                          opts_of({{"reduce_range", Value::of_bool(true)},
+                                                   {"activation_type", Value::of_string("int8")},
+                                                   {"activation_symmetric", Value::of_bool(true)}}),
+                                          &q, nullptr, "--batch 16 --samples 8");
+  CHECK(f.ort_cosine >= 0.99);
+  CHECK(f.executor_cosine >= 0.999);
+  const std::vector<uint8_t> codes = bytes_of(*q.tensor("fc1.weight_quantized"));
+  int lo = 0, hi = 0;
+  for (uint8_t c : codes) lo = std::min(lo, int(int8_t(c))), hi = std::max(hi, int(int8_t(c)));
+  CHECK(lo >= -64);
+  CHECK(hi <= 64);
+  CHECK(hi - lo > 100);  // the range is used
+  CHECK(bytes_of(*q.tensor("x_zero_point")) == std::vector<uint8_t>{0});
+}
+
 TEST_CASE("quantize-static: skips, exclusions and refusals say why", "[quantize-static]") {
   test::TempDir dir("qforge_qstatic_skip_");
   const Model fm = onnxfmt::tiny_mlp_model();

@@ -1,5 +1,5 @@
 // The skeleton every ONNX weight-quantizing pass follows (quantize-dynamic,
-// quantize-weights; quantize-static next):
+// quantize-weights; quantize-static shares its start and step 4):
 //
 //   1. select   each top-level node of the pass's op types is a candidate; the
 //               pass's judge accepts it (naming its weight) or rejects it

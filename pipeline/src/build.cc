@@ -532,6 +532,7 @@ class Builder {
       if (spec.type == OptType::Dataset)
         if (auto it = n.options.find(spec.name); it != n.options.end())
           ctx.datasets[it->second.s] = &plan_.datasets.at(it->second.s);
+    ctx.executor = plan_.executor;  // [build] executor (calibrate runs the model with it)
     {
       std::lock_guard<std::mutex> lk(mu_);
       auto it = imports_.find(n.model);

@@ -1,0 +1,855 @@
+// quantize-static: see quantize_static.h.
+//
+// Three steps over the top-level graph, in node order:
+//   1. select: each node whose op type has a rule in kRules is judged (its
+//      activations need calibrated ranges, its weight must be a constant);
+//      what is left alone goes to PassResult::skipped with the reason;
+//   2. parameters: values that must share a scale (Concat, data-movement ops)
+//      are joined, each group's range is the union of its members', and one
+//      scale and zero point is computed per group;
+//   3. rebuild: weights, biases and constant inputs are stored quantized with
+//      a DequantizeLinear in front of their node; every quantized activation
+//      gets one QuantizeLinear -> DequantizeLinear pair after its producer,
+//      and every reader reads the DequantizeLinear's output.
+// The conventions (names, zero points, bias scales) are those of ONNX
+// Runtime's QDQ quantizer; docs/manifest.md describes the options.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "onnx_quant_util.h"
+#include "qforge/graph.h"
+#include "qforge/status.h"
+#include "quantize_static.h"
+#include "range_table.h"
+
+namespace qforge::passes {
+namespace {
+
+constexpr const char* kPass = "quantize-static";
+
+// ---------------------------------------------------------------- the op table
+enum class Role {
+  Compute,  // input 0 (and a non-constant weight slot) quantized, weight and bias stored quantized
+  Binary,   // both inputs and the output quantized, each with its own range
+  Concat,   // every input and the output share one scale and zero point
+  Move,     // input 0 and output 0 share one scale and zero point (values are only moved)
+  Own,      // input 0 and output 0 quantized, each with its own range
+  Fixed,    // input 0 with its own range, output 0 with a fixed range
+};
+
+constexpr int kLastAxis = -2;  // the weight's last axis (MatMul's N)
+constexpr int kGemmAxis = -3;  // Gemm: 0 when transB = 1, else 1
+
+struct OpRule {
+  const char* op;
+  Role role;
+  int weight = -1;  // input index of the weight (Compute)
+  int bias = -1;    // input index of the bias (Compute)
+  int axis = 0;     // the weight's output-channel axis (per_channel)
+  float fixed_min = 0, fixed_max = 0;
+  bool by_default = true;  // in the default `op_types`
+};
+
+const std::vector<OpRule>& rules() {
+  static const std::vector<OpRule> r = {
+      {"Conv", Role::Compute, 1, 2, 0},
+      {"ConvTranspose", Role::Compute, 1, 2, 1},
+      {"Gemm", Role::Compute, 1, 2, kGemmAxis},
+      {"MatMul", Role::Compute, 1, -1, kLastAxis},
+      {"Add", Role::Binary},
+      {"Mul", Role::Binary},
+      {"Concat", Role::Concat},
+      {"Reshape", Role::Move},
+      {"Transpose", Role::Move},
+      {"Squeeze", Role::Move},
+      {"Unsqueeze", Role::Move},
+      {"Flatten", Role::Move},
+      {"MaxPool", Role::Move},
+      {"GlobalMaxPool", Role::Move},
+      {"Slice", Role::Move},
+      {"Resize", Role::Move},  // mode = nearest only
+      {"Gather", Role::Move},
+      {"DepthToSpace", Role::Move},
+      {"SpaceToDepth", Role::Move},
+      {"AveragePool", Role::Own},
+      {"GlobalAveragePool", Role::Own},
+      {"Relu", Role::Own},
+      {"Clip", Role::Own},
+      {"Sigmoid", Role::Fixed, -1, -1, 0, 0.0f, 1.0f, false},
+      {"Softmax", Role::Fixed, -1, -1, 0, 0.0f, 1.0f, false},
+      {"Tanh", Role::Fixed, -1, -1, 0, -1.0f, 1.0f, false},
+  };
+  return r;
+}
+
+const OpRule* rule_of(const std::string& op) {
+  for (const OpRule& r : rules())
+    if (op == r.op) return &r;
+  return nullptr;
+}
+
+std::vector<std::string> all_ops(bool defaults_only) {
+  std::vector<std::string> out;
+  for (const OpRule& r : rules())
+    if (!defaults_only || r.by_default) out.push_back(r.op);
+  return out;
+}
+
+// ---------------------------------------------------------------- options
+struct Config {
+  ElemType act_type = ElemType::U8;
+  ElemType weight_type = ElemType::I8;
+  bool per_channel = false;
+  bool act_symmetric = false;
+  bool weight_symmetric = true;
+  bool reduce_range = false;
+  bool ms_domain = false;
+  bool fold_batchnorm = true;
+  bool fold_relu = true;
+  std::set<std::string> op_types;
+  std::set<std::string> exclude_op_types;
+  std::set<std::string> exclude_nodes;
+};
+
+ElemType type_named(const std::string& s) {
+  if (s == "uint8") return ElemType::U8;
+  if (s == "int8") return ElemType::I8;
+  if (s == "uint16") return ElemType::U16;
+  if (s == "int16") return ElemType::I16;
+  if (s == "int4") return ElemType::I4;
+  if (s == "uint4") return ElemType::U4;
+  throw Error("unknown quantized type '" + s + "'");
+}
+
+std::vector<OptionProblem> check_options(const Options& o) {
+  std::vector<OptionProblem> out;
+  auto f = o.find("format");
+  if (f != o.end() && f->second.kind == Value::Kind::String && f->second.s == "qoperator")
+    out.push_back({"format",
+                   "'qoperator' (QLinearConv, QLinearMatMul, QLinearAdd, ...) is not implemented yet; use "
+                   "format = \"qdq\": ONNX Runtime fuses each DequantizeLinear -> op -> QuantizeLinear "
+                   "group into the same integer kernels when it loads the model"});
+  return out;
+}
+
+Config parse_config(const Options& o) {
+  using namespace quant;
+  throw_first_problem(o, check_options(o));
+  Config c;
+  c.act_type = type_named(opt_string(o, kPass, "activation_type", "uint8"));
+  c.weight_type = type_named(opt_string(o, kPass, "weight_type", "int8"));
+  c.per_channel = opt_bool(o, kPass, "per_channel", false);
+  c.act_symmetric = opt_bool(o, kPass, "activation_symmetric", false);
+  // ORT: signed weight types are symmetric unless told otherwise.
+  const bool signed_w = c.weight_type == ElemType::I8 || c.weight_type == ElemType::I4;
+  c.weight_symmetric = opt_bool(o, kPass, "weight_symmetric", signed_w);
+  c.reduce_range = opt_bool(o, kPass, "reduce_range", false);
+  c.ms_domain = opt_string(o, kPass, "qdq_domain", "ai.onnx") == "com.microsoft";
+  c.fold_batchnorm = opt_bool(o, kPass, "fold_batchnorm", true);
+  c.fold_relu = opt_bool(o, kPass, "fold_relu", true);
+  for (const std::string& s : opt_list(o, kPass, "op_types", all_ops(true))) c.op_types.insert(s);
+  for (const std::string& s : opt_list(o, kPass, "exclude_op_types", {})) c.exclude_op_types.insert(s);
+  for (const std::string& s : opt_list(o, kPass, "exclude_nodes", {})) c.exclude_nodes.insert(s);
+  if (c.op_types.empty())
+    throw Error(opt_where(o, "op_types") + "option 'op_types' is empty; nothing to quantize");
+  return c;
+}
+
+// ---------------------------------------------------------------- encoding
+std::vector<uint8_t> encode(const std::vector<int32_t>& v, ElemType t) {
+  if (t == ElemType::I8 || t == ElemType::U8 || t == ElemType::I4 || t == ElemType::U4)
+    return quant::encode_codes(v, t);
+  const size_t w = t == ElemType::I32 ? 4 : 2;
+  std::vector<uint8_t> out(v.size() * w);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint32_t u = static_cast<uint32_t>(v[i]);
+    for (size_t b = 0; b < w; ++b) out[i * w + b] = static_cast<uint8_t>(u >> (8 * b));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- selection
+// One accepted node.
+struct Plan {
+  size_t node = 0;
+  const OpRule* rule = nullptr;
+  std::vector<size_t> acts;  // input indices quantized as activations
+  int weight = -1;           // input index of the weight stored quantized
+  int64_t axis = -1;         // its per-channel axis; -1: per tensor
+  int bias = -1;             // input index of the bias stored as int32
+};
+
+// Union-find over value names: values that share a scale and zero point.
+struct Groups {
+  std::map<std::string, std::string> parent;
+  std::string find(const std::string& v) {
+    auto it = parent.find(v);
+    if (it == parent.end()) {
+      parent[v] = v;
+      return v;
+    }
+    if (it->second == v) return v;
+    const std::string r = find(it->second);
+    parent[v] = r;
+    return r;
+  }
+  void join(const std::string& a, const std::string& b) {
+    const std::string ra = find(a), rb = find(b);
+    if (ra != rb) parent[rb] = ra;
+  }
+};
+
+struct Params {
+  float scale = 1;
+  int32_t zp = 0;
+};
+
+// Folds each BatchNormalization (inference form) whose input is a Conv's
+// output read by nothing else into that Conv's weight and bias, as ONNX
+// Runtime's pre-processing (quant_pre_process, its graph optimizer) does
+// before quantizing: W'[m] = W[m] * s[m], b'[m] = (b[m] - mean[m]) * s[m] + B[m]
+// with s = scale / sqrt(var + epsilon). The Conv then writes the BN's output
+// (whose range the calibrate step measured). Returns the number folded.
+size_t fold_batchnorm(Model& work, NameAllocator& names, std::vector<std::string>& replaced) {
+  Graph& g = *work.graph;
+  const ValueUses uses(g);
+  auto is_f32_const = [&](const std::string& v) {
+    return !v.empty() && quant::is_constant_initializer(work, v) && work.tensor(v)->type == ElemType::F32;
+  };
+  std::vector<size_t> drop;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    Node& bn = g.nodes[i];
+    if (bn.op_type != "BatchNormalization" || !(bn.domain.empty() || bn.domain == "ai.onnx")) continue;
+    if (bn.inputs.size() != 5 || bn.outputs.empty()) continue;
+    if (std::any_of(bn.outputs.begin() + 1, bn.outputs.end(),
+                    [](const std::string& o) { return !o.empty(); }))
+      continue;  // training outputs
+    if (const Attribute* t = bn.attr("training_mode"); t && t->i != 0) continue;
+    const std::string& x = bn.inputs[0];
+    const int p = uses.producer_of(x);
+    if (p < 0) continue;
+    Node& conv = g.nodes[static_cast<size_t>(p)];
+    if (conv.op_type != "Conv" || !(conv.domain.empty() || conv.domain == "ai.onnx")) continue;
+    if (uses.consumers_of(x).size() != 1 || g.is_output(x) || conv.inputs.size() < 2) continue;
+    const std::string w = conv.inputs[1];
+    const std::string b = conv.inputs.size() > 2 ? conv.inputs[2] : std::string();
+    if (!is_f32_const(w) || uses.consumers_of(w).size() != 1) continue;
+    if (!b.empty() && (!is_f32_const(b) || uses.consumers_of(b).size() != 1)) continue;
+    bool params = true;
+    for (size_t k = 1; k < 5; ++k) params = params && is_f32_const(bn.inputs[k]);
+    if (!params) continue;
+    const Tensor& wt = *work.tensor(w);
+    if (wt.shape.empty()) continue;
+    const int64_t M = wt.shape[0];
+    std::vector<std::vector<float>> pv;
+    for (size_t k = 1; k < 5; ++k) pv.push_back(quant::read_f32(*work.tensor(bn.inputs[k])));
+    if (std::any_of(pv.begin(), pv.end(),
+                    [&](const std::vector<float>& v) { return static_cast<int64_t>(v.size()) != M; }))
+      continue;
+    std::vector<float> bias =
+        b.empty() ? std::vector<float>(static_cast<size_t>(M), 0.0f) : quant::read_f32(*work.tensor(b));
+    if (static_cast<int64_t>(bias.size()) != M) continue;
+    const Attribute* e = bn.attr("epsilon");
+    const float eps = e ? e->f : 1e-5f;
+    std::vector<float> wv = quant::read_f32(wt);
+    const size_t per = wv.size() / static_cast<size_t>(M);
+    for (int64_t m = 0; m < M; ++m) {
+      const float sc = pv[0][m] / std::sqrt(pv[3][m] + eps);
+      for (size_t k = 0; k < per; ++k) wv[static_cast<size_t>(m) * per + k] *= sc;
+      bias[m] = (bias[m] - pv[2][m]) * sc + pv[1][m];
+    }
+    const std::string wn = names.fresh(w + "_bn_folded");
+    const std::string bname = names.fresh((b.empty() ? conv.name + "_bias" : b) + "_bn_folded");
+    work.tensors.push_back(quant::make_f32_tensor(wn, wt.shape, wv));
+    work.tensors.push_back(quant::make_f32_tensor(bname, {M}, bias));
+    replaced.push_back(w);
+    if (!b.empty()) replaced.push_back(b);
+    for (size_t k = 1; k < 5; ++k) replaced.push_back(bn.inputs[k]);
+    conv.inputs.resize(3);
+    conv.inputs[1] = wn;
+    conv.inputs[2] = bname;
+    conv.outputs[0] = bn.outputs[0];
+    drop.push_back(i);
+  }
+  g.remove_nodes(drop);
+  return drop.size();
+}
+
+class QuantizeStaticPass : public quant::RewritePass {
+ private:
+  void run_impl(Model& model, PassContext& ctx, PassResult& res) override {
+    const Config cfg = parse_config(ctx.options);
+    if (ctx.tables.empty() || !ctx.tables[0])
+      throw Error(
+          "quantize-static needs activation ranges: put a calibrate step before it in the pipeline "
+          "([ { pass = \"calibrate\", dataset = \"...\" }, { pass = \"quantize-static\" } ]) or name one "
+          "with inputs = [\"target/step\"]");
+    const quant::RangeTable table =
+        quant::RangeTable::from_table(*ctx.tables[0], "the calibrate step's table");
+    quant::NormalizeStats normalized;
+    Model work = quant::begin_weight_rewrite(model, "quantize-static rewrites ONNX graphs", normalized);
+    Graph& g = *work.graph;
+    quant::note_subgraph_bodies(g, res.notes);
+    std::vector<std::string> replaced;  // float tensors the rewrite replaced
+    size_t folded_bn = 0;
+    if (cfg.fold_batchnorm) {
+      NameAllocator bn_names(work);
+      folded_bn = fold_batchnorm(work, bn_names, replaced);
+    }
+
+    // ---------------------------------------------------------------- 1. select
+    std::set<std::string> qvals;                           // activations that get Q -> DQ
+    std::map<std::string, quant::Range> ranges;            // their ranges (and constant inputs')
+    std::set<std::string> const_acts;                      // constants in activation slots
+    std::map<std::string, std::pair<float, float>> fixed;  // fixed output ranges
+    Groups groups;
+    std::vector<Plan> plans;
+    quant::Selection sel;
+    sel.ops = "quantizable";
+
+    auto is_const = [&](const std::string& v) { return quant::is_constant_initializer(work, v); };
+    auto const_range = [&](const std::string& v) {
+      const std::vector<float> d = quant::read_f32(*work.tensor(v));
+      quant::Range r;
+      if (!d.empty()) {
+        r.min = *std::min_element(d.begin(), d.end());
+        r.max = *std::max_element(d.begin(), d.end());
+      }
+      return r;
+    };
+    auto is_f32_const = [&](const std::string& v) {
+      return is_const(v) && work.tensor(v)->type == ElemType::F32;
+    };
+
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      const bool default_domain = n.domain.empty() || n.domain == "ai.onnx";
+      const OpRule* rule = default_domain ? rule_of(n.op_type) : nullptr;
+      auto skip = [&](const std::string& reason, const std::string& detail = "") {
+        std::string what = quant::node_label(n, i);
+        if (!detail.empty()) what += ": " + detail;
+        sel.skipped.push_back({reason, what});
+      };
+      if (!rule) {
+        skip("op type has no quantized form in quantize-static",
+             n.domain.empty() ? n.op_type : n.domain + "." + n.op_type);
+        continue;
+      }
+      if (!cfg.op_types.count(n.op_type)) {
+        skip("op type not in op_types");
+        continue;
+      }
+      ++sel.considered;
+      if (cfg.exclude_op_types.count(n.op_type)) {
+        skip("op type listed in exclude_op_types");
+        continue;
+      }
+      if (cfg.exclude_nodes.count(n.name)) {
+        skip("listed in exclude_nodes");
+        continue;
+      }
+      if (!n.implicit_inputs().empty() || n.inputs.empty() || n.outputs.empty() || n.inputs[0].empty()) {
+        skip("node has subgraphs or no input");
+        continue;
+      }
+      if (n.outputs.size() > 1 && std::any_of(n.outputs.begin() + 1, n.outputs.end(),
+                                              [](const std::string& s) { return !s.empty(); })) {
+        skip("node has more than one output", "'" + n.outputs[1] + "'");
+        continue;
+      }
+      if (n.op_type == "Resize") {
+        const Attribute* mode = n.attr("mode");
+        if (mode && mode->s != "nearest") {
+          skip("Resize is not nearest (it computes new values)", "mode '" + mode->s + "'");
+          continue;
+        }
+      }
+      Plan p;
+      p.node = i;
+      p.rule = rule;
+      std::string why, detail;
+      const std::string& out = n.outputs[0];
+      if (g.is_input(out)) why = "output is also a graph input", detail = "'" + out + "'";
+      // Activation slots.
+      std::vector<size_t> slots;
+      switch (rule->role) {
+        case Role::Compute: {
+          slots.push_back(0);
+          const std::string& w = n.inputs.size() > 1 ? n.inputs[1] : std::string();
+          if (w.empty()) {
+            why = "no weight input";
+            break;
+          }
+          if (!is_const(w)) {
+            if (n.op_type == "MatMul" || n.op_type == "Gemm") {
+              slots.push_back(1);  // both operands are activations
+              break;
+            }
+            why = "weight is not a constant", detail = "'" + w + "'";
+            break;
+          }
+          const Tensor* wt = work.tensor(w);
+          if (wt->type != ElemType::F32) {
+            why = std::string("weight is ") + name_of(wt->type) + ", not f32 (convert the model to f32)";
+            detail = "'" + w + "'";
+            break;
+          }
+          const int64_t rank = static_cast<int64_t>(wt->shape.size());
+          if (n.op_type != "MatMul" && rank < 2) {
+            why = "weight has rank < 2", detail = "'" + w + "' has shape " + shape_str(wt->shape);
+            break;
+          }
+          p.weight = 1;
+          if (cfg.per_channel && rank >= 2) {
+            if (rule->axis == kLastAxis) {
+              p.axis = rank - 1;
+            } else if (rule->axis == kGemmAxis) {
+              const Attribute* tb = n.attr("transB");
+              p.axis = tb && tb->i != 0 ? 0 : 1;
+            } else {
+              p.axis = rule->axis;
+            }
+          }
+          // Bias: a 1-D f32 constant with one value per output channel.
+          if (rule->bias >= 0 && n.inputs.size() > static_cast<size_t>(rule->bias) &&
+              !n.inputs[rule->bias].empty()) {
+            const std::string& b = n.inputs[rule->bias];
+            const Tensor* bt = is_f32_const(b) ? work.tensor(b) : nullptr;
+            bool ok = bt && bt->shape.size() == 1;
+            if (ok && n.op_type == "Gemm") {
+              const Attribute* beta = n.attr("beta");
+              ok = !beta || beta->f == 1.0f;
+              const int64_t N = p.axis >= 0 ? wt->shape[p.axis]
+                                            : wt->shape[(n.attr("transB") && n.attr("transB")->i) ? 0 : 1];
+              ok = ok && bt->shape[0] == N;
+            }
+            if (ok && n.op_type == "Conv") ok = bt->shape[0] == wt->shape[0];
+            if (ok && n.op_type == "ConvTranspose") ok = bt->shape[0] % wt->shape[1] == 0;
+            if (ok) p.bias = rule->bias;  // otherwise the bias stays in float
+          }
+          break;
+        }
+        case Role::Binary:
+          if (n.inputs.size() != 2 || n.inputs[1].empty()) why = "needs 2 inputs";
+          slots = {0, 1};
+          break;
+        case Role::Concat:
+          for (size_t k = 0; k < n.inputs.size(); ++k) slots.push_back(k);
+          break;
+        case Role::Move:
+        case Role::Own:
+        case Role::Fixed: slots.push_back(0); break;
+      }
+      for (size_t k : slots) {
+        if (!why.empty()) break;
+        const std::string& v = n.inputs[k];
+        if (v.empty()) {
+          why = "an input is omitted";
+        } else if (is_const(v)) {
+          if (!is_f32_const(v)) why = "a constant input is not f32", detail = "'" + v + "'";
+          if (rule->role == Role::Move) why = "input is a constant", detail = "'" + v + "'";
+        } else if (!table.find(v)) {
+          why = "no calibrated range for an input (not a float activation the calibrate step saw)";
+          detail = "'" + v + "'";
+        } else if (rule->role == Role::Move && !qvals.count(v)) {
+          why = "input is not quantized (a data-movement op is quantized after a quantized op)";
+          detail = "'" + v + "'";
+        } else if (g.is_input(v) && g.is_output(v)) {
+          why = "input is both a graph input and a graph output", detail = "'" + v + "'";
+        }
+      }
+      if (why.empty() && rule->role != Role::Fixed && !table.find(out))
+        why = "no calibrated range for the output (not a float activation the calibrate step saw)",
+        detail = "'" + out + "'";
+      if (!why.empty()) {
+        skip(why, detail);
+        continue;
+      }
+      // Accepted.
+      for (size_t k : slots) {
+        const std::string& v = n.inputs[k];
+        if (is_const(v)) {
+          const_acts.insert(v);
+          ranges[v] = const_range(v);
+        } else {
+          qvals.insert(v);
+          ranges[v] = *table.find(v);
+        }
+        p.acts.push_back(k);
+      }
+      qvals.insert(out);
+      if (rule->role == Role::Fixed) {
+        ranges[out] = quant::Range{rule->fixed_min, rule->fixed_max};
+        fixed[out] = {rule->fixed_min, rule->fixed_max};
+      } else {
+        ranges[out] = *table.find(out);
+      }
+      if (rule->role == Role::Move || rule->role == Role::Concat)
+        for (size_t k : slots) groups.join(out, n.inputs[k]);
+      plans.push_back(std::move(p));
+    }
+
+    // Relu and Clip right after a quantized Conv, Gemm, MatMul, Add or Mul
+    // (their only reader): the producer's output is not quantized, only the
+    // activation's, as ONNX Runtime's QDQ quantizer folds them.
+    if (cfg.fold_relu) {
+      std::set<size_t> planned;
+      for (const Plan& p : plans) planned.insert(p.node);
+      const ValueUses uses(g);
+      for (const Plan& p : plans) {
+        if (p.rule->role != Role::Own) continue;
+        const std::string op = g.nodes[p.node].op_type;
+        if (op != "Relu" && op != "Clip") continue;
+        const std::string& v = g.nodes[p.node].inputs[0];
+        const int prod = uses.producer_of(v);
+        if (prod < 0 || !planned.count(static_cast<size_t>(prod))) continue;
+        const Role r = rule_of(g.nodes[static_cast<size_t>(prod)].op_type)->role;
+        if ((r != Role::Compute && r != Role::Binary) || uses.consumers_of(v).size() != 1 || g.is_output(v))
+          continue;
+        qvals.erase(v);
+        ranges.erase(v);
+      }
+    }
+
+    quant::RewriteStats stats;
+    if (plans.empty()) {
+      quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
+      return;
+    }
+
+    // ---------------------------------------------------------------- 2. parameters
+    // A fixed range wins over the group's union (Softmax's [0, 1] stays
+    // [0, 1] after a Reshape).
+    std::map<std::string, quant::Range> group_range;
+    std::map<std::string, bool> group_fixed;
+    for (const auto& [v, r] : ranges) {
+      const std::string root = groups.find(v);
+      if (fixed.count(v)) {
+        group_range[root] = r;
+        group_fixed[root] = true;
+        continue;
+      }
+      if (group_fixed[root]) continue;
+      auto it = group_range.find(root);
+      if (it == group_range.end()) {
+        group_range[root] = r;
+      } else {
+        it->second.min = std::min(it->second.min, r.min);
+        it->second.max = std::max(it->second.max, r.max);
+      }
+    }
+    const quant::QRange ar = quant::qrange(cfg.act_type, cfg.act_symmetric, false);
+    auto params_of = [&](const std::string& v) {
+      const quant::Range& r = group_range.at(groups.find(v));
+      const quant::ScaleZp s = quant::compute_scale_zp(static_cast<float>(r.min), static_cast<float>(r.max),
+                                                       ar, cfg.act_symmetric);
+      return Params{s.scale, s.zero_point};
+    };
+
+    // ---------------------------------------------------------------- opsets
+    bool any_per_channel = false;
+    for (const Plan& p : plans) any_per_channel |= p.axis >= 0;
+    const bool wide = cfg.act_type == ElemType::U16 || cfg.act_type == ElemType::I16 ||
+                      cfg.weight_type == ElemType::I4 || cfg.weight_type == ElemType::U4;
+    const std::string qdomain = cfg.ms_domain ? "com.microsoft" : "";
+    if (cfg.ms_domain) {
+      quant::ensure_opset(g, "com.microsoft", 1);
+    } else {
+      const int64_t want = wide ? 21 : any_per_channel ? 13 : 10;
+      const std::string why = wide              ? "QuantizeLinear/DequantizeLinear of 16- and 4-bit types"
+                              : any_per_channel ? "per-channel DequantizeLinear (axis)"
+                                                : "QuantizeLinear/DequantizeLinear";
+      try {
+        quant::raise_default_opset_noted(g, want, kPass, why, res.notes);
+      } catch (const Error& e) {
+        throw Error(std::string(e.what()) +
+                    "; add an `upgrade-opset` step before quantize-static to convert the model, or set "
+                    "qdq_domain = \"com.microsoft\" to keep the model's opset");
+      }
+      quant::ensure_ir_version(g, wide ? 10 : any_per_channel ? 7 : 5);
+    }
+    if (cfg.weight_type == ElemType::I4 || cfg.weight_type == ElemType::U4 || wide)
+      quant::ensure_ir_version(g, 10);
+
+    // ---------------------------------------------------------------- 3. rebuild
+    NameAllocator names(work);
+    std::vector<Tensor> new_tensors;
+    auto add_tensor = [&](const std::string& name, std::vector<int64_t> shape, ElemType t,
+                          std::vector<uint8_t> bytes) {
+      stats.bytes_after += bytes.size();
+      new_tensors.push_back(quant::make_tensor(name, std::move(shape), t, std::move(bytes)));
+    };
+    auto dq_node = [&](const std::string& base, const std::string& q, const std::string& s,
+                       const std::string& z, const std::string& outname, int64_t axis) {
+      Node dq = make_node(names.fresh(base + "_DequantizeLinear"), "DequantizeLinear", {q, s, z}, {outname});
+      dq.domain = qdomain;
+      if (axis >= 0) dq.attributes.push_back(Attribute::of_int("axis", axis));
+      return dq;
+    };
+
+    // Weights (one quantized copy per weight and axis) and their scales.
+    struct QWeight {
+      std::string dq_out;
+      std::vector<float> scales;  // one per channel (one when per tensor)
+      int64_t channels = 1;
+    };
+    std::map<std::pair<std::string, int64_t>, QWeight> qweights;
+    std::map<std::string, std::string> qconsts;  // constant activation -> its DequantizeLinear output
+    std::vector<Node> out;
+    out.reserve(g.nodes.size() * 3);
+
+    auto quantize_weight = [&](const std::string& w, int64_t axis, std::vector<Node>& pre) -> QWeight& {
+      auto key = std::make_pair(w, axis);
+      auto it = qweights.find(key);
+      if (it != qweights.end()) return it->second;
+      const Tensor& t = *work.tensor(w);
+      const std::vector<float> v = quant::read_f32(t);
+      int64_t C = 1, inner = static_cast<int64_t>(v.size());
+      if (axis >= 0) {
+        C = t.shape[axis];
+        inner = 1;
+        for (size_t d = static_cast<size_t>(axis) + 1; d < t.shape.size(); ++d) inner *= t.shape[d];
+      }
+      const quant::QRange r = quant::qrange(cfg.weight_type, cfg.weight_symmetric, cfg.reduce_range);
+      std::vector<float> lo(C, std::numeric_limits<float>::infinity()), hi(C, -lo[0]);
+      auto chan = [&](size_t e) { return C == 1 ? 0 : static_cast<int64_t>(e / inner) % C; };
+      for (size_t e = 0; e < v.size(); ++e) {
+        const int64_t c = chan(e);
+        lo[c] = std::min(lo[c], v[e]);
+        hi[c] = std::max(hi[c], v[e]);
+      }
+      std::vector<quant::ScaleZp> sp(C);
+      QWeight q;
+      q.channels = C;
+      std::vector<int32_t> zps(C);
+      for (int64_t c = 0; c < C; ++c) {
+        if (!(lo[c] <= hi[c])) lo[c] = hi[c] = 0;  // an empty channel
+        sp[c] = quant::compute_scale_zp(lo[c], hi[c], r, cfg.weight_symmetric);
+        q.scales.push_back(sp[c].scale);
+        zps[c] = sp[c].zero_point;
+      }
+      std::vector<int32_t> codes(v.size());
+      for (size_t e = 0; e < v.size(); ++e) codes[e] = quant::quantize_value(v[e], sp[chan(e)], r);
+      const std::vector<int64_t> pshape = axis >= 0 ? std::vector<int64_t>{C} : std::vector<int64_t>{};
+      const std::string qn = names.fresh(w + "_quantized"), sn = names.fresh(w + "_scale"),
+                        zn = names.fresh(w + "_zero_point");
+      stats.bytes_before += quant::stored_bytes(t);
+      add_tensor(qn, t.shape, cfg.weight_type, encode(codes, cfg.weight_type));
+      add_tensor(sn, pshape, ElemType::F32, quant::float_bytes(q.scales, ElemType::F32));
+      add_tensor(zn, pshape, cfg.weight_type, encode(zps, cfg.weight_type));
+      q.dq_out = names.fresh(w + "_DequantizeLinear_Output");
+      pre.push_back(dq_node(w, qn, sn, zn, q.dq_out, axis));
+      replaced.push_back(w);
+      ++stats.quantized_weights;
+      return qweights.emplace(key, std::move(q)).first->second;
+    };
+
+    auto quantize_bias = [&](const std::string& b, float in_scale, const QWeight& qw, int64_t axis,
+                             std::vector<Node>& pre) {
+      const Tensor& t = *work.tensor(b);
+      const std::vector<float> v = quant::read_f32(t);
+      std::vector<float> scales(axis >= 0 ? v.size() : 1);
+      for (size_t c = 0; c < scales.size(); ++c) {
+        scales[c] = in_scale * qw.scales[qw.channels == 1 ? 0 : c % static_cast<size_t>(qw.channels)];
+        if (scales[c] == 0) scales[c] = 1;
+      }
+      std::vector<int32_t> codes(v.size());
+      for (size_t c = 0; c < v.size(); ++c) {
+        const double q = quant::round_to_int(v[c] / scales[axis >= 0 ? c : 0], quant::Rounding::HalfEven);
+        codes[c] = static_cast<int32_t>(std::max<double>(std::min<double>(q, 2147483647.0), -2147483648.0));
+      }
+      const std::vector<int64_t> pshape =
+          axis >= 0 ? std::vector<int64_t>{static_cast<int64_t>(v.size())} : std::vector<int64_t>{};
+      const std::string qn = names.fresh(b + "_quantized"), sn = names.fresh(b + "_quantized_scale"),
+                        zn = names.fresh(b + "_quantized_zero_point");
+      stats.bytes_before += quant::stored_bytes(t);
+      add_tensor(qn, t.shape, ElemType::I32, encode(codes, ElemType::I32));
+      add_tensor(sn, pshape, ElemType::F32, quant::float_bytes(scales, ElemType::F32));
+      add_tensor(zn, pshape, ElemType::I32, encode(std::vector<int32_t>(scales.size(), 0), ElemType::I32));
+      const std::string dq_out = names.fresh(b + "_DequantizeLinear_Output");
+      pre.push_back(dq_node(b, qn, sn, zn, dq_out, axis >= 0 ? 0 : -1));
+      replaced.push_back(b);
+      return dq_out;
+    };
+
+    // Scale and zero point initializers of an activation value.
+    auto act_params = [&](const std::string& v) {
+      const Params p = params_of(v);
+      const std::string sn = names.fresh(v + "_scale"), zn = names.fresh(v + "_zero_point");
+      add_tensor(sn, {}, ElemType::F32, quant::float_bytes({p.scale}, ElemType::F32));
+      add_tensor(zn, {}, cfg.act_type, encode({p.zp}, cfg.act_type));
+      return std::make_pair(sn, zn);
+    };
+    auto quantize_const = [&](const std::string& v, std::vector<Node>& pre) {
+      auto it = qconsts.find(v);
+      if (it != qconsts.end()) return it->second;
+      const Tensor& t = *work.tensor(v);
+      const Params p = params_of(v);
+      const quant::ScaleZp s{p.scale, p.zp};
+      std::vector<int32_t> codes;
+      for (float x : quant::read_f32(t)) codes.push_back(quant::quantize_value(x, s, ar));
+      const std::string qn = names.fresh(v + "_quantized");
+      stats.bytes_before += quant::stored_bytes(t);
+      add_tensor(qn, t.shape, cfg.act_type, encode(codes, cfg.act_type));
+      const auto [sn, zn] = act_params(v);
+      const std::string dq_out = names.fresh(v + "_DequantizeLinear_Output");
+      pre.push_back(dq_node(v, qn, sn, zn, dq_out, -1));
+      replaced.push_back(v);
+      return qconsts[v] = dq_out;
+    };
+
+    // Q -> DQ of an activation, after its producer (or at the start for a
+    // graph input). A graph output keeps its name on the DequantizeLinear;
+    // its producer writes a renamed value.
+    std::map<std::string, std::string> remap;  // activation -> DQ output its readers read
+    std::set<size_t> q_nodes;                  // indices in `out` of QuantizeLinear nodes
+    size_t pairs = 0;
+    auto emit_pair = [&](const std::string& v, Node* producer) {
+      const auto [sn, zn] = act_params(v);
+      std::string src = v;
+      std::string dq_out;
+      if (g.is_output(v) && producer) {
+        src = names.fresh(v + "_QuantizeLinear_Input");
+        for (std::string& o : producer->outputs)
+          if (o == v) o = src;
+        dq_out = v;
+      } else {
+        dq_out = names.fresh(v + "_DequantizeLinear_Output");
+        remap[v] = dq_out;
+      }
+      const std::string q_out = names.fresh(v + "_QuantizeLinear_Output");
+      Node q = make_node(names.fresh(v + "_QuantizeLinear"), "QuantizeLinear", {src, sn, zn}, {q_out});
+      q.domain = qdomain;
+      q_nodes.insert(out.size());
+      out.push_back(std::move(q));
+      out.push_back(dq_node(v, q_out, sn, zn, dq_out, -1));
+      ++pairs;
+    };
+
+    for (const ValueInfo& in : g.inputs)
+      if (qvals.count(in.name)) emit_pair(in.name, nullptr);
+    std::map<size_t, const Plan*> plan_of;
+    for (const Plan& p : plans) plan_of[p.node] = &p;
+    ctx.progress.begin(kPass, g.nodes.size(), "nodes");
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      Node n = std::move(g.nodes[i]);
+      auto pit = plan_of.find(i);
+      if (pit != plan_of.end()) {
+        const Plan& p = *pit->second;
+        std::vector<Node> pre;
+        try {
+          for (size_t k : p.acts)
+            if (const_acts.count(n.inputs[k])) n.inputs[k] = quantize_const(n.inputs[k], pre);
+          if (p.weight >= 0) {
+            const std::string w = n.inputs[p.weight];
+            QWeight& qw = quantize_weight(w, p.axis, pre);
+            n.inputs[p.weight] = qw.dq_out;
+            if (p.bias >= 0)
+              n.inputs[p.bias] =
+                  quantize_bias(n.inputs[p.bias], params_of(n.inputs[0]).scale, qw, p.axis, pre);
+          }
+        } catch (const Error& e) {
+          throw Error(quant::node_label(n, i) + ": " + e.what());
+        }
+        for (Node& d : pre) out.push_back(std::move(d));
+      }
+      out.push_back(std::move(n));
+      const size_t at = out.size() - 1;
+      const std::vector<std::string> outs = out[at].outputs;
+      for (const std::string& v : outs)
+        if (!v.empty() && qvals.count(v)) emit_pair(v, &out[at]);
+      ctx.progress.advance(1);
+    }
+    ctx.progress.end();
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (q_nodes.count(i)) continue;
+      for (std::string& in : out[i].inputs) {
+        auto it = remap.find(in);
+        if (it != remap.end()) in = it->second;
+      }
+    }
+    g.nodes = std::move(out);
+    for (Tensor& t : new_tensors) work.tensors.push_back(std::move(t));
+
+    stats.quantized_nodes = plans.size();
+    quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
+    res.metrics["qdq_pairs"] = static_cast<double>(pairs);
+    if (folded_bn) {
+      res.metrics["folded_batchnorm"] = static_cast<double>(folded_bn);
+      res.notes.push_back("quantize-static: folded " + std::to_string(folded_bn) +
+                          " BatchNormalization node(s) into the Conv before them");
+    }
+    res.notes.push_back("quantize-static: " + std::to_string(plans.size()) + " nodes quantized, " +
+                        std::to_string(pairs) + " activations with QuantizeLinear/DequantizeLinear (" +
+                        name_of(cfg.act_type) + " activations, " + name_of(cfg.weight_type) + " weights " +
+                        (any_per_channel ? "per channel" : "per tensor") + "), from " + table.method +
+                        " ranges over " + std::to_string(table.samples) + " samples");
+  }
+};
+
+}  // namespace
+
+PassInfo quantize_static_pass_info() {
+  PassInfo info;
+  info.name = kPass;
+  info.description =
+      "static quantization of ONNX models in QDQ form from calibrated activation ranges, as ONNX Runtime's "
+      "QDQ quantizer writes it (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, pooling and "
+      "data-movement ops)";
+  info.version = 1;
+  info.needs_graph = true;
+  info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"}};
+  using quant::option_spec;
+  const std::vector<std::string> ops = all_ops(false);
+  info.options = {
+      option_spec("activation_type", OptType::Enum, "activation codes", Value::of_string("uint8"),
+                  {"uint8", "int8", "uint16", "int16"}),
+      option_spec("weight_type", OptType::Enum, "weight codes", Value::of_string("int8"),
+                  {"int8", "uint8", "int4", "uint4"}),
+      option_spec("per_channel", OptType::Bool,
+                  "one weight scale per output channel (Conv axis 0, ConvTranspose 1, Gemm transB ? 0 : 1, "
+                  "MatMul the last axis); needs opset 13",
+                  Value::of_bool(false)),
+      option_spec("activation_symmetric", OptType::Bool, "activation ranges symmetric about 0",
+                  Value::of_bool(false)),
+      option_spec("weight_symmetric", OptType::Bool,
+                  "symmetric weights (default: true for int8 and int4, false for uint8 and uint4)"),
+      option_spec("reduce_range", OptType::Bool, "7-bit weight range (for CPUs without VNNI)",
+                  Value::of_bool(false)),
+      option_spec("format", OptType::Enum,
+                  "qdq: QuantizeLinear/DequantizeLinear around float ops (qoperator is not implemented yet "
+                  "and is refused)",
+                  Value::of_string("qdq"), {"qdq", "qoperator"}),
+      option_spec("op_types", OptType::List,
+                  "op types to quantize (default: all but Sigmoid, Softmax and Tanh, which get fixed output "
+                  "ranges when listed)",
+                  quant::string_list(all_ops(true)), ops),
+      option_spec("exclude_op_types", OptType::List, "op types to leave in float", {}, ops),
+      option_spec("exclude_nodes", OptType::List, "node names to leave in float"),
+      option_spec(
+          "fold_batchnorm", OptType::Bool,
+          "fold BatchNormalization into the Conv before it first (as ONNX Runtime's pre-processing does)",
+          Value::of_bool(true)),
+      option_spec("fold_relu", OptType::Bool,
+                  "Relu/Clip right after a quantized op: quantize only the activation's output",
+                  Value::of_bool(true)),
+      option_spec("qdq_domain", OptType::Enum,
+                  "ai.onnx: standard Q/DQ (opset raised to 13 for per-channel, 21 for 16- and 4-bit types); "
+                  "com.microsoft: ONNX Runtime's Q/DQ at the model's opset",
+                  Value::of_string("ai.onnx"), {"ai.onnx", "com.microsoft"}),
+  };
+  for (auto& o : info.options)
+    o.unordered = o.name == "op_types" || o.name == "exclude_op_types" || o.name == "exclude_nodes";
+  info.validate = quant::validate_hook(check_options);
+  info.factory = [] { return std::unique_ptr<Pass>(new QuantizeStaticPass()); };
+  return info;
+}
+
+}  // namespace qforge::passes

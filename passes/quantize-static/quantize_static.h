@@ -1,0 +1,35 @@
+// quantize-static: ONNX static quantization in QDQ form, as ONNX Runtime's
+// QDQ quantizer writes it, from the activation ranges a `calibrate` step
+// measured (a ranges/1 Table, passes/common/range_table.h).
+//
+//  * Activations read or produced by a quantized node get a
+//    QuantizeLinear -> DequantizeLinear pair (one per value, shared by every
+//    reader); scale and zero point come from the value's calibrated range
+//    (widened to include 0), in `activation_type`.
+//  * Weights (Conv, ConvTranspose, Gemm B, MatMul's constant B) are stored
+//    quantized in `weight_type` with a DequantizeLinear, per tensor or per
+//    channel along the op's output-channel axis (Conv 0, ConvTranspose 1,
+//    Gemm transB ? 0 : 1, MatMul the last axis); biases become int32 with
+//    scale = input scale x weight scale and zero point 0.
+//  * Ops that move values without changing them (Reshape, Transpose,
+//    MaxPool, ...) and Concat share one scale and zero point between their
+//    inputs and output (the union of the ranges); Sigmoid, Softmax and Tanh,
+//    when listed in `op_types`, get fixed output ranges.
+//  * 16- and 4-bit types need opset 21 in the default domain, per-channel
+//    scales opset 13: the pass raises the opset (refusing with the node's
+//    name when an op changed form in between), or writes com.microsoft Q/DQ
+//    at the model's opset with `qdq_domain = "com.microsoft"`.
+//
+// The op table in pass.cc says, per op type, which inputs are quantized,
+// which share parameters and where the weight's channel axis is. Nodes left
+// alone are listed in PassResult::skipped with the reason. docs/manifest.md
+// lists the options.
+#pragma once
+
+#include "qforge/pass.h"
+
+namespace qforge::passes {
+
+PassInfo quantize_static_pass_info();
+
+}  // namespace qforge::passes

@@ -293,6 +293,80 @@ TEST_CASE("cpu executor: ArgMax/ArgMin (select_last_index), TopK ties, CumSum ex
   CHECK(values<float>(s.one()) == std::vector<float>{8, 10, 5, 6, 0, 0});
 }
 
+TEST_CASE("cpu executor: Einsum with repeated labels, implicit output, three operands and broadcasting '...'",
+          "[executor][ops_gather]") {
+  const std::vector<float> m = iota_f(9, 1);  // [[1,2,3],[4,5,6],[7,8,9]]
+  SECTION("a diagonal and a trace") {
+    NodeRun d{"Einsum", 12, {Attribute::of_string("equation", "ii->i")}, {f32({3, 3}, m)}};
+    CHECK(values<float>(d.one()) == std::vector<float>{1, 5, 9});
+    NodeRun tr{"Einsum", 12, {Attribute::of_string("equation", "ii")}, {f32({3, 3}, m)}};
+    const RunValue t = tr.one();
+    CHECK(t.shape.empty());
+    CHECK(values<float>(t) == std::vector<float>{15});
+    // A repeated label with a third one kept: x[i, i, j] -> [i, j].
+    NodeRun dj{"Einsum", 12, {Attribute::of_string("equation", "iij->ji")}, {f32({2, 2, 2}, iota_f(8))}};
+    CHECK(values<float>(dj.one()) == std::vector<float>{0, 6, 1, 7});
+  }
+  SECTION("implicit output: labels seen once, alphabetically") {
+    NodeRun r{
+        "Einsum", 12, {Attribute::of_string("equation", "ij,jk")}, {f32({2, 3}, iota_f(6)), f32({3, 3}, m)}};
+    const RunValue y = r.one();
+    CHECK(y.shape == std::vector<int64_t>{2, 3});
+    CHECK(values<float>(y) == std::vector<float>{18, 21, 24, 54, 66, 78});
+    NodeRun t{"Einsum", 12, {Attribute::of_string("equation", "ba")}, {f32({2, 3}, iota_f(6))}};
+    CHECK(t.one().shape == std::vector<int64_t>{3, 2});
+    // Upper-case letters are labels too (and sort before lower case).
+    NodeRun u{"Einsum", 12, {Attribute::of_string("equation", "aZ")}, {f32({2, 3}, iota_f(6))}};
+    const RunValue ut = u.one();
+    CHECK(ut.shape == std::vector<int64_t>{3, 2});
+    CHECK(values<float>(ut) == std::vector<float>{0, 3, 1, 4, 2, 5});
+  }
+  SECTION("three operands, and a label summed inside one operand") {
+    NodeRun r{"Einsum",
+              12,
+              {Attribute::of_string("equation", "ij,jk,kl->il")},
+              {f32({1, 2}, {1, 2}), f32({2, 2}, {1, 0, 0, 1}), f32({2, 1}, {3, 4})}};
+    CHECK(values<float>(r.one()) == std::vector<float>{11});
+    NodeRun s{"Einsum",
+              12,
+              {Attribute::of_string("equation", "ij,k->k")},
+              {f32({2, 2}, {1, 2, 3, 4}), f32({2}, {1, 2})}};
+    CHECK(values<float>(s.one()) == std::vector<float>{10, 20});
+  }
+  SECTION("'...' broadcasts batch dimensions") {
+    // [2, 1, 2, 3] x [3, 3, 1] -> [2, 3, 2, 1]
+    const std::vector<float> a = iota_f(12), b = iota_f(9, 1);
+    NodeRun r{"Einsum",
+              12,
+              {Attribute::of_string("equation", "...ij,...jk->...ik")},
+              {f32({2, 1, 2, 3}, a), f32({3, 3, 1}, b)}};
+    const RunValue y = r.one();
+    CHECK(y.shape == std::vector<int64_t>{2, 3, 2, 1});
+    std::vector<double> want;
+    for (int p = 0; p < 2; ++p)
+      for (int q = 0; q < 3; ++q)
+        for (int i = 0; i < 2; ++i) {
+          double s = 0;
+          for (int j = 0; j < 3; ++j) s += a[p * 6 + i * 3 + j] * b[q * 3 + j];
+          want.push_back(s);
+        }
+    check_close(values<float>(y), want);
+    // Implicit output with '...': the ellipsis first.
+    NodeRun t{"Einsum", 12, {Attribute::of_string("equation", "...ij->...ji")}, {f32({2, 1, 2, 3}, a)}};
+    CHECK(t.one().shape == std::vector<int64_t>{2, 1, 3, 2});
+  }
+  SECTION("errors") {
+    NodeRun r{"Einsum",
+              12,
+              {Attribute::of_string("equation", "ij,jk->ik")},
+              {f32({2, 3}, iota_f(6)), f32({2, 2}, iota_f(4))}};
+    NamedValues out;
+    const Status st = r.run(out);
+    REQUIRE_FALSE(st.ok);
+    CHECK_THAT(st.message, Contains("index 'j' has different sizes"));
+  }
+}
+
 TEST_CASE(
     "cpu executor: LayerNormalization's axis, broadcast Scale, Mean and InvStdDev, BatchNormalization "
     "in both modes",

@@ -2,6 +2,7 @@
 // operand, then operands contracted pairwise as batched matrix products
 // through oneDNN (f32), the result permuted into the output's order.
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <map>
 #include <set>
@@ -33,6 +34,31 @@ Term permute(const Term& x, const std::string& letters) {
     st[i] = xs[j];
   }
   o.data.resize(x.data.size());
+  std::vector<int64_t> pos(r + 1, 0);
+  for (size_t i = 0; i < o.data.size(); ++i) {
+    int64_t off = 0;
+    for (size_t d = 0; d < r; ++d) off += pos[d] * st[d];
+    o.data[i] = x.data[off];
+    for (size_t d = r; d-- > 0;) {
+      if (++pos[d] < o.shape[d]) break;
+      pos[d] = 0;
+    }
+  }
+  return o;
+}
+
+// x with its size-1 dimension `letter` repeated `size` times (numpy's
+// broadcasting of the dimensions under '...').
+Term broadcast(const Term& x, char letter, int64_t size) {
+  const size_t at = x.letters.find(letter);
+  Term o;
+  o.letters = x.letters;
+  o.shape = x.shape;
+  o.shape[at] = size;
+  std::vector<int64_t> st = strides_of(x.shape);
+  st[at] = 0;
+  o.data.resize(numel_of(o.shape));
+  const size_t r = o.shape.size();
   std::vector<int64_t> pos(r + 1, 0);
   for (size_t i = 0; i < o.data.size(); ++i) {
     int64_t off = 0;
@@ -136,7 +162,9 @@ void einsum(KernelContext& ctx) {
   if (specs.size() != ctx.num_inputs())
     throw Error("equation '" + eq + "' names " + std::to_string(specs.size()) + " operands, the node has " +
                 std::to_string(ctx.num_inputs()));
-  // Ellipses become upper-case letters (the equation uses lower-case ones).
+  // The dimensions under '...' become the characters 1, 2, ... (right-aligned
+  // across operands), apart from every letter of the equation.
+  auto ell_char = [](size_t j, size_t er) { return static_cast<char>(1 + 32 - er + j); };
   size_t ell_rank = 0;
   std::vector<Term> terms;
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -151,7 +179,8 @@ void einsum(KernelContext& ctx) {
     std::string ls = specs[i];
     if (dots != std::string::npos) {
       std::string e;
-      for (size_t j = 0; j < er; ++j) e += static_cast<char>('Z' - (er - 1 - j));
+      if (er > 32) unsupported("Einsum with more than 32 dimensions under '...'");
+      for (size_t j = 0; j < er; ++j) e += ell_char(j, er);
       ls = ls.substr(0, dots) + e + ls.substr(dots + 3);
     }
     Term t;
@@ -161,20 +190,37 @@ void einsum(KernelContext& ctx) {
     terms.push_back(std::move(t));
   }
   std::string ell;
-  for (size_t j = 0; j < ell_rank; ++j) ell += static_cast<char>('Z' - (ell_rank - 1 - j));
+  for (size_t j = 0; j < ell_rank; ++j) ell += ell_char(j, ell_rank);
+  // A size-1 dimension under '...' broadcasts against the other operands'.
+  for (char c : ell) {
+    int64_t size = 1;
+    for (const Term& t : terms) {
+      const size_t at = t.letters.find(c);
+      if (at == std::string::npos || t.shape[at] == 1) continue;
+      if (size != 1 && t.shape[at] != size)
+        throw Error("the dimensions under '...' do not broadcast: " + std::to_string(size) + " and " +
+                    std::to_string(t.shape[at]));
+      size = t.shape[at];
+    }
+    for (Term& t : terms) {
+      const size_t at = t.letters.find(c);
+      if (at != std::string::npos && t.shape[at] == 1 && size != 1) t = broadcast(t, c, size);
+    }
+  }
   std::string out;
   if (arrow != std::string::npos) {
     out = eq.substr(arrow + 2);
     const size_t dots = out.find("...");
     if (dots != std::string::npos) out = out.substr(0, dots) + ell + out.substr(dots + 3);
   } else {
-    // Implicit output: the ellipsis, then letters appearing once, in order.
+    // Implicit output: the ellipsis, then letters appearing once, in order
+    // (upper case before lower case, as numpy).
     std::map<char, int> count;
     for (const Term& t : terms)
       for (char c : t.letters) ++count[c];
     out = ell;
     for (const auto& [c, n] : count)
-      if (n == 1 && (c < 'A' || c > 'Z')) out += c;
+      if (n == 1 && std::isalpha(static_cast<unsigned char>(c))) out += c;
   }
   // Reduce each operand to what later operands or the output need, then fold.
   auto needed_after = [&](size_t i, const std::string& extra) {

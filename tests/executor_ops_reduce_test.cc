@@ -418,6 +418,82 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "cpu executor: Resize modes on a small image, sizes with axes and aspect ratio, antialias, Upsample",
+    "[executor][ops_resize]") {
+  const RunValue img = f32({1, 1, 2, 2}, {1, 2, 3, 4});
+  const std::optional<RunValue> none;
+  auto attrs = [](std::string mode, std::string ctm) {
+    return std::vector<Attribute>{Attribute::of_string("mode", std::move(mode)),
+                                  Attribute::of_string("coordinate_transformation_mode", std::move(ctm))};
+  };
+  SECTION("nearest, asymmetric, x2") {
+    NodeRun r{"Resize", 13, attrs("nearest", "asymmetric"), {img, none, f32({4}, {1, 1, 2, 2})}};
+    const RunValue y = r.one();
+    CHECK(y.shape == std::vector<int64_t>{1, 1, 4, 4});
+    CHECK(values<float>(y) == std::vector<float>{1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4});
+  }
+  SECTION("linear, half_pixel, x2 (edges clamp)") {
+    NodeRun r{"Resize", 13, attrs("linear", "half_pixel"), {img, none, f32({4}, {1, 1, 2, 2})}};
+    check_close(values<float>(r.one()),
+                {1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4});
+  }
+  SECTION("linear, align_corners, to sizes 3x3") {
+    NodeRun r{"Resize", 13, attrs("linear", "align_corners"), {img, none, none, i64({4}, {1, 1, 3, 3})}};
+    check_close(values<float>(r.one()), {1, 1.5, 2, 2, 2.5, 3, 3, 3.5, 4});
+  }
+  SECTION("cubic reads the edge element past the edges; tf_crop_and_resize extrapolates outside the roi") {
+    NodeRun r{"Resize",
+              13,
+              attrs("cubic", "align_corners"),
+              {f32({1, 4}, {0, 1, 2, 3}), none, none, i64({2}, {1, 7})}};
+    // (values from ONNX's reference implementation)
+    check_close(values<float>(r.one()), {0, 0.40625, 1, 1.5, 2, 2.59375, 3}, 1e-5);
+    std::vector<Attribute> a = attrs("linear", "tf_crop_and_resize");
+    a.push_back(Attribute::of_float("extrapolation_value", -7));
+    NodeRun c{
+        "Resize", 13, a, {f32({1, 4}, {0, 1, 2, 3}), f32({4}, {0, -0.5f, 1, 1}), none, i64({2}, {1, 3})}};
+    check_close(values<float>(c.one()), {-7, 0.75, 3});
+  }
+  SECTION("opset 18: axes, sizes with not_larger, antialias") {
+    std::vector<Attribute> a = attrs("nearest", "asymmetric");
+    a.push_back(Attribute::of_ints("axes", {2, 3}));
+    a.push_back(Attribute::of_string("keep_aspect_ratio_policy", "not_larger"));
+    NodeRun r{"Resize", 18, a, {f32({1, 1, 2, 4}, iota_f(8)), none, none, i64({2}, {2, 2})}};
+    const RunValue y = r.one();
+    CHECK(y.shape == std::vector<int64_t>{1, 1, 1, 2});  // scale min(1, 0.5)
+    CHECK(values<float>(y) == std::vector<float>{0, 2});
+    std::vector<Attribute> aa = attrs("linear", "half_pixel");
+    aa.push_back(Attribute::of_int("antialias", 1));
+    NodeRun s{"Resize", 18, aa, {f32({1, 4}, {1, 2, 3, 4}), none, f32({2}, {1, 0.5f})}};
+    // The triangle filter widened to 4 taps: weights 1/8, 3/8, 3/8, 1/8.
+    check_close(values<float>(s.one()), {1.625, 3.375});
+  }
+  SECTION("Resize-10 and Upsample: asymmetric nearest") {
+    NodeRun r{"Resize", 10, {}, {f32({1, 4}, {1, 2, 3, 4}), f32({2}, {1, 0.6f})}};
+    CHECK(values<float>(r.one()) == std::vector<float>{1, 3});  // shrinking rounds up
+    NodeRun u{"Upsample", 7, {Attribute::of_floats("scales", {1, 2})}, {f32({1, 2}, {1, 2})}};
+    CHECK(values<float>(u.one()) == std::vector<float>{1, 1, 2, 2});
+    NodeRun u9{
+        "Upsample", 9, {Attribute::of_string("mode", "linear")}, {f32({1, 2}, {1, 2}), f32({2}, {1, 2})}};
+    CHECK(values<float>(u9.one()) == std::vector<float>{1, 1.5, 2, 2});
+  }
+  SECTION("unsupported values are errors") {
+    NodeRun r{"Resize", 13, attrs("area", "half_pixel"), {img, none, f32({4}, {1, 1, 2, 2})}};
+    NamedValues out;
+    Status st = r.run(out);
+    REQUIRE_FALSE(st.ok);
+    CHECK_THAT(st.message, Contains("mode='area' is not supported"));
+    NodeRun b{"Resize",
+              13,
+              attrs("nearest", "half_pixel"),
+              {img, none, f32({4}, {1, 1, 2, 2}), i64({4}, {1, 1, 4, 4})}};
+    st = b.run(out);
+    REQUIRE_FALSE(st.ok);
+    CHECK_THAT(st.message, Contains("exactly one of scales and sizes"));
+  }
+}
+
+TEST_CASE(
     "cpu executor: the vectorized rows (Softmax, Reduce*, LayerNormalization) at odd lengths, -inf and NaN",
     "[executor][ops_reduce]") {
   SECTION("reductions over leading axes: column blocks, float partial sums per 64 rows") {

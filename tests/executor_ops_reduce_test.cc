@@ -355,6 +355,18 @@ TEST_CASE("cpu executor: Einsum with repeated labels, implicit output, three ope
     NodeRun t{"Einsum", 12, {Attribute::of_string("equation", "...ij->...ji")}, {f32({2, 1, 2, 3}, a)}};
     CHECK(t.one().shape == std::vector<int64_t>{2, 1, 3, 2});
   }
+  SECTION("float64 and int64 operands") {
+    NodeRun d{
+        "Einsum",
+        12,
+        {Attribute::of_string("equation", "ij,jk->ik")},
+        {tensor<double>(ElemType::F64, {1, 2}, {0.5, 2}), tensor<double>(ElemType::F64, {2, 1}, {4, 0.25})}};
+    const RunValue y = d.one();
+    CHECK(y.type == ElemType::F64);
+    CHECK(values<double>(y) == std::vector<double>{2.5});
+    NodeRun t{"Einsum", 12, {Attribute::of_string("equation", "ii")}, {i64({2, 2}, {1, 2, 3, 4})}};
+    CHECK(values<int64_t>(t.one()) == std::vector<int64_t>{5});
+  }
   SECTION("errors") {
     NodeRun r{"Einsum",
               12,

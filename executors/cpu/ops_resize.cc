@@ -19,6 +19,8 @@ struct ResizeAttrs {
   float cubic_a = -0.75f, extrapolation = 0.f;
   bool exclude_outside = false;
   bool from_scales = false;
+  bool antialias = false;  // linear/cubic: the filter widened by 1/scale when shrinking (opset 18)
+  bool simple = false;     // Resize-10: nearest rounds down, or up when shrinking
 };
 
 double to_original(const ResizeAttrs& a, double x, double scale, int64_t in, int64_t out, double roi_start,
@@ -46,12 +48,57 @@ double to_original(const ResizeAttrs& a, double x, double scale, int64_t in, int
   unsupported("Resize coordinate_transformation_mode='" + m + "'");
 }
 
-std::vector<Tap> taps_for(const ResizeAttrs& a, double x, int64_t in) {
+// Antialiased linear/cubic taps (ONNX's reference): the kernel stretched by
+// 1/scale when shrinking, normalized to sum 1. The taps start left of x (an
+// integral x counts as ratio 1 from its left neighbour).
+std::vector<Tap> antialias_taps(const ResizeAttrs& a, double x, double scale, int64_t in) {
+  const double s = std::min(scale, 1.0);
+  const double f = std::floor(x);
+  const int64_t base = static_cast<int64_t>(f) - (x == f ? 1 : 0);
+  const double ratio = x == f ? 1.0 : x - f;
+  const bool linear = a.mode == "linear";
+  const int64_t first = static_cast<int64_t>(std::floor((linear ? -1.0 : -2.0) / s) + 1);
+  const double A = a.cubic_a;
+  auto kernel = [&](double t) {
+    t = std::fabs(t);
+    if (linear) return std::max(0.0, 1 - t);
+    if (t <= 1) return ((A + 2) * t - (A + 3)) * t * t + 1;
+    if (t < 2) return ((A * t - 5 * A) * t + 8 * A) * t - 4 * A;
+    return 0.0;
+  };
+  std::vector<double> w;
+  double sum = 0;
+  for (int64_t k = first; k < 2 - first; ++k) {
+    w.push_back(kernel(s * (static_cast<double>(k) - ratio)));
+    sum += w.back();
+  }
+  for (double& v : w) v /= sum;
+  if (a.exclude_outside) {
+    double kept = 0;
+    for (size_t k = 0; k < w.size(); ++k) {
+      const int64_t idx = base + first + static_cast<int64_t>(k);
+      if (idx < 0 || idx >= in) w[k] = 0;
+      kept += w[k];
+    }
+    for (double& v : w) v /= kept;
+  }
+  std::vector<Tap> taps;
+  for (size_t k = 0; k < w.size(); ++k)
+    if (w[k] != 0)
+      taps.push_back(
+          {std::clamp<int64_t>(base + first + static_cast<int64_t>(k), 0, in - 1), static_cast<float>(w[k])});
+  return taps;
+}
+
+std::vector<Tap> taps_for(const ResizeAttrs& a, double x, double scale, int64_t in) {
   if (a.coord == "tf_crop_and_resize" && (x < 0 || x > static_cast<double>(in - 1))) return {{-1, 1.f}};
+  if (a.antialias && a.mode != "nearest") return antialias_taps(a, x, scale, in);
   if (a.mode == "nearest") {
     double r;
     const std::string& nm = a.nearest;
-    if (nm == "round_prefer_floor")
+    if (a.simple)
+      r = scale < 1 ? std::ceil(x) : std::floor(x);
+    else if (nm == "round_prefer_floor")
       r = (x - std::floor(x) == 0.5) ? std::floor(x) : std::round(x);
     else if (nm == "round_prefer_ceil")
       r = std::round(x);
@@ -120,6 +167,7 @@ void resize(KernelContext& ctx, bool upsample) {
     // Upsample and Resize-10: asymmetric coordinates, scales only.
     a.coord = "asymmetric";
     a.nearest = "floor";
+    a.simple = !upsample;
     if (upsample && ctx.opset < 9)
       scales = attr_floats(ctx.node, "scales");
     else
@@ -131,7 +179,7 @@ void resize(KernelContext& ctx, bool upsample) {
     a.cubic_a = attr_float(ctx.node, "cubic_coeff_a", -0.75f);
     a.exclude_outside = attr_int(ctx.node, "exclude_outside", 0) != 0;
     a.extrapolation = attr_float(ctx.node, "extrapolation_value", 0.f);
-    if (attr_int(ctx.node, "antialias", 0) != 0) unsupported("Resize antialias=1");
+    a.antialias = ctx.opset >= 18 && attr_int(ctx.node, "antialias", 0) != 0;
     if (ctx.has_input(1) && ctx.input(1).numel() > 0) {
       const std::vector<float> rf = floats_of(ctx.input(1), "roi");
       roi.assign(rf.begin(), rf.end());
@@ -194,7 +242,7 @@ void resize(KernelContext& ctx, bool upsample) {
         continue;
       }
       const double xo = to_original(a, static_cast<double>(o), scale[d], x.shape[d], out[d], rs, re);
-      taps[d][o] = taps_for(a, xo, x.shape[d]);
+      taps[d][o] = taps_for(a, xo, scale[d], x.shape[d]);
     }
   }
   if (x.type != ElemType::F32) unsupported("Resize of " + describe(x));

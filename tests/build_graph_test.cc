@@ -529,5 +529,6 @@ TEST_CASE("an ordered list's order is part of the key, a set's is not", "[build]
 TEST_CASE("a pass that runs the model needs an executor, said at plan time", "[build][graph]") {
   Fixture fx(register_graph_passes);  // a registry with no executor
   fx.write("qforge.toml", manifest_with(target("a", R"({ pass = "runs-model" })")));
-  CHECK_THAT(fx.plan_errors(), Catch::Contains("6:23: error: pass 'runs-model' runs the model, and no executor is registered"));
+  CHECK_THAT(fx.plan_errors(),
+             Catch::Contains("6:23: error: pass 'runs-model' runs the model, and no executor is registered"));
 }

@@ -741,8 +741,9 @@ class Planner {
         mine.error(s.loc, "pass '" + s.pass +
                               "' needs a hardware profile: set profile = \"...\" on target '" + t.name + "'");
       if (info->needs_executor && !plan_.executor)
-        mine.error(s.loc, "pass '" + s.pass + "' runs the model, and no executor is registered (the built-in 'cpu' "
-                          "executor, or the one [build] executor names)");
+        mine.error(s.loc, "pass '" + s.pass +
+                              "' runs the model, and no executor is registered (the built-in 'cpu' "
+                              "executor, or the one [build] executor names)");
       if (info->needs_graph && p.src && p.src->name() == "gguf")
         mine.error(s.loc, "pass '" + s.pass + "' needs a graph, and model '" + t.model + "' (GGUF) has none");
       const size_t table_inputs = info->inputs.size();
@@ -778,7 +779,8 @@ class Planner {
       Hasher h;
       h.field("pass").field(info->name).field(std::to_string(info->version)).field(canonical(keyed));
       if (info->needs_profile && profile) h.field(profile->digest);
-      if (info->needs_executor) h.field("executor " + (plan_.executor ? plan_.executor->name() : std::string("none")));
+      if (info->needs_executor)
+        h.field("executor " + (plan_.executor ? plan_.executor->name() : std::string("none")));
       std::string inputs_text;
       for (int in : inputs) {
         h.field(in < 0 ? "-" : plan_.nodes[in].key);

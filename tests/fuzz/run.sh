@@ -25,7 +25,7 @@ incs="-I$root/pipeline/include -I$root/formats -I$root/plugins"
 compile() {  # compile NAME SOURCE
   [ -f "$out/$1.o" ] && [ "$out/$1.o" -nt "$2" ] || $CXX $flags $defs $incs -c "$2" -o "$out/$1.o"
 }
-for f in types model npy npz dataset manifest diag value graph atomic_file; do
+for f in types model npy npz dataset image manifest diag value graph atomic_file; do
   compile "$f" "$root/pipeline/src/$f.cc"
 done
 for f in "$root"/formats/gguf/reader.cc "$root"/formats/gguf/writer.cc; do
@@ -46,14 +46,14 @@ fi
 core="$out/types.o $out/model.o $out/atomic_file.o"
 for name in $names; do
   case $name in
-    npy|npz|tensor_pb) objs="$core $out/npy.o $out/npz.o $out/dataset.o" ;;
+    npy|npz|tensor_pb) objs="$core $out/npy.o $out/npz.o $out/dataset.o $out/image.o" ;;
     gguf) objs="$core $out/value.o $out/gguf_reader.o $out/gguf_writer.o" ;;
     manifest) objs="$out/types.o $out/manifest.o $out/diag.o $out/value.o" ;;
     onnx) objs="$core $out/value.o $out/graph.o $onnx_objs" ;;
     safetensors) objs="$core $out/st_format.o $out/st_reader.o $out/st_writer.o $out/st_metadata.o" ;;
   esac
   $CXX $flags $defs $incs -o "$out/fuzz_$name" "$here/fuzz_$name.cc" $objs \
-    -lfmt -lonnx -lonnx_proto -lprotobuf -lz -ltomlplusplus -lboost_filesystem
+    -lfmt -lstb -lonnx -lonnx_proto -lprotobuf -lz -ltomlplusplus -lboost_filesystem
 done
 if [ "$secs" -gt 0 ]; then
   for name in $names; do

@@ -336,12 +336,17 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // OpenMP (oneDNN's threads and the cpu executor's loops) reads OMP_WAIT_POLICY
-  // once, when the process starts. Its default spins waiting threads, which on a
-  // busy machine makes a run 10 to 100 times slower (executors/cpu/README.md,
-  // "Threads"); unless the caller chose a policy, qforge re-executes itself once
-  // with the passive one.
-  if (!std::getenv("OMP_WAIT_POLICY") && ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
+  // OpenMP (oneDNN's threads and the cpu executor's loops) reads its wait
+  // settings once, when the process starts. Spinning forever (its ACTIVE
+  // policy) makes runs on a busy machine 10 to 100 times slower; sleeping at
+  // once (PASSIVE) makes every parallel region wake threads, 4x slower on a
+  // quiet one (measured on the PP-OCR classifier, executors/cpu/README.md,
+  // "Threads"). Unless the caller chose, qforge re-executes itself once with a
+  // short spin (GOMP_SPINCOUNT=2000) before sleeping: 0.116 s quiet (ACTIVE
+  // 0.18, PASSIVE 0.50) and 1.0 s with two runs sharing the cores (ACTIVE 5.8).
+  // The test runner sets PASSIVE, for ctest's parallel jobs.
+  if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT") &&
+      ::setenv("GOMP_SPINCOUNT", "2000", 1) == 0)
     ::execv("/proc/self/exe", argv);  // returns only on failure: go on as we are
 
   CLI::App app{"qforge: a build tool for quantized models"};

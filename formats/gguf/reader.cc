@@ -29,23 +29,7 @@ std::string hex_bytes(const uint8_t* p, size_t n) {
   return s;
 }
 
-// Printable form of bytes from the file (for messages): non-printable bytes as \xNN,
-// long strings cut.
-std::string printable(const std::string& s, size_t max = 80) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < max; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (s.size() > max) out += "...";
-  return out;
-}
+using qforge::printable;  // qforge/types.h
 
 std::string u64s(uint64_t v) { return std::to_string(v); }
 

@@ -67,22 +67,6 @@ std::string dtype_list() {
   return s;
 }
 
-std::string printable(const std::string& s, size_t max) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < max; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (s.size() > max) out += "...";
-  return out;
-}
-
 std::string json_quote(const std::string& s) {
   std::string o;
   o.reserve(s.size() + 2);

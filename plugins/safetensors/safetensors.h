@@ -62,9 +62,8 @@ bool known_unsupported_dtype(std::string_view name);
 // "F64, F32, ..." for messages.
 std::string dtype_list();
 
+using qforge::printable;      // qforge/types.h
 using qforge::utf8_error_at;  // qforge/types.h
-// Bytes from a file, printable (non-printable bytes as \xNN), cut after `max`.
-std::string printable(const std::string& s, size_t max = 80);
 // `s` as a JSON string literal, with serde_json's escapes (UTF-8 passes through).
 std::string json_quote(const std::string& s);
 

@@ -99,4 +99,8 @@ std::string shape_str(const std::vector<int64_t>& shape);
 // and code points past U+10FFFF included), or std::string::npos when it is valid.
 size_t utf8_error_at(const std::string& s);
 
+// Bytes read from a file, for messages: non-printable bytes and '\' as \xNN,
+// cut after `max` bytes with "..." (the GGUF reader and the safetensors plugin).
+std::string printable(const std::string& s, size_t max = 80);
+
 }  // namespace qforge

@@ -71,24 +71,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-StepLog log_of(const CacheEntry& e) {
-  StepLog l;
-  l.metrics = e.metrics;
-  l.notes = e.notes;
-  l.warnings = e.warnings;
-  for (const auto& s : e.skipped) l.skipped.push_back({s.pass, s.reason, s.what});
-  return l;
-}
-
-CacheEntry entry_of(const StepLog& l) {
-  CacheEntry e;
-  e.metrics = l.metrics;
-  e.notes = l.notes;
-  e.warnings = l.warnings;
-  for (const auto& s : l.skipped) e.skipped.push_back({s.pass, s.reason, s.what});
-  return e;
-}
-
 // Every node `node` depends on, itself included, in plan order.
 std::vector<int> ancestors(const Plan& plan, int node) {
   std::set<int> seen;
@@ -303,7 +285,7 @@ class Builder {
       }
       if (entry) {
         s.entry = entry;
-        s.log = log_of(*entry);
+        s.log = entry->log;
         s.bpw = entry->bits_per_weight;
         continue;
       }
@@ -476,7 +458,7 @@ class Builder {
     try {
       if (load) {
         std::tie(model, table) = load_node(i);
-        log = log_of(*st_[i].entry);
+        log = st_[i].entry->log;
       } else if (n.kind == PlanNode::Kind::Import) {
         auto m = std::make_shared<Model>();
         Status s = n.format->import_model(n.path, *m);
@@ -567,7 +549,8 @@ class Builder {
   void store_node(size_t i, const std::shared_ptr<const Model>& model,
                   const std::shared_ptr<const Table>& table, const StepLog& log, double seconds) {
     const PlanNode& n = plan_.nodes[i];
-    CacheEntry e = entry_of(log);
+    CacheEntry e;
+    e.log = log;
     e.seconds = seconds;
     if (table) {
       cache_->store_bytes(n.key, table->to_bytes(), e);
@@ -645,7 +628,8 @@ class Builder {
       bpw = bits_per_weight(input, it == imports_.end() ? nullptr : it->second.get());
     }
     if (cache_) {
-      CacheEntry e = entry_of(log);
+      CacheEntry e;
+      e.log = log;
       e.files.push_back({"", stats_.digest(n.artifact), fs::file_size(n.artifact)});
       std::error_code ec;
       if (fs::is_regular_file(n.artifact + ".data", ec))

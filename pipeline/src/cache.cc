@@ -127,26 +127,26 @@ std::optional<CacheEntry> Cache::lookup(const std::string& key, std::string* why
       std::string name;
       double v = 0;
       ls >> name >> v;
-      e.metrics[name] = v;
+      e.log.metrics[name] = v;
     } else if (kind == "note") {
       std::string rest;
       std::getline(ls, rest);
-      e.notes.push_back(rest.empty() ? rest : rest.substr(1));
+      e.log.notes.push_back(rest.empty() ? rest : rest.substr(1));
     } else if (kind == "warning") {
       std::string rest;
       std::getline(ls, rest);
-      e.warnings.push_back(rest.empty() ? rest : rest.substr(1));
+      e.log.warnings.push_back(rest.empty() ? rest : rest.substr(1));
     } else if (kind == "skip") {
       std::string rest;
       std::getline(ls, rest);
       if (!rest.empty()) rest = rest.substr(1);
-      CacheEntry::Skip sk;
+      SkipRecord sk;
       size_t a = rest.find('\t'), b = a == std::string::npos ? a : rest.find('\t', a + 1);
       if (b != std::string::npos) {
         sk.pass = rest.substr(0, a);
         sk.reason = rest.substr(a + 1, b - a - 1);
         sk.what = rest.substr(b + 1);
-        e.skipped.push_back(sk);
+        e.log.skipped.push_back(sk);
       }
     } else if (kind == "bpw") {
       ls >> e.bits_per_weight;
@@ -168,13 +168,13 @@ std::string record_text(const CacheEntry& entry) {
   for (const auto& f : entry.files)
     os << "file " << f.digest.hex() << " " << f.size << " " << (f.suffix.empty() ? "-" : f.suffix) << "\n";
   char buf[64];
-  for (const auto& [k, v] : entry.metrics) {
+  for (const auto& [k, v] : entry.log.metrics) {
     std::snprintf(buf, sizeof buf, "%.17g", v);
     os << "metric " << k << " " << buf << "\n";
   }
-  for (const auto& n : entry.notes) os << "note " << one_line(n) << "\n";
-  for (const auto& w : entry.warnings) os << "warning " << one_line(w) << "\n";
-  for (const auto& s : entry.skipped)
+  for (const auto& n : entry.log.notes) os << "note " << one_line(n) << "\n";
+  for (const auto& w : entry.log.warnings) os << "warning " << one_line(w) << "\n";
+  for (const auto& s : entry.log.skipped)
     os << "skip " << one_line(s.pass) << "\t" << one_line(s.reason) << "\t" << one_line(s.what) << "\n";
   std::snprintf(buf, sizeof buf, "%.17g", entry.bits_per_weight);
   os << "bpw " << buf << "\n";

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "qforge/cache.h"
 #include "qforge/dataset.h"
 #include "qforge/diag.h"
 #include "qforge/format.h"
@@ -105,21 +106,6 @@ struct BuildOptions {
   bool strict = false;  // warnings are errors (also [build] strict)
   bool write_report = true;
   bool quiet = false;
-};
-
-// What a step left alone, attributed to its pass.
-struct SkipRecord {
-  std::string pass, reason, what;
-};
-
-// What the steps behind a result said: metrics, notes, warnings, skips, in
-// step order (a cached result carries what its steps said when they ran).
-struct StepLog {
-  std::map<std::string, double> metrics;
-  std::vector<std::string> notes;
-  std::vector<std::string> warnings;
-  std::vector<SkipRecord> skipped;
-  void merge(const StepLog& other);  // appends what `other` has that this lacks
 };
 
 struct TargetResult {

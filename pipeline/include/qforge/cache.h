@@ -19,22 +19,30 @@
 
 namespace qforge {
 
+// What a step left alone, attributed to its pass.
+struct SkipRecord {
+  std::string pass, reason, what;
+};
+
+// What the steps behind a result said: metrics, notes, warnings, skips, in
+// step order (a cached result carries what its steps said when they ran, so
+// a cached build reports the same as the build that made it).
+struct StepLog {
+  std::map<std::string, double> metrics;
+  std::vector<std::string> notes;
+  std::vector<std::string> warnings;
+  std::vector<SkipRecord> skipped;
+  void merge(const StepLog& other);  // appends what `other` has that this lacks
+};
+
 struct CacheEntry {
   struct File {
     std::string suffix;  // "" for the artifact itself, ".data" for a sidecar ...
     Digest digest;
     uint64_t size = 0;
   };
-  struct Skip {
-    std::string pass, reason, what;
-  };
   std::vector<File> files;
-  // What the steps behind the result said when they ran (a cached build
-  // reports the same warnings and skips as the build that made it).
-  std::map<std::string, double> metrics;
-  std::vector<std::string> notes;
-  std::vector<std::string> warnings;
-  std::vector<Skip> skipped;
+  StepLog log;
   double bits_per_weight = 0;
   double seconds = 0;  // how long the original build took
 };

@@ -129,18 +129,12 @@ def mlas_quant(argv):
     return 0
 
 
-def main(argv):
-    if argv and argv[0] == "mlas-quant":
-        if len(argv) != 9:
-            sys.stderr.write(__doc__)
-            return 2
-        return mlas_quant(argv[1:])
-    args = list(argv)
-    opts = {"--seed": 0, "--batch": 4, "--samples": 4}
-    shapes = {}
-    int_range = (0, 4)
-    glyphs = False
-    pos = []
+def parse_input_args(argv, opts):
+    """The input options shared with ort_reference.py: integer options named in
+    `opts` (their defaults), --shape NAME=D,D,..., --glyphs, --int-range LO,HI.
+    Returns (opts, shapes, glyphs, int_range, positional arguments)."""
+    args, opts = list(argv), dict(opts)
+    shapes, glyphs, int_range, pos = {}, False, (0, 4), []
     while args:
         a = args.pop(0)
         if a in opts and args:
@@ -155,6 +149,16 @@ def main(argv):
             int_range = (int(lo), int(hi))
         else:
             pos.append(a)
+    return opts, shapes, glyphs, int_range, pos
+
+
+def main(argv):
+    if argv and argv[0] == "mlas-quant":
+        if len(argv) != 9:
+            sys.stderr.write(__doc__)
+            return 2
+        return mlas_quant(argv[1:])
+    opts, shapes, glyphs, int_range, pos = parse_input_args(argv, {"--seed": 0, "--batch": 4, "--samples": 4})
     if len(pos) != 2:
         sys.stderr.write(__doc__)
         return 2

@@ -20,23 +20,8 @@ import onnxruntime as ort  # noqa: E402
 
 
 def main(argv):
-    opts = {"--seed": 0, "--batch": 1, "--samples": 2, "--threads": 2}
-    shapes, pos, glyphs, int_range = {}, [], False, (0, 4)
-    args = list(argv)
-    while args:
-        a = args.pop(0)
-        if a in opts and args:
-            opts[a] = int(args.pop(0))
-        elif a == "--shape" and args:
-            name, _, dims = args.pop(0).partition("=")
-            shapes[name] = [int(d) for d in dims.split(",")]
-        elif a == "--glyphs":
-            glyphs = True
-        elif a == "--int-range" and args:
-            lo, _, hi = args.pop(0).partition(",")
-            int_range = (int(lo), int(hi))
-        else:
-            pos.append(a)
+    opts, shapes, glyphs, int_range, pos = ort_compare.parse_input_args(
+        argv, {"--seed": 0, "--batch": 1, "--samples": 2, "--threads": 2})
     if len(pos) != 2:
         sys.stderr.write(__doc__)
         return 2

@@ -1,5 +1,5 @@
 // make_tiny_onnx KIND OUT.onnx [SEED]: writes a tiny deterministic ONNX model
-// (KIND: mlp or conv; see formats/onnx/onnx_builder.h).
+// (KIND: mlp, conv or cnn; see formats/onnx/onnx_builder.h).
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -9,7 +9,7 @@
 
 int main(int argc, char** argv) {
   if (argc < 3 || argc > 4) {
-    std::fprintf(stderr, "usage: %s mlp|conv OUT.onnx [SEED]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s mlp|conv|cnn OUT.onnx [SEED]\n", argv[0]);
     return 2;
   }
   try {

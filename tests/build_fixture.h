@@ -139,6 +139,7 @@ struct Fixture {
     Diagnostics d;
     Manifest m = load_manifest((dir / "qforge.toml").string(), d);
     REQUIRE_FALSE(d.has_errors());
+    profiles.load_manifest(m, d);
     StatCache stats(o.no_cache ? std::string() : m.cache_dir + "/stat-cache");
     Plan plan = make_plan(m, reg, profiles, stats, {}, d);
     INFO(d.render());
@@ -152,6 +153,7 @@ struct Fixture {
   std::pair<Plan, std::string> plan(std::unique_ptr<Manifest>& keep) {
     Diagnostics d;
     keep = std::make_unique<Manifest>(load_manifest((dir / "qforge.toml").string(), d));
+    profiles.load_manifest(*keep, d);
     StatCache stats(keep->cache_dir + "/stat-cache");
     Plan p = make_plan(*keep, reg, profiles, stats, {}, d);
     return {std::move(p), d.render()};

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -249,8 +250,21 @@ int cmd_list(Env& env, const std::string& what, bool markdown) {
   } else if (what == "profiles") {
     validate_profiles(env.profiles, env.registry, env.profile_diags);
     if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
-    for (const auto* p : env.profiles.all())
-      std::printf("%-16s %s\n", p->name.c_str(), p->description.c_str());
+    std::printf("%-18s %-22s %-10s %s\n", "profile", "backend", "budget", "description");
+    for (const auto* p : env.profiles.all()) {
+      const uint64_t b = p->memory.bytes();
+      std::string budget =
+          b ? fmt::format("{:.1f} GiB", static_cast<double>(b) / (1024.0 * 1024 * 1024)) : "-";
+      std::string desc = p->description;
+      if (!p->extends.empty()) desc += " (extends " + p->extends + ")";
+      if (!p->aliases.empty()) {
+        std::string a;
+        for (const auto& x : p->aliases) a += (a.empty() ? "" : ", ") + x;
+        desc += " [deprecated names: " + a + "]";
+      }
+      std::printf("%-18s %-22s %-10s %s\n", p->name.c_str(), p->backend.empty() ? "-" : p->backend.c_str(),
+                  budget.c_str(), desc.c_str());
+    }
   } else if (what == "plugins") {
     for (const auto& p : env.registry.plugins())
       std::printf("%-20s %-8s %s\n", p.name.c_str(), p.version.c_str(), p.path.c_str());
@@ -280,7 +294,7 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
       diags.error({m.path, 0, 0}, e.what());
     }
   }
-  for (const auto& d : m.profile_paths) env.profiles.load_dir(d, diags);
+  env.profiles.load_manifest(m, diags);
   if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
   std::error_code ec;
   StatCache stats(a.no_cache ? std::string() : m.cache_dir + "/stat-cache");

@@ -189,14 +189,22 @@ void parse_build(const Value& top, Loader& L, Manifest& m) {
 }
 
 void parse_path_lists(const Value& top, Loader& L, Manifest& m) {
-  // [plugins] paths: plugin files or directories; [profiles] paths: extra profile directories.
+  // [plugins] paths: plugin files or directories; [profiles] paths: extra
+  // profile directories, and [profiles.<id>] tables: profiles of its own.
   const std::pair<const char*, std::vector<std::string>*> sections[] = {{"plugins", &m.plugin_paths},
                                                                         {"profiles", &m.profile_paths}};
   for (const auto& [name, out] : sections) {
     const std::string where = std::string("[") + name + "]";
     const Value* p = top.find(name);
     if (!p || !L.expect(*p, Value::Kind::Table, where)) continue;
-    L.check_keys(*p, {"paths"}, where);
+    if (out == &m.profile_paths) {
+      // [profiles.<id>]: a profile written in the manifest (checked when loaded).
+      for (const auto& [k, v] : p->table)
+        if (k != "paths" && L.expect(v, Value::Kind::Table, "[profiles." + k + "] (a profile)"))
+          m.profiles.emplace_back(k, v);
+    } else {
+      L.check_keys(*p, {"paths"}, where);
+    }
     const Value* paths = p->find("paths");
     if (!paths || !L.expect(*paths, Value::Kind::List, "'paths' in " + where)) continue;
     for (const auto& e : paths->list)

@@ -166,6 +166,13 @@ std::vector<std::string> option_names(const PassInfo& info) {
 }
 
 bool allowed_by(const Value& allowed, const Value& val) {
+  // A list value (op_types) is allowed when each of its items is.
+  if (val.kind == Value::Kind::List && !allowed.list.empty() &&
+      allowed.list.front().kind != Value::Kind::List) {
+    for (const auto& e : val.list)
+      if (!allowed_by(allowed, e)) return false;
+    return true;
+  }
   for (const auto& a : allowed.list) {
     if (a.canonical() == val.canonical()) return true;
     if (a.kind == Value::Kind::String && val.kind == Value::Kind::String && a.s == val.s) return true;
@@ -382,11 +389,60 @@ Options resolve_options(const PassInfo& info, const StepDecl& step, const Profil
       }
   for (const auto& spec : info.options) {
     if (out.count(spec.name) || bad.count(spec.name)) continue;
-    if (!spec.default_value.is_null())
+    if (!spec.default_value.is_null()) {
       out[spec.name] = spec.default_value;
-    else if (spec.required)
+      // A default the profile's device constraints exclude: the first value
+      // they allow, or for a list the items they allow (docs/manifest.md).
+      if (profile && profile->derived.count({info.name, spec.name}))
+        if (const Value* allowed = profile->allowed_values(info.name, spec.name);
+            allowed && !allowed_by(*allowed, spec.default_value)) {
+          Value& v = out[spec.name];
+          if (v.kind == Value::Kind::List) {
+            Value kept = v;
+            kept.list.clear();
+            for (const auto& e : v.list)
+              if (allowed_by(*allowed, e)) kept.list.push_back(e);
+            v = kept;
+          } else if (!allowed->list.empty()) {
+            v = allowed->list.front();
+          } else {
+            diags.error(step.loc, "pass '" + info.name + "' cannot run with profile '" + profile->name +
+                                      "': it allows no value of option '" + spec.name + "'");
+            diags.note(allowed->loc, "profile '" + profile->name + "' restricts '" + spec.name + "' here");
+          }
+        }
+    } else if (spec.required)
       diags.error(step.loc, "pass '" + info.name + "' needs option '" + spec.name + "' (" + spec.help + ")");
   }
+  // Values the profile allows only together (an activation type with the weight types it pairs with).
+  if (profile && bad.empty())
+    if (auto it = profile->combinations.find(info.name); it != profile->combinations.end())
+      for (const Combinations& c : it->second) {
+        std::vector<std::string> tuple;
+        std::string shown;
+        for (const auto& o : c.options) {
+          auto v = out.find(o);
+          tuple.push_back(v == out.end()
+                              ? ""
+                              : (v->second.kind == Value::Kind::String ? v->second.s : v->second.display()));
+          shown +=
+              (shown.empty() ? "" : ", ") + o + " = " + (v == out.end() ? "(unset)" : v->second.display());
+        }
+        if (std::find(c.tuples.begin(), c.tuples.end(), tuple) != c.tuples.end()) continue;
+        std::string allowed;
+        for (const auto& t : c.tuples) {
+          std::string one;
+          for (const auto& x : t) one += (one.empty() ? "" : ":") + x;
+          allowed += (allowed.empty() ? "" : ", ") + one;
+        }
+        SourceLoc loc = step.loc;
+        for (const auto& o : c.options)
+          if (auto kl = step.option_locs.find(o); kl != step.option_locs.end()) loc = kl->second;
+        diags.error(loc, "pass '" + info.name + "': " + shown + " is not a combination profile '" +
+                             profile->name + "' allows (" + allowed + ")");
+        diags.note(c.loc, "profile '" + profile->name + "' lists the combinations here");
+        bad.insert(c.options.front());
+      }
   // Combinations: the pass's own checks, located at the option they name.
   if (bad.empty())
     for (const auto& p : run_validate(info, out)) {
@@ -460,7 +516,8 @@ void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnost
       for (const auto& [opt, list] : allowed) {
         const OptionSpec* spec = find_spec(*info, opt);
         const bool has_default = pr->defaults.count(pass) && pr->defaults.at(pass).count(opt);
-        if (!has_default && !spec->default_value.is_null() && !allowed_by(list, spec->default_value))
+        if (!has_default && !pr->derived.count({pass, opt}) && !spec->default_value.is_null() &&
+            !allowed_by(list, spec->default_value))
           diags.error(list.loc, who + " forbids " + opt + " = " + spec->default_value.display() +
                                     ", the default of pass '" + pass + "', without setting another: add " +
                                     opt + " to [defaults." + pass + "]");
@@ -719,7 +776,11 @@ class Planner {
 
     const Profile* profile = nullptr;
     if (!t.profile.empty()) {
-      profile = profiles_.find(t.profile);
+      bool alias = false;
+      profile = profiles_.find(t.profile, &alias);
+      if (profile && alias)
+        diags_.warning(t.profile_loc, "profile '" + t.profile + "' is a deprecated name of '" +
+                                          profile->name + "': write profile = \"" + profile->name + "\"");
       if (!profile)
         diags_.error(t.profile_loc, "unknown profile '" + t.profile + "'" +
                                         did_you_mean(t.profile, profiles_.names()) +
@@ -819,6 +880,12 @@ class Planner {
         return;
       }
     }
+    const Profile* profile = t.profile.empty() ? nullptr : profiles_.find(t.profile);
+    if (profile && !profile->format.empty() && profile->format != out_fmt->name())
+      diags_.error(t.profile_loc, "profile '" + profile->name + "' is for " + profile->format +
+                                      " models, but target '" + t.name + "' makes " + out_fmt->name() +
+                                      " (choose a profile for " + out_fmt->name() +
+                                      ", see `qforge list profiles`)");
     PlanNode em;
     em.kind = PlanNode::Kind::Emit;
     em.produces = ArtifactKind::File;
@@ -846,7 +913,7 @@ class Planner {
     tp.emit = static_cast<int>(plan_.nodes.size() - 1);
     tp.artifact = em.artifact;
     tp.format = out_fmt->name();
-    tp.profile = t.profile;
+    tp.profile = profile ? profile->name : t.profile;
     plan_.targets.push_back(tp);
   }
 

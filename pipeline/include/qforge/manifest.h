@@ -70,6 +70,9 @@ struct Manifest {
   SourceLoc executor_loc;
   std::vector<std::string> plugin_paths;   // absolute
   std::vector<std::string> profile_paths;  // extra profile directories (absolute)
+  // Profiles written in the manifest as [profiles.<id>] tables, in file order
+  // (ProfileSet::load_value).
+  std::vector<std::pair<std::string, Value>> profiles;
   std::map<std::string, ModelDecl> models;
   std::map<std::string, DatasetDecl> datasets;
   std::vector<TargetDecl> targets;  // expanded, in manifest order

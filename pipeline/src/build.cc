@@ -21,6 +21,7 @@
 #include "qforge/cache.h"
 #include "qforge/dataset.h"
 #include "qforge/graph.h"
+#include "qforge/profile.h"
 #include "qforge/progress.h"
 #include "qforge/status.h"
 
@@ -603,6 +604,15 @@ class Builder {
   double emit(size_t i, const Model& input, const StepLog& log, Clock::time_point start) {
     const PlanNode& n = plan_.nodes[i];
     Progress& progress = task_progress(i);
+    // The profile is a contract: an artifact its runtime would reject is an error, not a file.
+    if (n.profile) {
+      const auto problems = check_artifact(input, *n.profile);
+      if (!problems.empty()) {
+        std::string msg = "the artifact breaks profile '" + n.profile->name + "' (" + n.profile->path + "):";
+        for (const auto& p : problems) msg += "\n  " + p;
+        throw Error(msg + "\nchange the pass options, or choose a profile whose runtime runs this model");
+      }
+    }
     fs::create_directories(fs::path(n.artifact).parent_path());
     // Lazy tensors (e.g. quantized on demand) are the slow part of an emit:
     // count them as they are produced.

@@ -895,6 +895,7 @@ class Planner {
     em.step = "emit";
     em.artifact = !t.output.empty() ? t.output : m_.output_dir + "/" + t.name + out_fmt->extension();
     em.fingerprint = "emit " + out_fmt->name() + " " + out_fmt->version();
+    em.profile = profile;  // the artifact is checked against it
     // The artifact's name is not part of the key: two targets that make the
     // same bytes share the cache entry, and each gets its own file.
     em.key = Hasher()
@@ -902,6 +903,7 @@ class Planner {
                  .field(plan_.nodes[model].key)
                  .field(out_fmt->name())
                  .field(out_fmt->version())
+                 .field(profile ? profile->digest : std::string())
                  .digest()
                  .hex();
     em.label = "emit " + t.name;

@@ -157,6 +157,14 @@ class ProfileSet {
   std::map<std::string, Profile> profiles_;
 };
 
+struct Model;
+
+// What in an ONNX artifact breaks the profile's [onnx] constraints, one line
+// per problem naming the node (empty: conforms, or nothing to check). The
+// build runs it on every artifact of a target with a profile
+// (pipeline/src/profile_check.cc).
+std::vector<std::string> check_artifact(const Model& m, const Profile& p);
+
 // Directories searched for built-in profiles: beside the binary
 // (../share/qforge/profiles), then the source tree's manifests/profiles.
 std::vector<std::string> builtin_profile_dirs();

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""What a quantized ONNX model's integer codes are, read with the onnx package
+(independently of qforge's reader), for tests that check artifacts against a
+hardware profile.
+
+  quant_facts.py MODEL.onnx
+
+Prints one JSON object:
+  {"opset": 13,
+   "activations": [{"node": q, "type": "uint8", "zero_points": [..]}],   # QuantizeLinear
+   "weights": [{"node": dq, "type": "int8", "zero_points": [..], "per_channel": true,
+                "readers": ["Conv"]}],                                     # DequantizeLinear of an initializer
+   "biases": n,                                                           # int32 DequantizeLinear
+   "qlinear_ops": ["QLinearConv", ...],
+   "pairs": [["uint8", "int8", "Conv"], ...]}                             # activation and weight types met at a node
+"""
+import json
+import sys
+
+import onnx
+from onnx import numpy_helper
+
+NAMES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT16: "uint16",
+         onnx.TensorProto.INT16: "int16", onnx.TensorProto.INT32: "int32"}
+for attr, name in (("UINT4", "uint4"), ("INT4", "int4")):
+    if hasattr(onnx.TensorProto, attr):
+        NAMES[getattr(onnx.TensorProto, attr)] = name
+
+
+def main():
+    model = onnx.load(sys.argv[1])
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    for n in g.node:  # Constant nodes count as initializers
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            inits[n.output[0]] = n.attribute[0].t
+    producer = {o: n for n in g.node for o in n.output}
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def zp(n):
+        if len(n.input) > 2 and n.input[2] in inits:
+            t = inits[n.input[2]]
+            return NAMES.get(t.data_type, str(t.data_type)), [int(v) for v in numpy_helper.to_array(t).ravel()]
+        return "uint8", [0]
+
+    facts = {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+             "activations": [], "weights": [], "biases": 0, "qlinear_ops": [], "pairs": []}
+    act_type = {}
+    for n in g.node:
+        if n.op_type == "QuantizeLinear":
+            t, z = zp(n)
+            facts["activations"].append({"node": n.name, "type": t, "zero_points": z})
+        elif n.op_type == "DequantizeLinear":
+            t, z = zp(n)
+            if t == "int32":
+                facts["biases"] += 1
+            elif n.input[0] in inits:
+                scale = numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits else None
+                facts["weights"].append({"node": n.name, "type": t, "zero_points": z,
+                                         "per_channel": scale is not None and scale.size > 1,
+                                         "readers": [r.op_type for r in readers.get(n.output[0], [])]})
+            else:
+                act_type[n.output[0]] = t
+        elif n.op_type.startswith("QLinear") or n.op_type == "QGemm":
+            facts["qlinear_ops"].append(n.op_type)
+    for n in g.node:
+        a = next((act_type[i] for i in n.input if i in act_type), None)
+        w = None
+        for i in n.input:
+            p = producer.get(i)
+            if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in inits:
+                t, _ = zp(p)
+                if t != "int32":
+                    w = t
+        if a and w:
+            facts["pairs"].append([a, w, n.op_type])
+    print(json.dumps(facts))
+
+
+if __name__ == "__main__":
+    main()

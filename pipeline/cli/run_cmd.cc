@@ -78,35 +78,9 @@ std::string sample_name(const std::string& file) {
   return p.stem().string();
 }
 
-// The inputs of sample `i` by model input name.
+// The inputs of sample `i` by model input name (dataset.h, bind_sample).
 NamedValues sample_inputs(const Dataset& ds, size_t i, const PreparedModel& pm) {
-  Sample s = ds.load(i);
-  const auto shapes = pm.input_shapes();
-  NamedValues in;
-  for (const Array& a : s.arrays) {
-    std::string name = a.name;
-    if (name.empty()) {
-      if (a.index < 0 || static_cast<size_t>(a.index) >= shapes.size())
-        throw Error(a.source + ": input " + std::to_string(a.index) + " does not exist (the model has " +
-                    std::to_string(shapes.size()) + " inputs)");
-      name = shapes[a.index].first;
-    }
-    bool known = false;
-    for (const auto& [n, dims] : shapes) known = known || n == name;
-    if (!known) {
-      // A lone .npy/.pb feeds the first input whatever its name.
-      if (s.arrays.size() == 1 && !shapes.empty() && a.index == 0 && ds.input.empty())
-        name = shapes[0].first;
-      else
-        throw Error(a.source + ": the model has no input '" + name + "'");
-    }
-    RunValue v;
-    v.type = a.type;
-    v.shape = a.shape;
-    v.data = a.data;
-    in.emplace_back(name, std::move(v));
-  }
-  return in;
+  return bind_sample(ds.load(i), ds.input, pm.input_shapes());
 }
 
 std::unique_ptr<PreparedModel> prepare(const Registry& reg, const Executor& ex, const Model& m, int threads,

@@ -212,6 +212,14 @@ TEST_CASE(
   CHECK(sqnr == Approx(ort_sqnr).margin(0.25));             // dB
   CHECK(m["argmax_agreement"].get<double>() == Approx(c.argmax_agreement).margin(1.0 / 32));
 
+  // `qforge compare` sums the same way (qforge/fidelity.h): the same numbers.
+  out = qforge_in(dir.path, "compare models/conv.onnx dist/conv-int8.onnx --data holdout/data --json", st);
+  REQUIRE(st == 0);
+  const Json cmp = Json::parse(out.substr(out.find('{')));
+  CHECK(cmp["outputs"][0]["cosine"].get<double>() == cosine);
+  CHECK(cmp["outputs"][0]["sqnr_db"].get<double>() == sqnr);
+  CHECK(cmp["outputs"][0]["max_abs_error"] == m["max_abs_err"]);
+
   // The float model against itself: no error at all; SQNR +inf is null in JSON.
   const Json& f = target_of(r1, "conv-float")["metrics"];
   CHECK(f["cosine"] == 1.0);

@@ -90,6 +90,30 @@ class Noop : public Pass {
   }
 };
 
+// A report Table measuring the model against the one imported (as evaluate
+// does): the sum of the differences of the first tensor.
+std::atomic<int> g_measures{0};
+class Measure : public Pass {
+ public:
+  PassResult run(Model& m, PassContext& ctx) override {
+    PassResult r;
+    ++g_measures;
+    if (!ctx.reference) {
+      r.status = Status::failure("no reference");
+      return r;
+    }
+    double diff = 0;
+    const auto a = floats_of(m.tensors.at(0)), b = floats_of(ctx.reference->tensors.at(0));
+    for (size_t i = 0; i < a.size(); ++i) diff += a[i] - b[i];
+    auto t = std::make_shared<Table>();
+    t->schema = "measure/1";
+    t->data = Value::of_float(diff);
+    r.table = t;
+    r.metrics["diff"] = diff * ctx.options.at("k").f;
+    return r;
+  }
+};
+
 // Records the threads it was given and how many threads were in use at once.
 std::mutex g_mu;
 std::vector<int> g_threads;
@@ -158,6 +182,10 @@ void register_graph_passes(Registry& r) {
   slow.expensive = true;
   r.add_pass(slow);
   r.add_pass(info<Noop>("noop"));
+  PassInfo measure = info<Measure>("measure", {float_opt("k", 1)});
+  measure.output = {ArtifactKind::Table, "measure/1", false, "difference from the imported model"};
+  measure.needs_reference = true;
+  r.add_pass(measure);
   r.add_pass(info<Threads>("threads"));
   r.add_pass(info<LazyFail>("lazy-fail"));
   PassInfo runs = info<Noop>("runs-model");
@@ -340,6 +368,44 @@ TEST_CASE("an expensive intermediate model is stored, then loaded instead of rec
   CHECK(step(r, "slow-scale")->status == "cached");
   CHECK(fx.read("dist/b.txt") == "a 14 28 42\nb 56 70\n");
   CHECK(r.targets[1].notes == std::vector<std::string>{"scaled by 2.000000"});  // notes come back with it
+}
+
+TEST_CASE("a table no later step consumes feeds the emit: it runs, reports, and keys the artifact",
+          "[build][graph]") {
+  Fixture fx(register_graph_passes);
+  auto write = [&](const std::string& k) {
+    fx.write("qforge.toml",
+             manifest_with(target("a", R"({ pass = "slow-scale" }, { pass = "measure", k = )" + k + " }") +
+                           target("b", R"({ pass = "sums" })")));
+  };
+  write("1");
+  g_slow = g_measures = g_stats = 0;
+  auto r1 = fx.build();
+  REQUIRE(r1.ok());
+  CHECK(g_measures == 1);
+  CHECK(g_stats == 1);                           // a table alone in a pipeline runs too
+  CHECK(r1.targets[0].metrics.at("diff") == 6);  // (2 + 4 + 6) - (1 + 2 + 3)
+  CHECK(r1.targets[1].metrics.at("summed_tensors") == 2);
+  CHECK(fx.read("dist/a.txt") == "a 2 4 6\nb 8 10\n");  // the artifact is the model, not the table
+
+  // Cached: the same metrics without running anything.
+  auto r2 = fx.build();
+  CHECK(r2.cached == 2);
+  CHECK(g_measures == 1);
+  CHECK(r2.targets[0].metrics.at("diff") == 6);
+
+  // Other options for the measuring step: the expensive model comes from the
+  // cache, the import still runs for the reference, the artifact is emitted
+  // again (the same bytes) with the new metrics.
+  write("2");
+  auto r3 = fx.build();
+  REQUIRE(r3.ok());
+  CHECK(g_slow == 1);
+  CHECK(g_measures == 2);
+  CHECK(step(r3, "slow-scale")->status == "cached");
+  CHECK(step(r3, "import")->status == "built");
+  CHECK(r3.targets[0].metrics.at("diff") == 12);
+  CHECK(fx.read("dist/a.txt") == "a 2 4 6\nb 8 10\n");
 }
 
 TEST_CASE("plan --json shows artifact kinds, inputs and the cache policy", "[build][graph]") {

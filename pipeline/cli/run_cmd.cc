@@ -12,12 +12,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "qforge/dataset.h"
+#include "qforge/fidelity.h"
 #include "qforge/graph.h"
-#include "qforge/half.h"
 
 namespace fs = std::filesystem;
 
@@ -79,35 +78,9 @@ std::string sample_name(const std::string& file) {
   return p.stem().string();
 }
 
-// The inputs of sample `i` by model input name.
+// The inputs of sample `i` by model input name (dataset.h, bind_sample).
 NamedValues sample_inputs(const Dataset& ds, size_t i, const PreparedModel& pm) {
-  Sample s = ds.load(i);
-  const auto shapes = pm.input_shapes();
-  NamedValues in;
-  for (const Array& a : s.arrays) {
-    std::string name = a.name;
-    if (name.empty()) {
-      if (a.index < 0 || static_cast<size_t>(a.index) >= shapes.size())
-        throw Error(a.source + ": input " + std::to_string(a.index) + " does not exist (the model has " +
-                    std::to_string(shapes.size()) + " inputs)");
-      name = shapes[a.index].first;
-    }
-    bool known = false;
-    for (const auto& [n, dims] : shapes) known = known || n == name;
-    if (!known) {
-      // A lone .npy/.pb feeds the first input whatever its name.
-      if (s.arrays.size() == 1 && !shapes.empty() && a.index == 0 && ds.input.empty())
-        name = shapes[0].first;
-      else
-        throw Error(a.source + ": the model has no input '" + name + "'");
-    }
-    RunValue v;
-    v.type = a.type;
-    v.shape = a.shape;
-    v.data = a.data;
-    in.emplace_back(name, std::move(v));
-  }
-  return in;
+  return bind_sample(ds.load(i), ds.input, pm.input_shapes());
 }
 
 std::unique_ptr<PreparedModel> prepare(const Registry& reg, const Executor& ex, const Model& m, int threads,
@@ -130,31 +103,6 @@ const Executor& executor_named(const Registry& reg, const std::string& name) {
     throw Error("no executor named '" + name + "' (registered: " + (known.empty() ? "none" : known) + ")");
   }
   return *e;
-}
-
-// Elements of a run value as doubles (numeric types).
-std::vector<double> as_doubles(const RunValue& v, const std::string& what) {
-  const uint64_t n = v.numel();
-  std::vector<double> out(n);
-  for (uint64_t i = 0; i < n; ++i) {
-    switch (v.type) {
-      case ElemType::F32: out[i] = v.as<float>()[i]; break;
-      case ElemType::F64: out[i] = v.as<double>()[i]; break;
-      case ElemType::F16: out[i] = fp16_to_fp32(v.as<uint16_t>()[i]); break;
-      case ElemType::BF16: out[i] = bf16_to_fp32(v.as<uint16_t>()[i]); break;
-      case ElemType::I8: out[i] = v.as<int8_t>()[i]; break;
-      case ElemType::U8:
-      case ElemType::Bool: out[i] = v.as<uint8_t>()[i]; break;
-      case ElemType::I16: out[i] = v.as<int16_t>()[i]; break;
-      case ElemType::U16: out[i] = v.as<uint16_t>()[i]; break;
-      case ElemType::I32: out[i] = v.as<int32_t>()[i]; break;
-      case ElemType::U32: out[i] = v.as<uint32_t>()[i]; break;
-      case ElemType::I64: out[i] = static_cast<double>(v.as<int64_t>()[i]); break;
-      case ElemType::U64: out[i] = static_cast<double>(v.as<uint64_t>()[i]); break;
-      default: throw Error(what + ": element type " + std::string(name_of(v.type)) + " cannot be compared");
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -190,45 +138,14 @@ int cmd_compare(const Registry& reg, const Model& ref, const Model& cand, const 
                 ref.source + " has " + std::to_string(pr->output_names().size()) +
                 ": they cannot be compared output by output");
   Dataset ds = dataset_from_dir(a.data);
-  struct Acc {
-    double dot = 0, rr = 0, cc = 0, err2 = 0, max_abs = 0;
-    uint64_t rows = 0, agree = 0, n = 0;
-  };
-  std::vector<Acc> acc(pr->output_names().size());
+  Fidelity fid(pr->output_names());
   for (size_t i = 0; i < ds.size(); ++i) {
     NamedValues in = sample_inputs(ds, i, *pr), ro, co;
     Status st = pr->run(in, ro);
     if (!st.ok) throw Error(ds.files[i] + ": " + ref.source + ": " + st.message);
     st = pc->run(sample_inputs(ds, i, *pc), co);
     if (!st.ok) throw Error(ds.files[i] + ": " + cand.source + ": " + st.message);
-    for (size_t k = 0; k < ro.size(); ++k) {
-      const std::string what = ds.files[i] + ": output " + std::to_string(k) + " ('" + ro[k].first + "')";
-      if (ro[k].second.shape != co[k].second.shape)
-        throw Error(what + ": the reference gives " + shape_str(ro[k].second.shape) + ", the candidate " +
-                    shape_str(co[k].second.shape));
-      const std::vector<double> r = as_doubles(ro[k].second, what), c = as_doubles(co[k].second, what);
-      Acc& A = acc[k];
-      for (size_t j = 0; j < r.size(); ++j) {
-        A.dot += r[j] * c[j];
-        A.rr += r[j] * r[j];
-        A.cc += c[j] * c[j];
-        A.err2 += (r[j] - c[j]) * (r[j] - c[j]);
-        A.max_abs = std::max(A.max_abs, std::fabs(r[j] - c[j]));
-      }
-      A.n += r.size();
-      const int64_t last = ro[k].second.shape.empty() ? 1 : ro[k].second.shape.back();
-      if (last > 0) {
-        for (size_t row = 0; row + static_cast<size_t>(last) <= r.size(); row += static_cast<size_t>(last)) {
-          size_t br = row, bc = row;
-          for (size_t j = row; j < row + static_cast<size_t>(last); ++j) {
-            if (r[j] > r[br]) br = j;
-            if (c[j] > c[bc]) bc = j;
-          }
-          ++A.rows;
-          if (br == bc) ++A.agree;
-        }
-      }
-    }
+    fid.add(ro, co, ds.files[i]);
   }
   Json j;
   j["reference"] = ref.source;
@@ -238,27 +155,21 @@ int cmd_compare(const Registry& reg, const Model& ref, const Model& cand, const 
   if (!a.json)
     std::printf("%s vs %s over %zu samples\n%-24s %12s %10s %14s %10s\n", cand.source.c_str(),
                 ref.source.c_str(), ds.size(), "output", "cosine", "sqnr_db", "max_abs_err", "argmax");
-  for (size_t k = 0; k < acc.size(); ++k) {
-    const Acc& A = acc[k];
-    const double cosine = A.rr > 0 && A.cc > 0 ? A.dot / std::sqrt(A.rr * A.cc) : (A.rr == A.cc ? 1.0 : 0.0);
-    const double sqnr = A.err2 > 0 ? 10 * std::log10(A.rr / A.err2) : std::numeric_limits<double>::infinity();
-    const double argmax = A.rows ? static_cast<double>(A.agree) / static_cast<double>(A.rows) : 1.0;
-    const std::string name = pr->output_names()[k];
+  for (const auto& [name, f] : fid.stats()) {
     if (a.json) {
       Json o;
       o["name"] = name;
-      o["cosine"] = cosine;
-      o["sqnr_db"] = std::isinf(sqnr) ? Json(nullptr) : Json(sqnr);
-      o["max_abs_error"] = A.max_abs;
-      o["argmax_agreement"] = argmax;
-      o["rows"] = A.rows;
+      o["cosine"] = f.cosine;
+      o["sqnr_db"] = std::isinf(f.sqnr_db) ? Json(nullptr) : Json(f.sqnr_db);
+      o["max_abs_error"] = f.max_abs_err;
+      o["argmax_agreement"] = f.argmax_agreement;
+      o["rows"] = f.rows;
       outs.push_back(o);
     } else {
-      std::printf("%-24s %12.8f %10s %14.6g %9.2f%%\n", name.c_str(), cosine,
-                  std::isinf(sqnr)
-                      ? "inf"
-                      : std::to_string(sqnr).substr(0, std::to_string(sqnr).find('.') + 3).c_str(),
-                  A.max_abs, 100 * argmax);
+      char sqnr[32] = "inf";
+      if (!std::isinf(f.sqnr_db)) std::snprintf(sqnr, sizeof sqnr, "%.2f", f.sqnr_db);
+      std::printf("%-24s %12.8f %10s %14.6g %9.2f%%\n", name.c_str(), f.cosine, sqnr, f.max_abs_err,
+                  100 * f.argmax_agreement);
     }
   }
   if (a.json) {

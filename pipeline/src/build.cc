@@ -324,6 +324,19 @@ class Builder {
     const std::string need = "needed by " + plan_.nodes[by].label;
     s.why = opts_.no_cache ? need + " (--no-cache)" : n.store ? need + " (" + why_not + ")" : need;
     for (int in : n.inputs) demand(in, i);
+    if (needs_reference(i)) demand(import_of(i), i);
+  }
+
+  // A pass that reads the model as imported (evaluate) waits for its import,
+  // which runs even when a cached intermediate stands between them.
+  bool needs_reference(size_t i) const {
+    const PlanNode& n = plan_.nodes[i];
+    return n.kind == PlanNode::Kind::Pass && n.pass->needs_reference;
+  }
+  int import_of(size_t i) const {
+    int n = static_cast<int>(i);
+    while (n >= 0 && plan_.nodes[n].kind != PlanNode::Kind::Import) n = plan_.nodes[n].model_input();
+    return n;
   }
 
   void explain() {
@@ -350,6 +363,7 @@ class Builder {
     if (s.st == St::Load) return true;
     for (int in : plan_.nodes[i].inputs)
       if (in >= 0 && st_[in].st != St::Done && st_[in].st != St::Loaded) return false;
+    if (needs_reference(i) && st_[import_of(i)].st != St::Done) return false;
     return true;
   }
 
@@ -357,6 +371,7 @@ class Builder {
     if (st_[i].st != St::Run) return false;
     for (int in : plan_.nodes[i].inputs)
       if (in >= 0 && (st_[in].st == St::Failed || st_[in].st == St::Skipped)) return true;
+    if (needs_reference(i) && st_[import_of(i)].st == St::Failed) return true;
     return false;
   }
 

@@ -1,7 +1,7 @@
 // Key record format (keys/<node key>), one item per line:
 //   qforge-cache-entry 2
 //   file <digest hex> <size> <suffix or '-'>
-//   metric <name> <value>
+//   metric <name> <value>     (the value is the last word: %.17g, "inf" too)
 //   note <text>
 //   warning <text>
 //   skip <pass> TAB <reason> TAB <what>
@@ -17,6 +17,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -124,10 +125,11 @@ std::optional<CacheEntry> Cache::lookup(const std::string& key, std::string* why
       f.digest = parse_hex(hex);
       e.files.push_back(f);
     } else if (kind == "metric") {
-      std::string name;
-      double v = 0;
-      ls >> name >> v;
-      e.log.metrics[name] = v;
+      // The value is the last word (%.17g: "inf" and "nan" too); the name
+      // is everything before it ("cosine[output 0]").
+      const size_t sp = line.rfind(' ');
+      if (sp == std::string::npos || sp <= 7) continue;
+      e.log.metrics[line.substr(7, sp - 7)] = std::strtod(line.c_str() + sp + 1, nullptr);
     } else if (kind == "note") {
       std::string rest;
       std::getline(ls, rest);
@@ -170,7 +172,7 @@ std::string record_text(const CacheEntry& entry) {
   char buf[64];
   for (const auto& [k, v] : entry.log.metrics) {
     std::snprintf(buf, sizeof buf, "%.17g", v);
-    os << "metric " << k << " " << buf << "\n";
+    os << "metric " << one_line(k) << " " << buf << "\n";
   }
   for (const auto& n : entry.log.notes) os << "note " << one_line(n) << "\n";
   for (const auto& w : entry.log.warnings) os << "warning " << one_line(w) << "\n";

@@ -555,7 +555,7 @@ class Planner {
       if (!only.empty() && std::find(only.begin(), only.end(), t.name) == only.end()) continue;
       const Planned& p = plan_steps(t);
       if (!p.ok) continue;
-      add_emit(t, p.model);
+      add_emit(t, p);
     }
     check_outputs();
     finish();
@@ -870,7 +870,27 @@ class Planner {
     return p;
   }
 
-  void add_emit(const TargetDecl& t, int model) {
+  // Tables of `p`'s steps that no later step of the pipeline consumes (an
+  // evaluate step's, say): the emit consumes them too, so they run whenever
+  // the target is built and what they report lands in the target.
+  std::vector<int> unconsumed_tables(const Planned& p) const {
+    std::vector<int> out;
+    for (size_t k = 0; k < p.step_nodes.size(); ++k) {
+      const int node = p.step_nodes[k];
+      if (node < 0 || plan_.nodes[node].produces != ArtifactKind::Table) continue;
+      bool consumed = false;
+      for (size_t j = k + 1; j < p.step_nodes.size() && !consumed; ++j) {
+        if (p.step_nodes[j] < 0) continue;
+        const auto& ins = plan_.nodes[p.step_nodes[j]].inputs;
+        consumed = std::find(ins.begin() + 1, ins.end(), node) != ins.end();
+      }
+      if (!consumed && std::find(out.begin(), out.end(), node) == out.end()) out.push_back(node);
+    }
+    return out;
+  }
+
+  void add_emit(const TargetDecl& t, const Planned& p) {
+    const int model = p.model;
     const Format* out_fmt = planned_.at(t.name).src;
     if (!t.emit.empty()) {
       out_fmt = reg_.format(t.emit);
@@ -890,6 +910,8 @@ class Planner {
     em.kind = PlanNode::Kind::Emit;
     em.produces = ArtifactKind::File;
     em.inputs = {model};
+    const std::vector<int> reports = unconsumed_tables(p);
+    em.inputs.insert(em.inputs.end(), reports.begin(), reports.end());
     em.model = t.model;
     em.format = out_fmt;
     em.step = "emit";
@@ -898,14 +920,11 @@ class Planner {
     em.profile = profile;  // the artifact is checked against it
     // The artifact's name is not part of the key: two targets that make the
     // same bytes share the cache entry, and each gets its own file.
-    em.key = Hasher()
-                 .field("emit")
-                 .field(plan_.nodes[model].key)
-                 .field(out_fmt->name())
-                 .field(out_fmt->version())
-                 .field(profile ? profile->digest : std::string())
-                 .digest()
-                 .hex();
+    Hasher h;
+    h.field("emit").field(plan_.nodes[model].key).field(out_fmt->name()).field(out_fmt->version());
+    for (int r : reports) h.field("report " + plan_.nodes[r].key);  // what the cached entry reports
+    if (profile) h.field("profile " + profile->digest);            // the artifact is checked against it
+    em.key = h.digest().hex();
     em.label = "emit " + t.name;
     // Emit nodes are per target (their artifact differs) even with equal keys.
     em.targets = {t.name};

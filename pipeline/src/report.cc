@@ -1,7 +1,10 @@
 // Reports: dist/report.json (docs/manifest.md, "The report"), dist/report.md and
 // the terminal table; the plan as text and JSON.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -41,10 +44,79 @@ std::string fmt_num(double v, const char* f = "%.3g") {
   return buf;
 }
 
+// A metric named `name[output]` is `name` for one output of the model (the
+// evaluate pass's breakdown); the others are the target's as a whole.
+bool per_output(const std::string& key, std::string* name = nullptr, std::string* output = nullptr) {
+  const size_t open = key.find('[');
+  if (open == std::string::npos || open == 0 || key.size() < open + 2 || key.back() != ']') return false;
+  if (name) *name = key.substr(0, open);
+  if (output) *output = key.substr(open + 1, key.size() - open - 2);
+  return true;
+}
+
 std::string metrics_text(const std::map<std::string, double>& m) {
   std::string s;
-  for (const auto& [k, v] : m) s += (s.empty() ? "" : " ") + k + "=" + fmt_num(v, "%.6g");
+  for (const auto& [k, v] : m)
+    if (!per_output(k)) s += (s.empty() ? "" : " ") + k + "=" + fmt_num(v, "%.6g");
   return s.empty() ? "-" : s;
+}
+
+// Per-output metrics: the metric names (fidelity's first, in their usual
+// order) and, per output in name order, each metric's value.
+struct Breakdown {
+  std::vector<std::string> columns;
+  std::map<std::string, std::map<std::string, double>> rows;
+};
+
+Breakdown breakdown_of(const std::map<std::string, double>& m) {
+  Breakdown b;
+  std::set<std::string> names;
+  for (const auto& [k, v] : m) {
+    std::string name, output;
+    if (!per_output(k, &name, &output)) continue;
+    b.rows[output][name] = v;
+    names.insert(name);
+  }
+  for (const char* known : {"cosine", "sqnr_db", "max_abs_err", "argmax_agreement"})
+    if (names.erase(known)) b.columns.push_back(known);
+  b.columns.insert(b.columns.end(), names.begin(), names.end());
+  return b;
+}
+
+// One value of a breakdown as shown in report.md and on the terminal.
+std::string metric_cell(const std::string& name, double v) {
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  if (name == "cosine") return fmt_num(v, "%.6f");
+  if (name == "sqnr_db") return fmt_num(v, "%.2f");
+  if (name == "argmax_agreement") return fmt_num(100 * v, "%.2f%%");
+  return fmt_num(v, "%.4g");
+}
+
+std::string breakdown_title(const TargetResult& t) {
+  std::string s = "fidelity of '" + t.name + "' against the model as imported";
+  if (auto it = t.metrics.find("evaluation_samples"); it != t.metrics.end())
+    s += " (" + fmt_num(it->second, "%.0f") + " samples)";
+  return s;
+}
+
+// Rows of cells, columns padded to their widest cell.
+std::string aligned(const std::vector<std::vector<std::string>>& rows, const std::string& indent = "") {
+  std::vector<size_t> w;
+  for (const auto& row : rows)
+    for (size_t c = 0; c < row.size(); ++c) {
+      if (w.size() <= c) w.push_back(0);
+      w[c] = std::max(w[c], row[c].size());
+    }
+  std::ostringstream os;
+  for (const auto& row : rows) {
+    os << indent;
+    for (size_t c = 0; c < row.size(); ++c) {
+      os << row[c];
+      if (c + 1 < row.size()) os << std::string(w[c] - row[c].size() + 2, ' ');
+    }
+    os << "\n";
+  }
+  return os.str();
 }
 
 }  // namespace
@@ -63,8 +135,20 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     o["bits_per_weight"] = Json(std::stod(fmt_num(t.bits_per_weight, "%.4f")));
     o["status"] = t.status;
     o["seconds"] = Json(std::stod(fmt_num(t.seconds, "%.3f")));
+    // Non-finite values (an SQNR of +inf: no error at all) are written as null.
     Json mm = Json::object();
-    for (const auto& [k, v] : t.metrics) mm[k] = v;
+    for (const auto& [k, v] : t.metrics)
+      if (!per_output(k)) mm[k] = std::isfinite(v) ? Json(v) : Json(nullptr);
+    const Breakdown b = breakdown_of(t.metrics);
+    if (!b.rows.empty()) {
+      Json outs = Json::object();
+      for (const auto& [output, values] : b.rows) {
+        Json vo = Json::object();
+        for (const auto& [k, v] : values) vo[k] = std::isfinite(v) ? Json(v) : Json(nullptr);
+        outs[output] = vo;
+      }
+      mm["outputs"] = outs;
+    }
     o["metrics"] = mm;
     if (!t.notes.empty()) {
       Json n = Json::array();
@@ -119,16 +203,21 @@ std::string report_table(const BuildResult& r, const std::string& base) {
     rows.push_back({t.name, t.model, t.profile.empty() ? "-" : t.profile, t.format, human_bytes(t.bytes),
                     fmt_num(t.bits_per_weight, "%.2f"), fmt_num(t.seconds, "%.2fs"), t.status,
                     metrics_text(t.metrics)});
-  std::vector<size_t> w(rows[0].size(), 0);
-  for (const auto& row : rows)
-    for (size_t c = 0; c < row.size(); ++c) w[c] = std::max(w[c], row[c].size());
   std::ostringstream os;
-  for (size_t ri = 0; ri < rows.size(); ++ri) {
-    for (size_t c = 0; c < rows[ri].size(); ++c) {
-      os << rows[ri][c];
-      if (c + 1 < rows[ri].size()) os << std::string(w[c] - rows[ri][c].size() + 2, ' ');
+  os << aligned(rows);
+  for (const auto& t : r.targets) {
+    const Breakdown b = breakdown_of(t.metrics);
+    if (b.rows.empty()) continue;
+    std::vector<std::vector<std::string>> fr{{"output"}};
+    fr[0].insert(fr[0].end(), b.columns.begin(), b.columns.end());
+    for (const auto& [output, values] : b.rows) {
+      fr.push_back({output});
+      for (const auto& c : b.columns) {
+        auto it = values.find(c);
+        fr.back().push_back(it == values.end() ? "-" : metric_cell(c, it->second));
+      }
     }
-    os << "\n";
+    os << breakdown_title(t) << ":\n" << aligned(fr, "  ");
   }
   for (const auto& t : r.targets) {
     for (const auto& w : t.warnings) os << "warning: target '" << t.name << "': " << w << "\n";
@@ -157,6 +246,26 @@ std::string report_markdown(const BuildResult& r, const std::string& base) {
        << t.format << " | " << rel(t.artifact, base) << " | " << human_bytes(t.bytes) << " | "
        << fmt_num(t.bits_per_weight, "%.2f") << " | " << fmt_num(t.seconds, "%.2fs") << " | " << t.status
        << " | " << metrics_text(t.metrics) << " |\n";
+  bool any_breakdown = false;
+  for (const auto& t : r.targets) {
+    const Breakdown b = breakdown_of(t.metrics);
+    if (b.rows.empty()) continue;
+    if (!any_breakdown) os << "\n## Fidelity\n";
+    any_breakdown = true;
+    os << "\n" << breakdown_title(t) << ":\n\n| output |";
+    for (const auto& c : b.columns) os << " " << c << " |";
+    os << "\n|---|";
+    for (size_t i = 0; i < b.columns.size(); ++i) os << "---:|";
+    os << "\n";
+    for (const auto& [output, values] : b.rows) {
+      os << "| " << output << " |";
+      for (const auto& c : b.columns) {
+        auto it = values.find(c);
+        os << " " << (it == values.end() ? "-" : metric_cell(c, it->second)) << " |";
+      }
+      os << "\n";
+    }
+  }
   os << "\n## Steps\n\n| step | targets | status | time |\n|---|---|---|---:|\n";
   for (const auto& s : r.steps) {
     std::string ts;
@@ -339,6 +448,7 @@ std::string pass_reference_markdown(const std::vector<const PassInfo*>& passes) 
     if (p->needs_graph) os << " Needs a graph (ONNX).";
     if (p->needs_profile) os << " Needs a hardware profile.";
     if (p->needs_executor) os << " Runs the model with the build's executor.";
+    if (p->needs_reference) os << " Compares it with the model as imported.";
     if (p->expensive) os << " Its model is cached when another step consumes it.";
     os << "\n\n";
     if (p->options.empty()) {

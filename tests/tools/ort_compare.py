@@ -14,11 +14,12 @@ glyph-sized cells, the normalised range OCR models read (on uniform noise an
 OCR recogniser predicts "blank" everywhere, which every variant agrees on).
 Prints one JSON line:
 
-  {"cosine": c, "max_abs": m, "ref_max_abs": r, "argmax_agreement": a,
+  {"cosine": c, "sqnr_db": s, "max_abs": m, "ref_max_abs": r, "argmax_agreement": a,
    "argmax_rows": k, "outputs": k, "samples": n}
 
 where cosine is the cosine similarity of all outputs of all samples
-concatenated (float64), max_abs the largest absolute difference, and
+concatenated (float64), sqnr_db 10 log10(sum ref^2 / sum (ref - cand)^2) over
+the same (null when they are equal), max_abs the largest absolute difference, and
 argmax_agreement the fraction of rows (every position of every output but
 the last axis) whose argmax along the last axis is the same in both.
 Exit status: 0 compared; 3 the candidate failed to load or run (message on
@@ -206,7 +207,10 @@ def main(argv):
     b = np.concatenate(c_all)
     denom = np.linalg.norm(a) * np.linalg.norm(b)
     cosine = float(np.dot(a, b) / denom) if denom > 0 else (1.0 if np.array_equal(a, b) else 0.0)
-    print(json.dumps({"cosine": cosine, "max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0,
+    err2 = float(np.dot(a - b, a - b))
+    sqnr_db = 10 * np.log10(float(np.dot(a, a)) / err2) if err2 > 0 else None
+    print(json.dumps({"cosine": cosine, "sqnr_db": sqnr_db,
+                      "max_abs": float(np.max(np.abs(a - b))) if a.size else 0.0,
                       "ref_max_abs": float(np.max(np.abs(a))) if a.size else 0.0,
                       "argmax_agreement": agree / rows if rows else 1.0, "argmax_rows": rows,
                       "outputs": n_out, "samples": opts["--samples"]}))

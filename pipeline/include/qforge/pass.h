@@ -150,6 +150,9 @@ struct PassInfo {
   // evaluation): the executor's name is part of the step's cache key, and a
   // build without an executor is refused at plan time.
   bool needs_executor = false;
+  // Reads PassContext::reference (the model as imported): the engine imports
+  // the model for this step even when a cached intermediate would spare it.
+  bool needs_reference = false;
   // What it consumes besides the model every pass reads (Tables, by schema),
   // and what it produces. The plan connects a Table input to the nearest step
   // before it in the same pipeline producing that schema, or to the step a

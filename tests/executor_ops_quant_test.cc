@@ -1032,3 +1032,101 @@ TEST_CASE("cpu executor quant: MatMulNBits 2-bit with and without zero points, a
   CHECK(nbits(32, 4, std::vector<uint8_t>(16, 0x79), {1.0f, 10.0f}, {}, gi) ==
         std::vector<float>{16 * 10 - 16});
 }
+
+TEST_CASE(
+    "cpu executor quant: com.microsoft QGemm, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool, "
+    "QLinearSigmoid, QLinearLeakyRelu agree with ONNX Runtime (the ops of quantize-static's QOperator form)",
+    "[executor][quant][qoperator]") {
+  for (const ElemType t : {ElemType::U8, ElemType::I8}) {
+    const std::string tn = name_of(t);
+    // Codes of `t` (int8 ones are the same bytes read as signed).
+    const std::vector<uint8_t> z1 = {static_cast<uint8_t>(t == ElemType::U8 ? 120 : -10)};
+    const std::vector<uint8_t> z2 = {static_cast<uint8_t>(t == ElemType::U8 ? 30 : -100)};
+    auto params = [&](const std::string& p, float s1, float s2) {
+      return std::vector<Tensor>{
+          tensor<float>(p + "s1", ElemType::F32, {}, {s1}), tensor<uint8_t>(p + "z1", t, {}, z1),
+          tensor<float>(p + "s2", ElemType::F32, {}, {s2}), tensor<uint8_t>(p + "z2", t, {}, z2)};
+    };
+    SECTION("QGemm " + tn + " x int8, transB, per-column scales, int32 C; and float output") {
+      for (const bool float_out : {false, true}) {
+        Model m = ms_model();
+        Graph& g = *m.graph;
+        g.inputs.push_back(tensor_info("a", t, {3, 16}));
+        g.outputs.push_back(any_shape("y", float_out ? ElemType::F32 : t));
+        m.tensors = params("", 0.04f, 0.2f);
+        m.tensors.push_back(tensor<uint8_t>("b", ElemType::I8, {6, 16}, random_codes(96, 40)));
+        m.tensors.push_back(
+            tensor<float>("bs", ElemType::F32, {6}, {0.01f, 0.02f, 0.03f, 0.015f, 0.025f, 0.005f}));
+        m.tensors.push_back(tensor<uint8_t>("bz", ElemType::I8, {6}, std::vector<uint8_t>(6, 0)));
+        m.tensors.push_back(tensor<int32_t>("c", ElemType::I32, {6}, {500, -300, 0, 1200, -50, 7}));
+        std::vector<std::string> in = {"a", "s1", "z1", "b", "bs", "bz", "c"};
+        if (!float_out) in.insert(in.end(), {"s2", "z2"});
+        Node n = ms_node("gemm", "QGemm", in, {"y"});
+        n.attributes.push_back(Attribute::of_int("transB", 1));
+        g.nodes.push_back(n);
+        const Agreement a = compare_inputs_with_ort(
+            m, "qgemm_" + tn + (float_out ? "_f" : ""), {{"a", value(t, {3, 16}, random_codes(48, 41))}},
+            float_out ? std::set<std::string>{"y"} : std::set<std::string>{}, float_out ? 0 : 1);
+        std::printf("QGemm %s%s: %d codes differ from ONNX Runtime (at most by %d), float max rel. %.3g\n",
+                    tn.c_str(), float_out ? " (float output)" : "", a.codes_differing, a.max_code_diff,
+                    a.max_rel);
+      }
+    }
+    SECTION("QLinearConcat " + tn + ": one input with Y's parameters, one requantized") {
+      Model m = ms_model();
+      Graph& g = *m.graph;
+      g.inputs.push_back(tensor_info("a", t, {2, 3, 4}));
+      g.inputs.push_back(tensor_info("b", t, {2, 5, 4}));
+      g.outputs.push_back(any_shape("y", t));
+      m.tensors = params("", 0.05f, 0.03f);
+      Node n = ms_node("cat", "QLinearConcat", {"s2", "z2", "a", "s2", "z2", "b", "s1", "z1"}, {"y"});
+      n.attributes.push_back(Attribute::of_int("axis", 1));
+      g.nodes.push_back(n);
+      const Agreement a = compare_inputs_with_ort(m, "qconcat_" + tn,
+                                                  {{"a", value(t, {2, 3, 4}, random_codes(24, 42))},
+                                                   {"b", value(t, {2, 5, 4}, random_codes(40, 43))}},
+                                                  {}, 1);
+      std::printf("QLinearConcat %s: %d codes differ from ONNX Runtime (at most by %d)\n", tn.c_str(),
+                  a.codes_differing, a.max_code_diff);
+    }
+    SECTION("QLinearAveragePool and QLinearGlobalAveragePool " + tn) {
+      for (const char* op : {"QLinearAveragePool", "QLinearGlobalAveragePool"}) {
+        Model m = ms_model();
+        Graph& g = *m.graph;
+        g.inputs.push_back(tensor_info("x", t, {2, 3, 7, 6}));
+        g.outputs.push_back(any_shape("y", t));
+        m.tensors = params("", 0.05f, 0.02f);
+        Node n = ms_node("pool", op, {"x", "s1", "z1", "s2", "z2"}, {"y"});
+        if (std::string(op) == "QLinearAveragePool") {
+          n.attributes.push_back(Attribute::of_ints("kernel_shape", {3, 2}));
+          n.attributes.push_back(Attribute::of_ints("strides", {2, 2}));
+          n.attributes.push_back(Attribute::of_ints("pads", {1, 0, 1, 0}));
+        }
+        g.nodes.push_back(n);
+        const Agreement a = compare_inputs_with_ort(
+            m, std::string(op) + "_" + tn, {{"x", value(t, {2, 3, 7, 6}, random_codes(252, 44))}}, {}, 1);
+        std::printf("%s %s: %d codes differ from ONNX Runtime (at most by %d)\n", op, tn.c_str(),
+                    a.codes_differing, a.max_code_diff);
+      }
+    }
+    SECTION("QLinearSigmoid and QLinearLeakyRelu " + tn + " over every code") {
+      for (const char* op : {"QLinearSigmoid", "QLinearLeakyRelu"}) {
+        Model m = ms_model();
+        Graph& g = *m.graph;
+        g.inputs.push_back(tensor_info("x", t, {256}));
+        g.outputs.push_back(any_shape("y", t));
+        const bool sig = std::string(op) == "QLinearSigmoid";
+        m.tensors = params("", 0.05f, sig ? 1.0f / 255 : 0.04f);
+        Node n = ms_node("act", op, {"x", "s1", "z1", "s2", "z2"}, {"y"});
+        if (!sig) n.attributes.push_back(Attribute::of_float("alpha", 0.1f));
+        g.nodes.push_back(n);
+        std::vector<uint8_t> all(256);
+        for (size_t i = 0; i < 256; ++i) all[i] = static_cast<uint8_t>(i);
+        const Agreement a =
+            compare_inputs_with_ort(m, std::string(op) + "_" + tn, {{"x", value(t, {256}, all)}}, {}, 1);
+        std::printf("%s %s: %d of 256 codes differ from ONNX Runtime (at most by %d)\n", op, tn.c_str(),
+                    a.codes_differing, a.max_code_diff);
+      }
+    }
+  }
+}

@@ -462,16 +462,54 @@ TEST_CASE("quantize-static: skips, exclusions and refusals say why", "[quantize-
     CHECK_FALSE(r.status.ok);
     CHECK_THAT(r.status.message, Catch::Contains("put a calibrate step before it"));
   }
-  SECTION("qoperator is refused at plan time and at run time") {
+  SECTION(
+      "qoperator with 16-bit activations, 4-bit weights or int8 x uint8 is refused at plan and run time") {
     const PassInfo& info = pass_info("quantize-static");
-    const auto problems = info.validate(opts_of({{"format", Value::of_string("qoperator")}}));
+    CHECK(info.validate(opts_of({{"format", Value::of_string("qoperator")}})).empty());
+    auto problems = info.validate(opts_of(
+        {{"format", Value::of_string("qoperator")}, {"activation_type", Value::of_string("uint16")}}));
     REQUIRE(problems.size() == 1);
-    CHECK(problems[0].option == "format");
-    CHECK_THAT(problems[0].message, Catch::Contains("not implemented"));
-    PassResult r = quantize(m, table, opts_of({{"format", Value::of_string("qoperator")}}));
+    CHECK(problems[0].option == "activation_type");
+    CHECK_THAT(problems[0].message,
+               Catch::Contains("uint16") && Catch::Contains("qoperator") && Catch::Contains("8-bit"));
+    problems = info.validate(
+        opts_of({{"format", Value::of_string("qoperator")}, {"weight_type", Value::of_string("int4")}}));
+    REQUIRE(problems.size() == 1);
+    CHECK(problems[0].option == "weight_type");
+    problems = info.validate(opts_of({{"format", Value::of_string("qoperator")},
+                                      {"activation_type", Value::of_string("int8")},
+                                      {"weight_type", Value::of_string("uint8")}}));
+    REQUIRE(problems.size() == 1);
+    CHECK(problems[0].option == "weight_type");
+    PassResult r = quantize(m, table,
+                            opts_of({{"format", Value::of_string("qoperator")},
+                                     {"activation_type", Value::of_string("uint16")}}));
     CHECK_FALSE(r.status.ok);
     CHECK_FALSE(r.changed);
-    CHECK_THAT(r.status.message, Catch::Contains("qoperator"));
+    CHECK_THAT(r.status.message, Catch::Contains("activation_type") && Catch::Contains("qoperator"));
+  }
+  SECTION("per channel below opset 13: converted by ONNX's version converter, with a note") {
+    Model old = fm;
+    old.graph->model.opset_imports = {{"", 11}};
+    Graph& g = *old.graph;
+    g.outputs[0].name = "y2";
+    g.outputs[0].type.shape.reset();  // rank 3 now
+    Node u = make_node("unsq", "Unsqueeze", {"y"}, {"y2"});
+    u.attributes.push_back(Attribute::of_ints("axes", {0}));
+    g.nodes.push_back(u);
+    PassResult r = quantize(old, table, opts_of({{"per_channel", Value::of_bool(true)}}));
+    INFO(r.status.message);
+    REQUIRE(r.status.ok);
+    CHECK(old.graph->opset() == 13);
+    CHECK(r.metrics.at("opset_upgraded_from") == 11);
+    bool noted = false;
+    for (const std::string& n : r.notes)
+      noted |= n.find("upgraded opset 11 -> 13 for per-channel") != std::string::npos;
+    CHECK(noted);
+    // Unsqueeze's axes became an input.
+    const Node* un = find_op(*old.graph, "Unsqueeze");
+    REQUIRE(un);
+    CHECK(un->inputs.size() == 2);
   }
   SECTION("an op whose form changes with the opset raise names the node and upgrade-opset") {
     // Opset 11 with Unsqueeze(axes attribute): per-channel needs opset 13,
@@ -485,10 +523,12 @@ TEST_CASE("quantize-static: skips, exclusions and refusals say why", "[quantize-
     g.nodes.push_back(u);
     quant::RangeTable t = quant::RangeTable::from_table(*table, "t");
     t.values.push_back({"y2", *t.find("y")});
-    PassResult r = quantize(old, std::make_shared<Table>(t.to_table()),
-                            opts_of({{"per_channel", Value::of_bool(true)}}));
+    PassResult r =
+        quantize(old, std::make_shared<Table>(t.to_table()),
+                 opts_of({{"per_channel", Value::of_bool(true)}, {"upgrade_opset", Value::of_bool(false)}}));
     CHECK_FALSE(r.status.ok);
-    CHECK_THAT(r.status.message, Catch::Contains("unsq") && Catch::Contains("upgrade-opset"));
+    CHECK_THAT(r.status.message, Catch::Contains("unsq") && Catch::Contains("upgrade-opset") &&
+                                     Catch::Contains("upgrade_opset = true"));
   }
 }
 
@@ -570,8 +610,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "quantize-static on PP-OCRv4's recogniser (opset 12): the opset raise is refused naming the node, "
-    "com.microsoft Q/DQ with 16-bit activations instead",
+    "quantize-static on PP-OCRv4's recogniser (opset 12): without upgrade_opset the opset raise is refused "
+    "naming the node, com.microsoft Q/DQ with 16-bit activations instead",
     "[quantize-static][real-models]") {
   const fs::path p = real_model("ppocrv4_rec");
   if (p.empty()) return;
@@ -584,7 +624,8 @@ TEST_CASE(
     ort_reference(emit_to(dir.path / "ref.onnx", fm), dir.path / "cal", args + " --seed 7");
     Model m = fm;
     auto table = calibrate(m, dir.path / "cal/data");
-    PassResult r = quantize(m, table, opts_of({{"per_channel", Value::of_bool(true)}}));
+    PassResult r = quantize(
+        m, table, opts_of({{"per_channel", Value::of_bool(true)}, {"upgrade_opset", Value::of_bool(false)}}));
     CHECK_FALSE(r.status.ok);
     CHECK_THAT(r.status.message, Catch::Contains("(Squeeze)") && Catch::Contains("upgrade-opset") &&
                                      Catch::Contains("com.microsoft"));
@@ -602,4 +643,226 @@ TEST_CASE(
   CHECK(q.graph->opset() == 12);
   CHECK(f.ort_cosine >= 0.985);
   CHECK(f.executor_cosine >= 0.99);
+}
+
+namespace {
+
+// x[batch, 3, 16, 16] -> Conv+Relu (r1) -> Conv 1x1 -> Sigmoid -> Mul(r1, .)
+// -> Add(., r1) -> MaxPool | AveragePool -> Concat -> GlobalAveragePool ->
+// Flatten -> Gemm(transB) + Relu -> MatMul -> Add(bias) -> y[batch, 4]: every
+// op of the QOperator form.
+Model qop_net() {
+  Model fm = onnx_model("qop_net", 13, 7);
+  Graph& g = *fm.graph;
+  auto io = [](const std::string& name, std::vector<int64_t> dims) {
+    ValueInfo v;
+    v.name = name;
+    std::vector<Dim> d(dims.size() + 1);
+    d[0].param = "batch";
+    for (size_t k = 0; k < dims.size(); ++k) d[k + 1].value = dims[k];
+    v.type = ValueType::tensor(ElemType::F32, d);
+    return v;
+  };
+  g.inputs.push_back(io("x", {3, 16, 16}));
+  g.outputs.push_back(io("y", {4}));
+  Rng rng(17);
+  fm.tensors.push_back(rand_tensor("w1", {8, 3, 3, 3}, rng, 0.4f));
+  fm.tensors.push_back(rand_tensor("b1", {8}, rng, 0.1f));
+  fm.tensors.push_back(rand_tensor("w2", {8, 8, 1, 1}, rng, 0.5f));
+  fm.tensors.push_back(rand_tensor("b2", {8}, rng, 0.1f));
+  fm.tensors.push_back(rand_tensor("wg", {12, 16}, rng, 0.5f));  // [N, K]: transB
+  fm.tensors.push_back(rand_tensor("bg", {12}, rng, 0.1f));
+  fm.tensors.push_back(rand_tensor("wm", {12, 4}, rng, 0.5f));
+  fm.tensors.push_back(rand_tensor("bm", {4}, rng, 0.1f));
+  Node c1 = make_node("conv1", "Conv", {"x", "w1", "b1"}, {"c1"});
+  c1.attributes.push_back(Attribute::of_ints("kernel_shape", {3, 3}));
+  c1.attributes.push_back(Attribute::of_ints("pads", {1, 1, 1, 1}));
+  g.nodes.push_back(c1);
+  g.nodes.push_back(make_node("relu1", "Relu", {"c1"}, {"r1"}));
+  g.nodes.push_back(make_node("conv2", "Conv", {"r1", "w2", "b2"}, {"c2"}));
+  g.nodes.push_back(make_node("sig", "Sigmoid", {"c2"}, {"s"}));
+  g.nodes.push_back(make_node("gate", "Mul", {"r1", "s"}, {"m"}));
+  g.nodes.push_back(make_node("res", "Add", {"m", "r1"}, {"a"}));
+  for (const char* op : {"MaxPool", "AveragePool"}) {
+    Node p = make_node(std::string(op) == "MaxPool" ? "mp" : "ap", op, {"a"},
+                       {std::string(op) == "MaxPool" ? "mp" : "ap"});
+    p.attributes.push_back(Attribute::of_ints("kernel_shape", {2, 2}));
+    p.attributes.push_back(Attribute::of_ints("strides", {2, 2}));
+    g.nodes.push_back(p);
+  }
+  Node cat = make_node("cat", "Concat", {"mp", "ap"}, {"cat"});
+  cat.attributes.push_back(Attribute::of_int("axis", 1));
+  g.nodes.push_back(cat);
+  g.nodes.push_back(make_node("gap", "GlobalAveragePool", {"cat"}, {"gap"}));
+  g.nodes.push_back(make_node("flat", "Flatten", {"gap"}, {"f"}));
+  Node gemm = make_node("fc1", "Gemm", {"f", "wg", "bg"}, {"g1"});
+  gemm.attributes.push_back(Attribute::of_int("transB", 1));
+  g.nodes.push_back(gemm);
+  g.nodes.push_back(make_node("relu2", "Relu", {"g1"}, {"gr"}));
+  g.nodes.push_back(make_node("fc2", "MatMul", {"gr", "wm"}, {"mm"}));
+  g.nodes.push_back(make_node("fc2_add", "Add", {"mm", "bm"}, {"y"}));
+  return fm;
+}
+
+std::vector<std::string> ops_with_sigmoid() {
+  return {"Conv",        "Relu",   "Sigmoid",           "Mul",     "Add",  "MaxPool",
+          "AveragePool", "Concat", "GlobalAveragePool", "Flatten", "Gemm", "MatMul"};
+}
+
+}  // namespace
+
+TEST_CASE(
+    "quantize-static qoperator: QLinearConv, QGemm, QLinearMatMul, QLinearAdd/Mul/Concat/AveragePool/"
+    "GlobalAveragePool/Sigmoid, u8/s8 per tensor and per channel, in ONNX Runtime and the cpu executor",
+    "[quantize-static][qoperator]") {
+  struct Case {
+    std::string act;
+    bool per_channel;
+  };
+  const Model fm = qop_net();
+  for (const Case& c :
+       std::vector<Case>{{"uint8", false}, {"uint8", true}, {"int8", false}, {"int8", true}}) {
+    const std::string label = "qop net " + c.act + "/int8" + (c.per_channel ? " per channel" : " per tensor");
+    Model q;
+    PassResult r;
+    const Fidelity f = quantize_and_measure(fm, label, "--batch 2 --samples 4",
+                                            opts_of({{"format", Value::of_string("qoperator")},
+                                                     {"activation_type", Value::of_string(c.act)},
+                                                     {"per_channel", Value::of_bool(c.per_channel)},
+                                                     {"op_types", list_of(ops_with_sigmoid())}}),
+                                            &q, &r, "--batch 4 --samples 8");
+    std::string notes;
+    for (const std::string& n : r.notes) notes += n + "\n";
+    INFO(label << "\n" << notes);
+    CHECK(f.ort_cosine >= 0.999);
+    CHECK(f.executor_cosine >= 0.9999);
+    const Graph& g = *q.graph;
+    // Every quantized op in QOperator form: one QuantizeLinear where the
+    // graph input enters, one DequantizeLinear writing y, no float compute.
+    for (const char* op :
+         {"QLinearConv", "QGemm", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearConcat",
+          "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearSigmoid"})
+      CHECK(count(g, op) >= 1);
+    CHECK(count(g, "QLinearConv") == 2);
+    CHECK(count(g, "QLinearAdd") == 2);
+    for (const char* op : {"Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "Sigmoid", "AveragePool", "Concat",
+                           "GlobalAveragePool"})
+      CHECK(count(g, op) == 0);
+    CHECK(count(g, "QuantizeLinear") == 1);
+    CHECK(count(g, "DequantizeLinear") == 1);
+    CHECK(g.producer("y") >= 0);
+    CHECK(g.nodes[static_cast<size_t>(g.producer("y"))].op_type == "DequantizeLinear");
+    // MaxPool and Flatten run on the 8-bit values.
+    const Node* mp = find_op(g, "MaxPool");
+    REQUIRE(mp);
+    CHECK(g.nodes[static_cast<size_t>(g.producer(mp->inputs[0]))].op_type == "QLinearAdd");
+    CHECK(r.metrics.at("direct_8bit_nodes") == 2);
+    CHECK(r.metrics.at("float_between_qdq") == 0);
+    CHECK(q.graph->opset("com.microsoft") == 1);
+    // Conv's bias is int32 input 8 of QLinearConv.
+    const Node* conv = find_op(g, "QLinearConv");
+    REQUIRE(conv);
+    REQUIRE(conv->inputs.size() == 9);
+    CHECK(q.tensor(conv->inputs[8])->type == ElemType::I32);
+    CHECK(q.tensor(conv->inputs[3])->type == ElemType::I8);
+    // No float weights are left.
+    for (const char* w : {"w1", "w2", "wg", "wm"}) CHECK(q.tensor(w) == nullptr);
+  }
+}
+
+TEST_CASE("quantize-static qoperator: the tiny MLP and conv nets, and what stays in float",
+          "[quantize-static][qoperator]") {
+  for (const std::string kind : {"mlp", "conv"}) {
+    const Model fm = kind == "mlp" ? onnxfmt::tiny_mlp_model() : onnxfmt::tiny_conv_model();
+    const std::string args = kind == "mlp" ? "--batch 4 --samples 4" : "--batch 2 --samples 4";
+    Model q;
+    PassResult r;
+    const Fidelity f = quantize_and_measure(
+        fm, kind + " qoperator u8/s8 per channel", args,
+        opts_of({{"format", Value::of_string("qoperator")}, {"per_channel", Value::of_bool(true)}}), &q, &r,
+        kind == "mlp" ? "--batch 16 --samples 8" : "");
+    CHECK(f.ort_cosine >= 0.99);
+    CHECK(f.executor_cosine >= 0.9999);
+    CHECK(count(*q.graph, "QuantizeLinear") == 1);
+    CHECK(count(*q.graph, kind == "mlp" ? "QLinearMatMul" : "QLinearConv") >= 1);
+  }
+  SECTION("symmetric activations: a Relu cannot fold, its op stays in float, reported") {
+    Model q;
+    PassResult r;
+    const Fidelity f = quantize_and_measure(onnxfmt::tiny_conv_model(), "conv qoperator symmetric int8",
+                                            "--batch 2 --samples 4",
+                                            opts_of({{"format", Value::of_string("qoperator")},
+                                                     {"activation_type", Value::of_string("int8")},
+                                                     {"activation_symmetric", Value::of_bool(true)}}),
+                                            &q, &r);
+    CHECK(f.ort_cosine >= 0.99);
+    CHECK(f.executor_cosine >= 0.9999);
+    const Skipped* s = skip_of(r, "node 'conv'");
+    REQUIRE(s);
+    CHECK_THAT(s->reason, Catch::Contains("kept in float") && Catch::Contains("Relu"));
+    CHECK(count(*q.graph, "Conv") == 1);
+    CHECK(r.metrics.at("float_between_qdq") >= 1);
+  }
+}
+
+TEST_CASE(
+    "quantize-static qoperator on PP-OCR's classifier (opset 11): per channel without an upgrade-opset step",
+    "[quantize-static][qoperator][real-models]") {
+  const fs::path p = real_model("ppocr_mobile_v2_cls");
+  if (p.empty()) return;
+  const Model fm = onnxfmt::import_onnx(p.string());
+  REQUIRE(fm.graph->opset() == 11);
+  for (const std::string act : {"uint8", "int8"}) {
+    Model q;
+    PassResult r;
+    const Fidelity f = quantize_and_measure(fm, "PP-OCR cls qoperator " + act + "/int8 per channel",
+                                            "--glyphs --shape x=4,3,48,192 --samples 4",
+                                            opts_of({{"format", Value::of_string("qoperator")},
+                                                     {"activation_type", Value::of_string(act)},
+                                                     {"per_channel", Value::of_bool(true)}}),
+                                            &q, &r);
+    bool noted = false;
+    for (const std::string& n : r.notes) {
+      std::cout << "  " << n << "\n";
+      noted |= n.find("upgraded opset 11 -> 13 for per-channel scales") != std::string::npos;
+    }
+    std::cout << "  " << r.metrics["qlinear_nodes"] << " QLinear nodes, " << r.metrics["float_between_qdq"]
+              << " left in float between Q/DQ\n";
+    CHECK(noted);
+    CHECK(q.graph->opset() == 13);
+    CHECK(f.ort_cosine >= 0.99);
+    CHECK(f.executor_cosine >= 0.99);
+    CHECK(count(*q.graph, "QLinearConv") > 10);
+    CHECK(count(*q.graph, "Conv") == 0);
+  }
+}
+
+TEST_CASE("quantize-static qoperator in a build: cached and --no-cache byte-identical",
+          "[quantize-static][qoperator][cli]") {
+  test::TempDir dir("qforge_qstatic_qop_build_");
+  fs::create_directories(dir.path / "models");
+  const fs::path model = dir.path / "models/conv.onnx";
+  onnxfmt::write_tiny_model("conv", model.string());
+  ort_reference(model, dir.path / "cal", "--batch 1 --samples 4");
+  std::ofstream(dir.path / "qforge.toml")
+      << "[models.conv]\npath = \"models/conv.onnx\"\n[datasets.cal]\nfiles = [\"cal/data/*.npz\"]\n"
+         "[[targets]]\nname = \"conv-qop-{pc}\"\nmodel = \"conv\"\nmatrix = { pc = [true, false] }\n"
+         "pipeline = [ { pass = \"calibrate\", dataset = \"cal\" }, "
+         "{ pass = \"quantize-static\", format = \"qoperator\", per_channel = \"{pc}\" } ]\n";
+  const std::string qforge = std::string("'") + QFORGE_BIN + "'";
+  int st = 0;
+  std::string out = test::run_capture("cd '" + dir.path.string() + "' && " + qforge + " build 2>&1", st);
+  INFO(out);
+  REQUIRE(st == 0);
+  const std::string a = file_bytes(dir.path / "dist/conv-qop-true.onnx");
+  const std::string b = file_bytes(dir.path / "dist/conv-qop-false.onnx");
+  REQUIRE_FALSE(a.empty());
+  CHECK(a != b);
+  out = test::run_capture("cd '" + dir.path.string() + "' && " + qforge + " build --no-cache 2>&1", st);
+  REQUIRE(st == 0);
+  CHECK(file_bytes(dir.path / "dist/conv-qop-true.onnx") == a);
+  CHECK(file_bytes(dir.path / "dist/conv-qop-false.onnx") == b);
+  const Model q = onnxfmt::import_onnx((dir.path / "dist/conv-qop-true.onnx").string());
+  CHECK(count(*q.graph, "QLinearConv") == 1);
+  CHECK(count(*q.graph, "QuantizeLinear") == 1);
 }

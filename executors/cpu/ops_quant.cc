@@ -4,7 +4,9 @@
 // 4-, 8- and 16-bit codes), DynamicQuantizeLinear, MatMulInteger,
 // ConvInteger, QLinearMatMul, QLinearConv. com.microsoft (ONNX Runtime's
 // contrib operators): QuantizeLinear, DequantizeLinear, QLinearAdd,
-// QLinearMul, DynamicQuantizeMatMul, MatMulNBits.
+// QLinearMul, QGemm, QLinearConcat, QLinearAveragePool,
+// QLinearGlobalAveragePool, QLinearSigmoid, QLinearLeakyRelu,
+// DynamicQuantizeMatMul, MatMulNBits.
 //
 // Integer products are exact: oneDNN's integer GEMM (gemm_u8s8s32 /
 // gemm_s8s8s32, int32 accumulation) computes the raw product of the codes and
@@ -1296,6 +1298,218 @@ void qlinear_binary(KernelContext& ctx) {
   });
 }
 
+// ---------------------------------------------------------------- QGemm (com.microsoft)
+
+// Y = alpha * A' B' + C with A' = transA ? A^T : A (uint8 or int8 codes,
+// per-tensor), B' likewise (per tensor or per column of B'), C int32 at scale
+// alpha * a_scale * b_scale, broadcast to [M, N]. With y_scale the sums are
+// requantized (y_zero_point's type, uint8 when absent); without, Y is float.
+class QGemmKernel : public Kernel {
+ public:
+  explicit QGemmKernel(const KernelInit& init)
+      : trans_a_(attr_int(init.node, "transA", 0) != 0),
+        trans_b_(attr_int(init.node, "transB", 0) != 0),
+        alpha_(attr_float(init.node, "alpha", 1.0f)) {
+    const RunValue* b = init.constants.size() > 3 ? init.constants[3] : nullptr;
+    const bool zp_given = init.node.inputs.size() > 5 && !init.node.inputs[5].empty();
+    const RunValue* z = zp_given && init.constants.size() > 5 ? init.constants[5] : nullptr;
+    if (b && b->shape.size() == 2 && (!zp_given || z)) {
+      const_b_shape_ = b->shape;
+      const_rhs_ = rhs_of(*b, z);
+      have_const_ = true;
+    }
+  }
+
+  void run(KernelContext& ctx) override {
+    const RunValue& a = ctx.input(0);
+    const RunValue& b = ctx.input(3);
+    if (a.shape.size() != 2 || b.shape.size() != 2)
+      throw Error("A " + describe(a) + " and B " + describe(b) + " must be 2-D");
+    const int64_t m = trans_a_ ? a.shape[1] : a.shape[0], k = trans_a_ ? a.shape[0] : a.shape[1];
+    Rhs tmp;
+    const Rhs* rhs = &const_rhs_;
+    if (!have_const_ || b.shape != const_b_shape_) {
+      tmp = rhs_of(b, ctx.has_input(5) ? &ctx.input(5) : nullptr);
+      rhs = &tmp;
+    }
+    if (rhs->k != k) throw Error("cannot multiply A " + describe(a) + " by B " + describe(b));
+    const int64_t n = rhs->n;
+    // A' as a contiguous [m, k] matrix.
+    const uint8_t* pa = a.data->data();
+    std::vector<uint8_t> at;
+    if (trans_a_) {
+      at.resize(static_cast<size_t>(m * k));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t p = 0; p < k; ++p) at[i * k + p] = pa[p * m + i];
+      pa = at.data();
+    }
+    const float sa = scalar_scale(ctx.input(1), "a_scale");
+    const std::vector<int32_t> za = lhs_zero_points(ctx, 2, a.type, 1);
+    const std::vector<float> sb = rhs_scales(ctx.input(4), n, "b_scale");
+    std::vector<int32_t> acc(static_cast<size_t>(m * n));
+    int_gemm(a.type, pa, m, za, *rhs, acc.data());
+    if (ctx.has_input(6)) {
+      const RunValue& c = ctx.input(6);
+      if (c.type != ElemType::I32) throw Error("C " + describe(c) + " must be int32");
+      const std::vector<int64_t> shape = broadcast_shapes(c.shape, {m, n});
+      if (shape != std::vector<int64_t>{m, n})
+        throw Error("C " + describe(c) + " does not broadcast to [" + std::to_string(m) + ", " +
+                    std::to_string(n) + "]");
+      const std::vector<int64_t> st = broadcast_strides(c.shape, shape);
+      const int32_t* pc = c.as<int32_t>();
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t off = (st.size() > 1 ? i * st[st.size() - 2] : 0) + j * st.back();
+          acc[i * n + j] =
+              static_cast<int32_t>(static_cast<uint32_t>(acc[i * n + j]) + static_cast<uint32_t>(pc[off]));
+        }
+    }
+    std::vector<float> mult(sb.size());
+    for (size_t j = 0; j < sb.size(); ++j) mult[j] = alpha_ * sa * sb[j];
+    if (!ctx.has_input(7)) {
+      float* y = ctx.alloc<float>(0, ElemType::F32, {m, n});
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          y[i * n + j] = static_cast<float>(acc[i * n + j]) * (mult.size() == 1 ? mult[0] : mult[j]);
+      return;
+    }
+    const float sy = scalar_scale(ctx.input(7), "y_scale");
+    const RunValue* yz = ctx.has_input(8) ? &ctx.input(8) : nullptr;
+    const ElemType yt = yz ? yz->type : ElemType::U8;
+    if (yt != ElemType::U8 && yt != ElemType::I8) unsupported("QGemm output " + std::string(name_of(yt)));
+    const int32_t zy = yz ? codes_of(*yz).at(0) : 0;
+    for (float& v : mult) v /= sy;
+    requantize(acc.data(), m, n, mult, zy, yt, ctx.alloc_output(0, yt, {m, n}), ctx.threads);
+  }
+
+ private:
+  Rhs rhs_of(const RunValue& b, const RunValue* z) const {
+    if (b.shape.size() != 2) throw Error("B " + describe(b) + " must be 2-D");
+    const int64_t k = trans_b_ ? b.shape[1] : b.shape[0], n = trans_b_ ? b.shape[0] : b.shape[1];
+    return make_rhs(b.type, b.data->data(), k, n, trans_b_, rhs_zero_points(z, b.type, n));
+  }
+
+  bool trans_a_, trans_b_;
+  float alpha_;
+  bool have_const_ = false;
+  std::vector<int64_t> const_b_shape_;
+  Rhs const_rhs_;
+};
+
+// ---------------------------------------------------------------- 8-bit in, 8-bit out (com.microsoft)
+
+// Code x -> quantize(f(dequantize(x))) for all 256 codes of `t`, as ONNX
+// Runtime's QLinearLookupBase builds its table: dequantize in float, f in
+// float, round half to even, saturate.
+template <class F>
+std::vector<uint8_t> lookup_table(ElemType t, QParams x, QParams y, F&& f) {
+  const Range r = range_of(t);
+  std::vector<uint8_t> table(256);
+  for (int32_t c = r.lo; c <= r.hi; ++c) {
+    const float v = f(x.scale * static_cast<float>(c - x.zp));
+    const int32_t q = saturate_to(rne(v / y.scale) + static_cast<float>(y.zp), static_cast<float>(r.lo),
+                                  static_cast<float>(r.hi));
+    table[static_cast<uint8_t>(c)] = static_cast<uint8_t>(q);
+  }
+  return table;
+}
+
+// QLinearSigmoid, QLinearLeakyRelu: X, X_scale, X_zero_point, Y_scale, Y_zero_point.
+template <class F>
+void qlinear_unary(KernelContext& ctx, F&& f) {
+  const RunValue& x = ctx.input(0);
+  if (x.type != ElemType::U8 && x.type != ElemType::I8) unsupported("input " + describe(x));
+  const QParams px = qparams(ctx, 1, 2, x.type, "X");
+  const QParams py = qparams(ctx, 3, 4, x.type, "Y");
+  const std::vector<uint8_t> table = lookup_table(x.type, px, py, f);
+  uint8_t* o = ctx.alloc_output(0, x.type, x.shape);
+  const uint8_t* p = x.data->data();
+  const int64_t n = static_cast<int64_t>(x.numel());
+  for (int64_t i = 0; i < n; ++i) o[i] = table[p[i]];
+}
+
+// QLinearConcat: Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per
+// input; inputs with other parameters than Y's are requantized.
+void qlinear_concat(KernelContext& ctx) {
+  if (ctx.num_inputs() < 5 || (ctx.num_inputs() - 2) % 3 != 0)
+    throw Error("QLinearConcat needs Y_scale, Y_zero_point and (X, X_scale, X_zero_point) per input");
+  const ElemType t = ctx.input(1).type;
+  if (t != ElemType::U8 && t != ElemType::I8) unsupported("output zero point " + describe(ctx.input(1)));
+  const QParams py = qparams(ctx, 0, 1, t, "Y");
+  const size_t count = (ctx.num_inputs() - 2) / 3;
+  const RunValue& first = ctx.input(2);
+  const int64_t rank = static_cast<int64_t>(first.shape.size());
+  const int64_t axis = norm_axis(attr_required(ctx.node, "axis").i, rank);
+  std::vector<int64_t> out = first.shape;
+  out[axis] = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const RunValue& x = ctx.input(2 + 3 * i);
+    if (x.type != t) throw Error("input " + describe(x) + " differs in type from Y_zero_point");
+    if (static_cast<int64_t>(x.shape.size()) != rank) throw Error("inputs differ in rank");
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != axis && x.shape[d] != first.shape[d])
+        throw Error("input " + describe(x) + " differs from " + describe(first) + " outside the axis");
+    out[axis] += x.shape[axis];
+  }
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= out[d];
+  for (int64_t d = axis + 1; d < rank; ++d) inner *= out[d];
+  uint8_t* o = ctx.alloc_output(0, t, out);
+  const int64_t row = out[axis] * inner;
+  int64_t at = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const RunValue& x = ctx.input(2 + 3 * i);
+    const QParams px = qparams(ctx, 3 + 3 * i, 4 + 3 * i, t, "X");
+    const bool same = px.scale == py.scale && px.zp == py.zp;
+    const std::vector<uint8_t> table =
+        same ? std::vector<uint8_t>() : lookup_table(t, px, py, [](float v) { return v; });
+    const int64_t len = x.shape[axis] * inner;
+    const uint8_t* p = x.data->data();
+    for (int64_t r = 0; r < outer; ++r) {
+      uint8_t* dst = o + r * row + at;
+      const uint8_t* src = p + r * len;
+      if (same) {
+        std::memcpy(dst, src, static_cast<size_t>(len));
+      } else {
+        for (int64_t j = 0; j < len; ++j) dst[j] = table[src[j]];
+      }
+    }
+    at += len;
+  }
+}
+
+// Runs the ai.onnx float kernel of `op` (AveragePool, GlobalAveragePool) on
+// dequantize(X) and quantizes its output to Y's scale and zero point, as
+// ONNX Runtime's QLinearAveragePool / QLinearGlobalAveragePool compute
+// (float average of the dequantized window, rounded half to even).
+void qlinear_pool(KernelContext& ctx, const char* op) {
+  const RunValue& x = ctx.input(0);
+  if (x.type != ElemType::U8 && x.type != ElemType::I8) unsupported("input " + describe(x));
+  if (attr_int(ctx.node, "channels_last", 0) != 0) unsupported("channels_last = 1");
+  const QParams px = qparams(ctx, 1, 2, x.type, "x");
+  const QParams py = qparams(ctx, 3, 4, x.type, "y");
+  std::vector<float> f(x.numel());
+  const uint8_t* p = x.data->data();
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = px.scale * static_cast<float>(load_code(x.type, p, static_cast<int64_t>(i)) - px.zp);
+  const RunValue xf{ElemType::F32, x.shape, make_blob(f.data(), f.size() * 4)};
+  const KernelTable::Entry* e = kernel_table().find("", op, 19);
+  if (!e) throw Error(std::string("no float ") + op + " kernel");
+  const KernelInit init{ctx.node, 19, ctx.threads, {&xf}, {}};
+  std::unique_ptr<Kernel> k = e->factory(init);
+  std::vector<RunValue> outs(1);
+  KernelContext sub(ctx.node, 19, ctx.threads, ctx.pool(), {&xf}, outs);
+  k->run(sub);
+  const RunValue& y = outs[0];
+  const Range r = range_of(x.type);
+  uint8_t* o = ctx.alloc_output(0, x.type, y.shape);
+  const float* py_f = y.as<float>();
+  for (uint64_t i = 0; i < y.numel(); ++i)
+    store_code(x.type, o, static_cast<int64_t>(i),
+               saturate_to(rne(py_f[i] / py.scale) + static_cast<float>(py.zp), static_cast<float>(r.lo),
+                           static_cast<float>(r.hi)));
+}
+
 // ---------------------------------------------------------------- MatMulNBits (com.microsoft)
 
 // Y = A @ dequantize(B)^T (+ bias), B [N, blocks, blob] with codes packed
@@ -1455,6 +1669,18 @@ void register_ops_quant(KernelTable& t) {
            [](KernelContext& c) { dequantize_linear(c, true); });
   t.add_fn("com.microsoft", "QLinearAdd", 1, kMaxOpset, qlinear_binary<false>);
   t.add_fn("com.microsoft", "QLinearMul", 1, kMaxOpset, qlinear_binary<true>);
+  t.add("com.microsoft", "QGemm", 1, kMaxOpset, factory_of<QGemmKernel>());
+  t.add_fn("com.microsoft", "QLinearSigmoid", 1, kMaxOpset,
+           [](KernelContext& c) { qlinear_unary(c, [](float v) { return 1.0f / (1.0f + std::exp(-v)); }); });
+  t.add_fn("com.microsoft", "QLinearLeakyRelu", 1, kMaxOpset, [](KernelContext& c) {
+    const float alpha = attr_float(c.node, "alpha", 0.01f);
+    qlinear_unary(c, [alpha](float v) { return v >= 0 ? v : alpha * v; });
+  });
+  t.add_fn("com.microsoft", "QLinearConcat", 1, kMaxOpset, qlinear_concat);
+  t.add_fn("com.microsoft", "QLinearAveragePool", 1, kMaxOpset,
+           [](KernelContext& c) { qlinear_pool(c, "AveragePool"); });
+  t.add_fn("com.microsoft", "QLinearGlobalAveragePool", 1, kMaxOpset,
+           [](KernelContext& c) { qlinear_pool(c, "GlobalAveragePool"); });
   t.add("com.microsoft", "DynamicQuantizeMatMul", 1, kMaxOpset, factory_of<DynamicQuantizeMatMulKernel>());
   t.add("com.microsoft", "MatMulNBits", 1, kMaxOpset, factory_of<MatMulNBitsKernel>());
 }

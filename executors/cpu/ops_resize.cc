@@ -155,8 +155,33 @@ std::vector<float> floats_of(const RunValue& v, const char* what) {
   return out;
 }
 
+void resize(KernelContext& ctx, bool upsample);
+
+// Nearest-neighbour Resize of 8-bit codes (a QOperator model's data
+// movement): exact through f32, as MaxPool's 8-bit path.
+void resize_int8(KernelContext& ctx, bool upsample) {
+  const RunValue& x = ctx.input(0);
+  if (attr_string(ctx.node, "mode", "nearest") != "nearest")
+    unsupported("Resize of " + describe(x) + " in a mode other than nearest");
+  std::vector<float> f(x.numel());
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = x.type == ElemType::U8 ? x.as<uint8_t>()[i] : x.as<int8_t>()[i];
+  const RunValue xf{ElemType::F32, x.shape, make_blob(f.data(), f.size() * 4)};
+  std::vector<const RunValue*> in = {&xf};
+  for (size_t i = 1; i < ctx.num_inputs(); ++i) in.push_back(ctx.has_input(i) ? &ctx.input(i) : nullptr);
+  std::vector<RunValue> outs(1);
+  KernelContext sub(ctx.node, ctx.opset, ctx.threads, ctx.pool(), in, outs);
+  resize(sub, upsample);
+  const RunValue& y = outs[0];
+  uint8_t* o = ctx.alloc_output(0, x.type, y.shape);
+  for (uint64_t i = 0; i < y.numel(); ++i)
+    o[i] = x.type == ElemType::U8 ? static_cast<uint8_t>(y.as<float>()[i])
+                                  : static_cast<uint8_t>(static_cast<int8_t>(y.as<float>()[i]));
+}
+
 void resize(KernelContext& ctx, bool upsample) {
   const RunValue& x = ctx.input(0);
+  if (x.type == ElemType::U8 || x.type == ElemType::I8) return resize_int8(ctx, upsample);
   const int64_t r = static_cast<int64_t>(x.shape.size());
   ResizeAttrs a;
   a.mode = attr_string(ctx.node, "mode", "nearest");

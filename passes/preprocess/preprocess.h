@@ -15,9 +15,29 @@
 // only when everything succeeded.
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qforge/model.h"
 #include "qforge/pass.h"
 
 namespace qforge::passes {
+
+// What upgrade-opset does, for passes that run it implicitly (quantize-static
+// before per-channel scales): `model` converted to ai.onnx opset `want` by
+// ONNX's version converter. Throws Error when the model imports no ai.onnx
+// opset, `want` is beyond what the converter knows, or the conversion fails.
+// `skipped` gets the nodes of other domains the converter leaves alone.
+struct OpsetUpgrade {
+  Model model;
+  int64_t from = 0, to = 0;
+  size_t nodes_before = 0, nodes_after = 0;
+  std::vector<Skipped> skipped;
+};
+OpsetUpgrade upgrade_model_opset(const Model& model, int64_t want);
+// The highest opset upgrade_model_opset converts to.
+int64_t max_upgrade_opset();
 
 PassInfo upgrade_opset_pass_info();
 PassInfo infer_shapes_pass_info();

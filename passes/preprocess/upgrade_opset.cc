@@ -38,37 +38,54 @@ class UpgradeOpsetPass : public quant::RewritePass {
     Model work = quant::working_copy(model, "upgrade-opset converts ONNX graphs");
     const int64_t from = work.graph->opset("");
     res.metrics["opset_before"] = static_cast<double>(from);
-    if (from < 1) {
-      throw Error(work.source + ": the model imports no ai.onnx opset; there is nothing to upgrade");
-    }
     if (from >= want) {
       res.metrics["opset_after"] = static_cast<double>(from);
       res.warnings.push_back("the model's ai.onnx opset is " + std::to_string(from) + ", already at least " +
                              std::to_string(want) + " (upgrade-opset never lowers an opset)");
       return;
     }
-    for (size_t i = 0; i < work.graph->nodes.size(); ++i) {
-      const Node& n = work.graph->nodes[i];
-      if (!n.domain.empty() && n.domain != "ai.onnx") {
-        res.skipped.push_back({"op of domain '" + n.domain + "': the converter changes ai.onnx ops only",
-                               quant::node_label(n, i)});
-      }
-    }
-    const size_t nodes_before = work.graph->nodes.size();
-    Model out = onnxfmt::convert_opset(work, want);
-    res.metrics["opset_after"] = static_cast<double>(out.graph->opset(""));
-    res.metrics["nodes_before"] = static_cast<double>(nodes_before);
-    res.metrics["nodes_after"] = static_cast<double>(out.graph->nodes.size());
+    OpsetUpgrade up = upgrade_model_opset(work, want);
+    for (Skipped& s : up.skipped) res.skipped.push_back(std::move(s));
+    res.metrics["opset_after"] = static_cast<double>(up.to);
+    res.metrics["nodes_before"] = static_cast<double>(up.nodes_before);
+    res.metrics["nodes_after"] = static_cast<double>(up.nodes_after);
     res.notes.push_back("converted the ai.onnx opset from " + std::to_string(from) + " to " +
                         std::to_string(want) + " with ONNX's version converter (" +
-                        std::to_string(nodes_before) + " nodes before, " +
-                        std::to_string(out.graph->nodes.size()) + " after)");
+                        std::to_string(up.nodes_before) + " nodes before, " + std::to_string(up.nodes_after) +
+                        " after)");
     res.changed = true;
-    model = std::move(out);
+    model = std::move(up.model);
   }
 };
 
 }  // namespace
+
+int64_t max_upgrade_opset() { return onnxfmt::max_known_opset(); }
+
+OpsetUpgrade upgrade_model_opset(const Model& model, int64_t want) {
+  OpsetUpgrade up;
+  const Graph& g = *model.graph;
+  up.from = g.opset("");
+  if (up.from < 1) {
+    throw Error(model.source + ": the model imports no ai.onnx opset; there is nothing to upgrade");
+  }
+  if (want > max_upgrade_opset()) {
+    throw Error("the ONNX library qforge is built with converts up to opset " +
+                std::to_string(max_upgrade_opset()) + ", not " + std::to_string(want));
+  }
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (!n.domain.empty() && n.domain != "ai.onnx") {
+      up.skipped.push_back({"op of domain '" + n.domain + "': the converter changes ai.onnx ops only",
+                            quant::node_label(n, i)});
+    }
+  }
+  up.nodes_before = g.nodes.size();
+  up.model = onnxfmt::convert_opset(model, want);
+  up.to = up.model.graph->opset("");
+  up.nodes_after = up.model.graph->nodes.size();
+  return up;
+}
 
 PassInfo upgrade_opset_pass_info() {
   PassInfo info;

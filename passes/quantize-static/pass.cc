@@ -24,8 +24,10 @@
 #include <vector>
 
 #include "onnx_quant_util.h"
+#include "preprocess.h"
 #include "qforge/graph.h"
 #include "qforge/status.h"
+#include "qoperator.h"
 #include "quantize_static.h"
 #include "range_table.h"
 
@@ -113,6 +115,8 @@ struct Config {
   bool ms_domain = false;
   bool fold_batchnorm = true;
   bool fold_relu = true;
+  bool qoperator = false;     // format = "qoperator" (qoperator.h)
+  bool upgrade_opset = true;  // ONNX's version converter when per-channel needs opset 13
   std::set<std::string> op_types;
   std::set<std::string> exclude_op_types;
   std::set<std::string> exclude_nodes;
@@ -130,18 +134,37 @@ ElemType type_named(const std::string& s) {
 
 std::vector<OptionProblem> check_options(const Options& o) {
   std::vector<OptionProblem> out;
-  auto f = o.find("format");
-  if (f != o.end() && f->second.kind == Value::Kind::String && f->second.s == "qoperator")
-    out.push_back({"format",
-                   "'qoperator' (QLinearConv, QLinearMatMul, QLinearAdd, ...) is not implemented yet; use "
-                   "format = \"qdq\": ONNX Runtime fuses each DequantizeLinear -> op -> QuantizeLinear "
-                   "group into the same integer kernels when it loads the model"});
+  auto str = [&](const char* name, const std::string& dflt) {
+    auto it = o.find(name);
+    return it != o.end() && it->second.kind == Value::Kind::String ? it->second.s : dflt;
+  };
+  if (str("format", "qdq") == "qoperator") {
+    // QOperator kernels (QLinearConv, QLinearMatMul, QGemm, ...) take 8-bit codes only.
+    const std::string act = str("activation_type", "uint8"), weight = str("weight_type", "int8");
+    if (act != "uint8" && act != "int8")
+      out.push_back({"activation_type", "is '" + act +
+                                            "' but format = \"qoperator\" needs 8-bit activations (uint8 or "
+                                            "int8); use format = \"qdq\" for 16-bit activations"});
+    if (weight != "int8" && weight != "uint8")
+      out.push_back({"weight_type", "is '" + weight +
+                                        "' but format = \"qoperator\" needs 8-bit weights (int8 or uint8); "
+                                        "use format = \"qdq\" for 4-bit weights"});
+    if (act == "int8" && weight == "uint8")
+      out.push_back(
+          {"weight_type",
+           "is 'uint8' with activation_type = \"int8\", but ONNX Runtime has no QLinearConv, "
+           "QLinearMatMul or QGemm kernel for int8 activations with uint8 weights; use weight_type = "
+           "\"int8\" or format = \"qdq\""});
+  }
   return out;
 }
 
 Config parse_config(const Options& o) {
   using namespace quant;
-  throw_first_problem(o, check_options(o));
+  const std::vector<OptionProblem> problems = check_options(o);
+  if (!problems.empty())
+    throw Error(opt_where(o, problems[0].option) + "option '" + problems[0].option + "' " +
+                problems[0].message);
   Config c;
   c.act_type = type_named(opt_string(o, kPass, "activation_type", "uint8"));
   c.weight_type = type_named(opt_string(o, kPass, "weight_type", "int8"));
@@ -154,6 +177,8 @@ Config parse_config(const Options& o) {
   c.ms_domain = opt_string(o, kPass, "qdq_domain", "ai.onnx") == "com.microsoft";
   c.fold_batchnorm = opt_bool(o, kPass, "fold_batchnorm", true);
   c.fold_relu = opt_bool(o, kPass, "fold_relu", true);
+  c.qoperator = opt_string(o, kPass, "format", "qdq") == "qoperator";
+  c.upgrade_opset = opt_bool(o, kPass, "upgrade_opset", true);
   for (const std::string& s : opt_list(o, kPass, "op_types", all_ops(true))) c.op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_op_types", {})) c.exclude_op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_nodes", {})) c.exclude_nodes.insert(s);
@@ -295,6 +320,7 @@ class QuantizeStaticPass : public quant::RewritePass {
         quant::RangeTable::from_table(*ctx.tables[0], "the calibrate step's table");
     quant::NormalizeStats normalized;
     Model work = quant::begin_weight_rewrite(model, "quantize-static rewrites ONNX graphs", normalized);
+    if (cfg.upgrade_opset) upgrade_for_per_channel(cfg, work, res);
     Graph& g = *work.graph;
     quant::note_subgraph_bodies(g, res.notes);
     std::vector<std::string> replaced;  // float tensors the rewrite replaced
@@ -569,9 +595,16 @@ class QuantizeStaticPass : public quant::RewritePass {
       try {
         quant::raise_default_opset_noted(g, want, kPass, why, res.notes);
       } catch (const Error& e) {
+        if (wide)
+          throw Error(std::string(e.what()) +
+                      "; ONNX's version converter qforge is built with stops at opset " +
+                      std::to_string(max_upgrade_opset()) +
+                      ": set qdq_domain = \"com.microsoft\" to keep the model's opset");
         throw Error(std::string(e.what()) +
-                    "; add an `upgrade-opset` step before quantize-static to convert the model, or set "
-                    "qdq_domain = \"com.microsoft\" to keep the model's opset");
+                    (cfg.upgrade_opset ? std::string()
+                                       : "; set upgrade_opset = true (the default) or add an `upgrade-opset` "
+                                         "step before quantize-static to convert the model") +
+                    "; or set qdq_domain = \"com.microsoft\" to keep the model's opset");
       }
       quant::ensure_ir_version(g, wide ? 10 : any_per_channel ? 7 : 5);
     }
@@ -710,6 +743,7 @@ class QuantizeStaticPass : public quant::RewritePass {
     // its producer writes a renamed value.
     std::map<std::string, std::string> remap;  // activation -> DQ output its readers read
     std::set<size_t> q_nodes;                  // indices in `out` of QuantizeLinear nodes
+    std::set<size_t> quantized_at;             // indices in `out` of the quantized nodes
     size_t pairs = 0;
     auto emit_pair = [&](const std::string& v, Node* producer) {
       const auto [sn, zn] = act_params(v);
@@ -762,6 +796,7 @@ class QuantizeStaticPass : public quant::RewritePass {
       }
       out.push_back(std::move(n));
       const size_t at = out.size() - 1;
+      if (pit != plan_of.end()) quantized_at.insert(at);
       const std::vector<std::string> outs = out[at].outputs;
       for (const std::string& v : outs)
         if (!v.empty() && qvals.count(v)) emit_pair(v, &out[at]);
@@ -777,6 +812,8 @@ class QuantizeStaticPass : public quant::RewritePass {
     }
     g.nodes = std::move(out);
     for (Tensor& t : new_tensors) work.tensors.push_back(std::move(t));
+    QOperatorReport qop;
+    if (cfg.qoperator) qop = qdq_to_qoperator(work, quantized_at);
 
     stats.quantized_nodes = plans.size();
     quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
@@ -786,11 +823,62 @@ class QuantizeStaticPass : public quant::RewritePass {
       res.notes.push_back("quantize-static: folded " + std::to_string(folded_bn) +
                           " BatchNormalization node(s) into the Conv before them");
     }
-    res.notes.push_back("quantize-static: " + std::to_string(plans.size()) + " nodes quantized, " +
-                        std::to_string(pairs) + " activations with QuantizeLinear/DequantizeLinear (" +
-                        name_of(cfg.act_type) + " activations, " + name_of(cfg.weight_type) + " weights " +
-                        (any_per_channel ? "per channel" : "per tensor") + "), from " + table.method +
-                        " ranges over " + std::to_string(table.samples) + " samples");
+    const std::string types = std::string(name_of(cfg.act_type)) + " activations, " +
+                              name_of(cfg.weight_type) + " weights " +
+                              (any_per_channel ? "per channel" : "per tensor");
+    if (!cfg.qoperator) {
+      res.notes.push_back("quantize-static: " + std::to_string(plans.size()) + " nodes quantized, " +
+                          std::to_string(pairs) + " activations with QuantizeLinear/DequantizeLinear (" +
+                          types + "), from " + table.method + " ranges over " +
+                          std::to_string(table.samples) + " samples");
+      return;
+    }
+    std::string ops;
+    size_t qlinear = 0;
+    for (const auto& [op, n] : qop.emitted) {
+      ops += (ops.empty() ? "" : ", ") + std::to_string(n) + " " + op;
+      qlinear += n;
+    }
+    res.metrics["qlinear_nodes"] = static_cast<double>(qlinear);
+    res.metrics["direct_8bit_nodes"] = static_cast<double>(qop.direct);
+    res.metrics["float_between_qdq"] = static_cast<double>(qop.kept_float.size());
+    res.metrics["qdq_nodes_removed"] = static_cast<double>(qop.removed_qdq);
+    res.notes.push_back(
+        "quantize-static: QOperator form (" + types + ", from " + table.method + " ranges over " +
+        std::to_string(table.samples) + " samples): " + (ops.empty() ? "no QLinear op" : ops) + "; " +
+        std::to_string(qop.direct) + " data-movement op(s) on 8-bit values, " + std::to_string(qop.folded) +
+        " Relu/Clip folded into the op before them, " + std::to_string(qop.kept_float.size()) +
+        " node(s) left in float between DequantizeLinear and QuantizeLinear");
+    for (Skipped& s : qop.kept_float) res.skipped.push_back(std::move(s));
+  }
+
+ private:
+  // Per-channel scales need opset 13: below it, the model is converted first
+  // by ONNX's version converter, as an `upgrade-opset` step would.
+  static void upgrade_for_per_channel(const Config& cfg, Model& work, PassResult& res) {
+    if (!cfg.per_channel || cfg.ms_domain) return;
+    const int64_t from = work.graph->opset("");
+    if (from < 1 || from >= 13) return;
+    bool weights = false;
+    for (const Node& n : work.graph->nodes) {
+      const OpRule* r = (n.domain.empty() || n.domain == "ai.onnx") ? rule_of(n.op_type) : nullptr;
+      weights |= r && r->role == Role::Compute && cfg.op_types.count(n.op_type) > 0;
+    }
+    if (!weights) return;
+    OpsetUpgrade up;
+    try {
+      up = upgrade_model_opset(work, 13);
+    } catch (const Error& e) {
+      throw Error("per-channel scales need opset 13 and converting the model from opset " +
+                  std::to_string(from) + " failed: " + e.what() +
+                  "; set qdq_domain = \"com.microsoft\" to keep the model's opset, or per_channel = false");
+    }
+    work = std::move(up.model);
+    res.metrics["opset_upgraded_from"] = static_cast<double>(from);
+    res.notes.push_back("quantize-static: upgraded opset " + std::to_string(from) + " -> " +
+                        std::to_string(up.to) +
+                        " for per-channel scales (ONNX's version converter, as an upgrade-opset step; "
+                        "upgrade_opset = false turns this off)");
   }
 };
 
@@ -803,7 +891,7 @@ PassInfo quantize_static_pass_info() {
       "static quantization of ONNX models in QDQ form from calibrated activation ranges, as ONNX Runtime's "
       "QDQ quantizer writes it (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, pooling and "
       "data-movement ops)";
-  info.version = 1;
+  info.version = 2;
   info.needs_graph = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"}};
   using quant::option_spec;
@@ -824,8 +912,10 @@ PassInfo quantize_static_pass_info() {
       option_spec("reduce_range", OptType::Bool, "7-bit weight range (for CPUs without VNNI)",
                   Value::of_bool(false)),
       option_spec("format", OptType::Enum,
-                  "qdq: QuantizeLinear/DequantizeLinear around float ops (qoperator is not implemented yet "
-                  "and is refused)",
+                  "qdq: QuantizeLinear/DequantizeLinear around float ops; qoperator: ONNX Runtime's QLinear "
+                  "ops (QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearMul, QLinearConcat, "
+                  "QLinearAveragePool, QLinearGlobalAveragePool, QLinearSigmoid), data-movement ops on the "
+                  "8-bit values, Q/DQ only where float begins or ends (8-bit types only)",
                   Value::of_string("qdq"), {"qdq", "qoperator"}),
       option_spec("op_types", OptType::List,
                   "op types to quantize (default: all but Sigmoid, Softmax and Tanh, which get fixed output "
@@ -844,6 +934,11 @@ PassInfo quantize_static_pass_info() {
                   "ai.onnx: standard Q/DQ (opset raised to 13 for per-channel, 21 for 16- and 4-bit types); "
                   "com.microsoft: ONNX Runtime's Q/DQ at the model's opset",
                   Value::of_string("ai.onnx"), {"ai.onnx", "com.microsoft"}),
+      option_spec("upgrade_opset", OptType::Bool,
+                  "per-channel scales below opset 13: convert the model to opset 13 with ONNX's version "
+                  "converter first, as an upgrade-opset step would (false: raise the opset only when no op "
+                  "changes form, else refuse)",
+                  Value::of_bool(true)),
   };
   for (auto& o : info.options)
     o.unordered = o.name == "op_types" || o.name == "exclude_op_types" || o.name == "exclude_nodes";

@@ -1,6 +1,8 @@
 // quantize-static: ONNX static quantization in QDQ form, as ONNX Runtime's
-// QDQ quantizer writes it, from the activation ranges a `calibrate` step
-// measured (a ranges/1 Table, passes/common/range_table.h).
+// QDQ quantizer writes it, or in QOperator form (`format = "qoperator"`:
+// QLinearConv, QLinearMatMul, QGemm, QLinearAdd, ...; qoperator.h), from the
+// activation ranges a `calibrate` step measured (a ranges/1 Table,
+// passes/common/range_table.h).
 //
 //  * Activations read or produced by a quantized node get a
 //    QuantizeLinear -> DequantizeLinear pair (one per value, shared by every
@@ -16,9 +18,15 @@
 //    inputs and output (the union of the ranges); Sigmoid, Softmax and Tanh,
 //    when listed in `op_types`, get fixed output ranges.
 //  * 16- and 4-bit types need opset 21 in the default domain, per-channel
-//    scales opset 13: the pass raises the opset (refusing with the node's
-//    name when an op changed form in between), or writes com.microsoft Q/DQ
-//    at the model's opset with `qdq_domain = "com.microsoft"`.
+//    scales opset 13. Below 13, per-channel first converts the model with
+//    ONNX's version converter, as an `upgrade-opset` step would (noted;
+//    `upgrade_opset = false` turns it off). Otherwise the pass raises the
+//    opset (refusing with the node's name when an op changed form in
+//    between), or writes com.microsoft Q/DQ at the model's opset with
+//    `qdq_domain = "com.microsoft"`.
+//  * format = "qoperator" builds the QDQ form, then replaces each
+//    DequantizeLinear -> op -> QuantizeLinear group by its QLinear op and
+//    removes the Q/DQ pairs left between two of them (8-bit types only).
 //
 // The op table in pass.cc says, per op type, which inputs are quantized,
 // which share parameters and where the weight's channel axis is. Nodes left

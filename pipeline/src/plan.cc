@@ -923,7 +923,7 @@ class Planner {
     Hasher h;
     h.field("emit").field(plan_.nodes[model].key).field(out_fmt->name()).field(out_fmt->version());
     for (int r : reports) h.field("report " + plan_.nodes[r].key);  // what the cached entry reports
-    if (profile) h.field("profile " + profile->digest);            // the artifact is checked against it
+    if (profile) h.field("profile " + profile->digest);             // the artifact is checked against it
     em.key = h.digest().hex();
     em.label = "emit " + t.name;
     // Emit nodes are per target (their artifact differs) even with equal keys.

@@ -70,6 +70,13 @@ int64_t symmetric_zero(ElemType t) {
   }
 }
 
+// Whether `node` reads `value` where it takes a weight.
+bool is_weight_slot(const Node& node, const std::string& value) {
+  static const char* ops[] = {"Conv", "ConvTranspose", "Gemm", "MatMul"};
+  if (std::find(std::begin(ops), std::end(ops), node.op_type) == std::end(ops)) return false;
+  return node.inputs.size() > 1 && node.inputs[1] == value;
+}
+
 }  // namespace
 
 std::vector<std::string> check_artifact(const Model& m, const Profile& p) {
@@ -104,7 +111,12 @@ std::vector<std::string> check_artifact(const Model& m, const Profile& p) {
     const std::string where = "node '" + n.name + "' (" + n.op_type + ")";
     if (is_qdq(n)) {
       has_qdq = true;
-      const bool weight = n.op_type == "DequantizeLinear" && m.tensor(n.inputs[0]) != nullptr;
+      // A weight is a constant read where an op takes its weight (Conv's,
+      // Gemm's or MatMul's second input); other constants (an Add's bias-like
+      // operand) are coded like activations.
+      bool weight = false;
+      if (n.op_type == "DequantizeLinear" && m.tensor(n.inputs[0]) != nullptr)
+        for (const Node* r : readers[n.outputs[0]]) weight |= is_weight_slot(*r, n.outputs[0]);
       const ElemType t = zp_type(n, 2);
       const std::string tn = onnx_type_name(t);
       if (t == ElemType::I32) continue;  // an int32 bias: its scale follows from the others
@@ -117,7 +129,8 @@ std::vector<std::string> check_artifact(const Model& m, const Profile& p) {
           for (int64_t z : zps)
             if (z != want) {
               problem(where + ": a weight zero point is " + std::to_string(z) + ", the profile needs " +
-                      std::to_string(want) + (o.zero_point_zero ? " (zero_point_zero)" : " (symmetric weights)"));
+                      std::to_string(want) +
+                      (o.zero_point_zero ? " (zero_point_zero)" : " (symmetric weights)"));
               break;
             }
         }
@@ -129,19 +142,20 @@ std::vector<std::string> check_artifact(const Model& m, const Profile& p) {
           for (const Node* r : readers[n.outputs[0]])
             if (!o.per_channel_ops.empty() && !listed(o.per_channel_ops, r->op_type))
               problem("node '" + r->name + "' (" + r->op_type +
-                      ") reads per-channel weights; the profile runs per-channel scales only for " +
-                      [&] {
+                      ") reads per-channel weights; the profile runs per-channel scales only for " + [&] {
                         std::string s;
                         for (const auto& x : o.per_channel_ops) s += (s.empty() ? "" : ", ") + x;
                         return s;
                       }());
         }
-      } else if (n.op_type == "DequantizeLinear") {
+      } else if (n.op_type == "DequantizeLinear" && !m.tensor(n.inputs[0])) {
         activation_of_dq[&n] = tn;  // its QuantizeLinear is checked
       } else {
         if (!o.activation_types.empty() && !listed(o.activation_types, tn))
-          problem(where + " quantizes an activation to " + tn +
-                  ", not one of the activation types the profile allows");
+          problem(
+              where +
+              (n.op_type == "QuantizeLinear" ? " quantizes an activation to " : " stores a constant as ") +
+              tn + ", not one of the activation types the profile allows");
         if (o.zero_point_zero || o.symmetric_activations) {
           const int64_t want = o.zero_point_zero ? 0 : symmetric_zero(t);
           for (int64_t z : zps)
@@ -164,12 +178,14 @@ std::vector<std::string> check_artifact(const Model& m, const Profile& p) {
           problem(where + " has " + w + " weights, not a type the profile allows");
         if (!o.pairs.empty() &&
             std::find(o.pairs.begin(), o.pairs.end(), std::make_pair(a, w)) == o.pairs.end())
-          problem(where + " pairs " + a + " activations with " + w + " weights, not a pair the profile allows");
+          problem(where + " pairs " + a + " activations with " + w +
+                  " weights, not a pair the profile allows");
         if (o.zero_point_zero)
           for (size_t idx : {size_t{2}, size_t{5}})
             for (int64_t z : zero_points(zp_tensor(n, idx)))
               if (z != 0) {
-                problem(where + ": a zero point is " + std::to_string(z) + ", the profile needs 0 (zero_point_zero)");
+                problem(where + ": a zero point is " + std::to_string(z) +
+                        ", the profile needs 0 (zero_point_zero)");
                 break;
               }
       }
@@ -200,7 +216,7 @@ std::vector<std::string> check_artifact(const Model& m, const Profile& p) {
       quantized_in = true;
       if (auto a = activation_of_dq.find(pr->second); a != activation_of_dq.end()) {
         if (act.empty()) act = a->second;
-      } else if (const Node* dq = pr->second; m.tensor(dq->inputs[0])) {
+      } else if (const Node* dq = pr->second; m.tensor(dq->inputs[0]) && is_weight_slot(n, in)) {
         const ElemType t = zp_type(*dq, 2);
         if (t != ElemType::I32 && weight.empty()) weight = onnx_type_name(t);
       }

@@ -10,6 +10,7 @@ Prints one JSON object:
    "activations": [{"node": q, "type": "uint8", "zero_points": [..]}],   # QuantizeLinear
    "weights": [{"node": dq, "type": "int8", "zero_points": [..], "per_channel": true,
                 "readers": ["Conv"]}],                                     # DequantizeLinear of an initializer
+   "constants": [...],                                                    # other DequantizeLinear of initializers
    "biases": n,                                                           # int32 DequantizeLinear
    "qlinear_ops": ["QLinearConv", ...],
    "pairs": [["uint8", "int8", "Conv"], ...]}                             # activation and weight types met at a node
@@ -25,6 +26,11 @@ NAMES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8", onnx.Te
 for attr, name in (("UINT4", "uint4"), ("INT4", "int4")):
     if hasattr(onnx.TensorProto, attr):
         NAMES[getattr(onnx.TensorProto, attr)] = name
+
+
+def weight_slot(node, value):
+    """Whether `node` reads `value` where it takes a weight (other constants are coded like activations)."""
+    return node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] == value
 
 
 def main():
@@ -47,7 +53,7 @@ def main():
         return "uint8", [0]
 
     facts = {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
-             "activations": [], "weights": [], "biases": 0, "qlinear_ops": [], "pairs": []}
+             "activations": [], "weights": [], "constants": [], "biases": 0, "qlinear_ops": [], "pairs": []}
     act_type = {}
     for n in g.node:
         if n.op_type == "QuantizeLinear":
@@ -57,11 +63,13 @@ def main():
             t, z = zp(n)
             if t == "int32":
                 facts["biases"] += 1
-            elif n.input[0] in inits:
+            elif n.input[0] in inits and any(weight_slot(r, n.output[0]) for r in readers.get(n.output[0], [])):
                 scale = numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits else None
                 facts["weights"].append({"node": n.name, "type": t, "zero_points": z,
                                          "per_channel": scale is not None and scale.size > 1,
                                          "readers": [r.op_type for r in readers.get(n.output[0], [])]})
+            elif n.input[0] in inits:
+                facts["constants"].append({"node": n.name, "type": t, "zero_points": z})
             else:
                 act_type[n.output[0]] = t
         elif n.op_type.startswith("QLinear") or n.op_type == "QGemm":
@@ -71,7 +79,7 @@ def main():
         w = None
         for i in n.input:
             p = producer.get(i)
-            if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in inits:
+            if p is not None and p.op_type == "DequantizeLinear" and p.input[0] in inits and weight_slot(n, i):
                 t, _ = zp(p)
                 if t != "int32":
                     w = t

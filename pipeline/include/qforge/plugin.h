@@ -20,7 +20,8 @@
 #include "qforge/registry.h"
 
 #define QFORGE_PLUGIN_API_VERSION 1u
-#define QFORGE_IR_VERSION 1
+#define QFORGE_IR_VERSION \
+  2  // bumped when a struct plugins share changes layout (2: PassInfo::needs_reference, Profile v2)
 
 #define QFORGE_STR2_(x) #x
 #define QFORGE_STR_(x) QFORGE_STR2_(x)

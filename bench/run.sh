@@ -1,6 +1,7 @@
 #!/bin/sh
 # bench/run.sh BUILD_DIR — the benchmarks, run by hand (`make bench`), not by `make test`:
-# gguf_quantize (below), then bench/executor/bench.py (the cpu executor against ONNX Runtime).
+# gguf_quantize (below), then bench/executor/bench.py (the cpu executor against ONNX Runtime),
+# then bench/select_precision/run.sh (precision plans against llama.cpp's mixtures at equal size).
 #
 # gguf_quantize: qforge's quantize-gguf against llama.cpp's llama_model_quantize (libllama
 # of node-llama-cpp 3.22.1) on a generated llama-architecture F32 model of ~800 MB, same
@@ -78,3 +79,7 @@ done
 echo
 echo "executor: qforge run against ONNX Runtime (bench/executor/README.md)"
 "$BUILD/venv/bin/python" "$(dirname "$0")/executor/bench.py" "$BUILD"
+
+echo
+echo "select-precision: plans against llama.cpp's mixtures at equal size (bench/select_precision/README.md)"
+QFORGE_NPM_DIR=$NPM "$(dirname "$0")/select_precision/run.sh" "$BUILD"

@@ -2,7 +2,8 @@
 # bench/run.sh BUILD_DIR — the benchmarks, run by hand (`make bench`), not by `make test`:
 # gguf_quantize (below), then bench/executor/bench.py (the cpu executor against ONNX Runtime),
 # then bench/quantize_static/bench.py (calibrate + quantize-static against ONNX Runtime's
-# quantize_static; QUICK=1 for a smoke run; bench/quantize_static/README.md).
+# quantize_static; QUICK=1 for a smoke run; bench/quantize_static/README.md),
+# then bench/select_precision/run.sh (precision plans against llama.cpp's mixtures at equal size).
 #
 # gguf_quantize: qforge's quantize-gguf against llama.cpp's llama_model_quantize (libllama
 # of node-llama-cpp 3.22.1) on a generated llama-architecture F32 model of ~800 MB, same
@@ -84,3 +85,7 @@ echo "executor: qforge run against ONNX Runtime (bench/executor/README.md)"
 echo
 echo "quantize_static: qforge calibrate + quantize-static against ONNX Runtime's quantize_static (bench/quantize_static/README.md)"
 "$BUILD/venv/bin/python" "$(dirname "$0")/quantize_static/bench.py" "$BUILD"
+
+echo
+echo "select-precision: plans against llama.cpp's mixtures at equal size (bench/select_precision/README.md)"
+QFORGE_NPM_DIR=$NPM "$(dirname "$0")/select_precision/run.sh" "$BUILD"

@@ -66,6 +66,11 @@ Model parse_gguf(BlobPtr file, const std::string& path);
 // `general.alignment` when not 32). Throws qforge::Error.
 void write_gguf(const Model& model, const std::string& path, uint32_t alignment = 0);
 
+// The size in bytes of the file write_gguf would write for `model` (header, metadata,
+// tensor infos, padding and every tensor's data padded to the alignment), from the
+// tensors' types and shapes alone: no tensor data is read. Throws qforge::Error.
+uint64_t gguf_file_size(const Model& model, uint32_t alignment = 0);
+
 // The alignment write_gguf would use (validated).
 uint32_t gguf_alignment_for(const Model& model, uint32_t alignment = 0);
 

@@ -117,34 +117,9 @@ uint64_t align_up(uint64_t v, uint32_t a) { return (v + a - 1) / a * a; }
 
 bool pow2(uint64_t a) { return a != 0 && (a & (a - 1)) == 0; }
 
-}  // namespace
-
-uint32_t gguf_alignment_for(const Model& model, uint32_t alignment) {
-  if (alignment != 0) {
-    if (!pow2(alignment))
-      throw Error("GGUF alignment: expected a non-zero power of two, found " + u64s(alignment));
-    return alignment;
-  }
-  if (const MetaValue* a = model.meta("general.alignment")) {
-    if (a->type != MetaType::U32)
-      throw Error(std::string("metadata 'general.alignment': expected type u32, found ") +
-                  value_type_name(a->type));
-    if (!pow2(a->u) || a->u > UINT32_MAX)
-      throw Error("metadata 'general.alignment': expected a non-zero power of two, found " + u64s(a->u));
-    return static_cast<uint32_t>(a->u);
-  }
-  return kGgufDefaultAlignment;
-}
-
-void write_gguf(const Model& model, const std::string& path, uint32_t requested) {
-  uint32_t alignment;
-  try {
-    alignment = gguf_alignment_for(model, requested);
-  } catch (const Error& e) {
-    throw Error(path + ": cannot write GGUF: " + e.what());
-  }
-
-  Buffer b(path);
+// The header (metadata, tensor infos, padding to the data section) in `b`, each
+// tensor's byte size in `sizes`, and the size of the data section (tensors padded).
+uint64_t lay_out(const Model& model, uint32_t alignment, Buffer& b, std::vector<uint64_t>& sizes) {
   // ---- metadata (general.alignment rewritten or added when the alignment differs)
   const MetaValue* have = model.meta("general.alignment");
   bool add_alignment = !have && alignment != kGgufDefaultAlignment;
@@ -182,7 +157,6 @@ void write_gguf(const Model& model, const std::string& path, uint32_t requested)
 
   // ---- tensor infos, offsets laid out up front
   std::unordered_set<std::string> names;
-  std::vector<uint64_t> sizes;
   sizes.reserve(model.tensors.size());
   uint64_t offset = 0;
   for (const Tensor& t : model.tensors) {
@@ -225,6 +199,49 @@ void write_gguf(const Model& model, const std::string& path, uint32_t requested)
   // The data section starts aligned. Without tensors there is no data section and no
   // padding (what gguf-py writes for vocab-only files).
   if (!model.tensors.empty()) b.bytes().resize(align_up(b.bytes().size(), alignment), '\0');
+
+  return offset;
+}
+
+}  // namespace
+
+uint32_t gguf_alignment_for(const Model& model, uint32_t alignment) {
+  if (alignment != 0) {
+    if (!pow2(alignment))
+      throw Error("GGUF alignment: expected a non-zero power of two, found " + u64s(alignment));
+    return alignment;
+  }
+  if (const MetaValue* a = model.meta("general.alignment")) {
+    if (a->type != MetaType::U32)
+      throw Error(std::string("metadata 'general.alignment': expected type u32, found ") +
+                  value_type_name(a->type));
+    if (!pow2(a->u) || a->u > UINT32_MAX)
+      throw Error("metadata 'general.alignment': expected a non-zero power of two, found " + u64s(a->u));
+    return static_cast<uint32_t>(a->u);
+  }
+  return kGgufDefaultAlignment;
+}
+
+uint64_t gguf_file_size(const Model& model, uint32_t requested) {
+  const uint32_t alignment = gguf_alignment_for(model, requested);
+  const std::string what = "GGUF layout";  // Buffer keeps a reference
+  Buffer b(what);
+  std::vector<uint64_t> sizes;
+  const uint64_t data = lay_out(model, alignment, b, sizes);
+  return b.bytes().size() + data;
+}
+
+void write_gguf(const Model& model, const std::string& path, uint32_t requested) {
+  uint32_t alignment;
+  try {
+    alignment = gguf_alignment_for(model, requested);
+  } catch (const Error& e) {
+    throw Error(path + ": cannot write GGUF: " + e.what());
+  }
+
+  Buffer b(path);
+  std::vector<uint64_t> sizes;
+  const uint64_t offset = lay_out(model, alignment, b, sizes);
 
   // ---- stream: header, then each tensor's bytes, padded
   AtomicFile out(path);

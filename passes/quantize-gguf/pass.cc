@@ -5,7 +5,9 @@
 #include <regex>
 #include <string>
 
+#include "gguf/gguf.h"
 #include "kernels/quants.h"
+#include "precision_plan.h"
 #include "qforge/diag.h"
 #include "qforge/pass.h"
 #include "qforge/plugin.h"
@@ -20,7 +22,9 @@ class QuantizeGgufPass : public Pass {
   PassResult run(Model& model, PassContext& ctx) override {
     PassResult r;
     r.status = guard([&] {
-      const QuantizeOptions o = options_from(ctx.options);
+      QuantizeOptions o = options_from(ctx.options);
+      if (!ctx.tables.empty() && ctx.tables[0])
+        o.plan = std::make_shared<PrecisionPlan>(PrecisionPlan::from_table(*ctx.tables[0], "precision plan"));
       QuantizeSummary s = quantize_model(model, o, ctx.threads);
       for (const auto& n : s.notes) ctx.progress.warn(n);
       r.changed = true;
@@ -30,6 +34,21 @@ class QuantizeGgufPass : public Pass {
       r.notes.push_back(std::string("file type ") + name_of(s.ftype) + ": " +
                         std::to_string(s.quantized_tensors) + " of " + std::to_string(s.plan.size()) +
                         " tensors quantized, " + std::to_string(s.fallbacks) + " fallback(s)");
+      if (o.plan) {
+        // The size the plan promised, checked on the layout the writer will use.
+        const uint64_t bytes = gguf_file_size(model);
+        r.metrics["planned_tensors"] = s.planned;
+        r.metrics["file_bytes"] = static_cast<double>(bytes);
+        r.notes.push_back("precision plan (" + o.plan->budget + "): " + std::to_string(s.planned) +
+                          " tensors typed by the plan, file " + std::to_string(bytes) +
+                          " bytes (plan: " + std::to_string(o.plan->file_bytes) + ", budget " +
+                          std::to_string(o.plan->budget_bytes) + ")");
+        if (o.plan->budget_bytes && bytes > o.plan->budget_bytes)
+          r.warnings.push_back("the file will have " + std::to_string(bytes) +
+                               " bytes, over the plan's budget of " + std::to_string(o.plan->budget_bytes) +
+                               " (" + o.plan->budget +
+                               "): explicit tensor types or other metadata than the plan assumed");
+      }
     });
     return r;
   }
@@ -116,7 +135,7 @@ PassInfo quantize_gguf_info() {
       opt("imatrix", OptType::Path, "importance matrix (llama-imatrix GGUF or legacy .dat)"),
       opt("tensor_types", OptType::List,
           "per-tensor type overrides [\"REGEX=TYPE\", ...], in order: the first matching rule wins, and "
-          "rules beat the mixture rules"),
+          "rules beat the mixture rules and a precision plan"),
       opt("output_tensor_type", OptType::String, "type of output.weight"),
       opt("token_embedding_type", OptType::String, "type of token_embd.weight"),
       opt("leave_output_tensor", OptType::Bool, "leave output.weight unquantized"),
@@ -134,6 +153,8 @@ PassInfo quantize_gguf_info() {
       o.pattern_help = "REGEX=TYPE (e.g. \"attn_v=Q6_K\")";
     }
   }
+  p.inputs = {{ArtifactKind::Table, kPrecisionSchema, true,
+               "a precision plan from select-precision: its per-tensor types replace the mixture rules"}};
   p.validate = validate_options;
   p.factory = [] { return std::make_unique<QuantizeGgufPass>(); };
   return p;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -331,6 +332,22 @@ QuantizeSummary quantize_model(Model& model, const QuantizeOptions& q, int threa
     }
     so.override_sources.push_back(pattern);
   }
+  if (q.plan) {
+    std::map<std::string, const Tensor*> by_name;
+    for (const auto& t : model.tensors) by_name[t.name] = &t;
+    for (const auto& pt : q.plan->tensors) {
+      auto it = by_name.find(pt.name);
+      if (it == by_name.end())
+        throw Error("quantize-gguf: the precision plan names tensor " + pt.name +
+                    ", which the model does not have (was the plan made for another model?)");
+      const ElemType type = parse_tensor_type("precision plan, tensor " + pt.name, pt.type);
+      if (it->second->row_length() % traits(type).block_size != 0)
+        throw Error("quantize-gguf: the precision plan gives tensor " + pt.name + " type " + pt.type +
+                    ", whose block size does not divide its row length " +
+                    std::to_string(it->second->row_length()));
+      so.planned[pt.name] = type;
+    }
+  }
   std::vector<std::pair<std::string, MetaValue>> overrides;
   for (const auto& s : q.override_kv) overrides.push_back(parse_override(s));
 
@@ -359,6 +376,29 @@ QuantizeSummary quantize_model(Model& model, const QuantizeOptions& q, int threa
   QuantizeSummary sum;
   sum.ftype = ft.ftype;
   sum.plan = select_types(ordered, facts, so);
+
+  if (q.plan) {
+    std::vector<std::string> unplanned, beaten;
+    for (const Decision& d : sum.plan) {
+      if (d.planned) ++sum.planned;
+      if (d.allows_quantization && !d.planned && d.to != d.from) {
+        (q.plan->find(d.name) ? beaten : unplanned).push_back(d.name);
+      }
+    }
+    auto list = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (size_t k = 0; k < v.size() && k < 4; ++k) s += (k ? ", " : "") + v[k];
+      return s + (v.size() > 4 ? ", ..." : "");
+    };
+    if (!unplanned.empty())
+      sum.notes.push_back("precision plan: " + std::to_string(unplanned.size()) +
+                          " tensor(s) not in the plan follow the " + name_of(ft.ftype) +
+                          " mixture: " + list(unplanned));
+    if (!beaten.empty())
+      sum.notes.push_back(
+          "precision plan: " + std::to_string(beaten.size()) +
+          " tensor(s) take the type an explicit option gives instead of the plan's: " + list(beaten));
+  }
 
   // Check everything before any work.
   std::vector<std::string> fallback_errors;

@@ -14,10 +14,12 @@
 // (general.quantization_version, general.file_type, --override-kv, quantize.imatrix.*).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "precision_plan.h"
 #include "qforge/model.h"
 #include "qforge/value.h"
 #include "rules.h"
@@ -38,6 +40,10 @@ struct QuantizeOptions {
   std::vector<std::string> include_weights;
   std::vector<std::string> exclude_weights;
   std::vector<std::string> override_kv;  // "KEY=TYPE:VALUE", TYPE = int|float|bool|str
+  // A precision plan (select-precision's precision/1 Table): its per-tensor types replace
+  // the mixture rules; tensor_types, output_tensor_type and token_embedding_type win
+  // over it. `type` still names the file type written as general.file_type.
+  std::shared_ptr<const PrecisionPlan> plan;
 };
 
 // From validated pass options (see pass.cc for the schema). Throws qforge::Error.
@@ -48,6 +54,7 @@ struct QuantizeSummary {
   FileType ftype = FileType::Q8_0;
   int fallbacks = 0;
   int quantized_tensors = 0;  // tensors whose type changes
+  int planned = 0;            // tensors whose type a precision plan chose
   std::vector<std::string> notes;
 };
 

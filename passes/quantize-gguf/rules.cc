@@ -455,6 +455,11 @@ std::vector<Decision> select_types(const std::vector<const Tensor*>& tensors, co
         }
       }
       if (!d.manual && !o.pure) type = mixture_type(s, type, t, d.role, f, o);
+      if (!d.manual)
+        if (auto it = o.planned.find(t.name); it != o.planned.end()) {
+          type = it->second;  // after mixture_type, whose counters later tensors read
+          d.planned = true;
+        }
       // tensor_type_fallback
       const int64_t nx = ncols(t);
       const uint32_t bs = traits(type).block_size;

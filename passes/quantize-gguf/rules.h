@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <regex>
 #include <string>
@@ -104,6 +105,10 @@ struct SelectOptions {
   // --tensor-type overrides, compiled once, in the order given (the first match wins).
   std::vector<std::pair<std::regex, ElemType>> overrides;
   std::vector<std::string> override_sources;  // the regex texts, for messages
+  // A precision plan's types (select-precision), by tensor name: they replace the
+  // mixture rules' choice; explicit overrides, output_tensor_type and
+  // token_embedding_type still win over them.
+  std::map<std::string, ElemType> planned;
 };
 
 // One tensor's decision.
@@ -114,6 +119,7 @@ struct Decision {
   ElemType to = ElemType::F32;
   bool allows_quantization = false;
   bool manual = false;   // a --tensor-type override chose the type
+  bool planned = false;  // a precision plan chose the type
   std::string fallback;  // empty, or why the chosen type was replaced
   bool requires_imatrix = false;
 };

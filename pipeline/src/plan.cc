@@ -472,6 +472,13 @@ void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnost
         if (std::find(pr->optional_passes.begin(), pr->optional_passes.end(), pass) !=
             pr->optional_passes.end())
           continue;
+        // Entries the profile derives from its [gguf]/[memory] data, not written for this pass.
+        bool derived_only = true;
+        if (auto it = pr->defaults.find(pass); it != pr->defaults.end())
+          for (const auto& kv : it->second) derived_only &= pr->derived.count({pass, kv.first}) > 0;
+        if (auto it = pr->allowed.find(pass); it != pr->allowed.end())
+          for (const auto& kv : it->second) derived_only &= pr->derived.count({pass, kv.first}) > 0;
+        if (derived_only) continue;
         diags.error(ploc, who + " configures pass '" + pass + "', which is not registered" +
                               did_you_mean(pass, pass_names) +
                               "; if a plugin provides it, list it in optional_passes = [\"" + pass + "\"]");
@@ -508,7 +515,9 @@ void validate_profiles(const ProfileSet& profiles, const Registry& reg, Diagnost
           if (!check_option_value(*spec, val, pass, fs::path(pr->path).parent_path().string(), nullptr,
                                   diags))
             continue;
-          if (auto a = allowed.find(opt); a != allowed.end() && !allowed_by(a->second, val))
+          // (derived entries agree by construction: select-precision's types default is its allowed list)
+          if (auto a = allowed.find(opt);
+              a != allowed.end() && !pr->derived.count({pass, opt}) && !allowed_by(a->second, val))
             diags.error(v.loc, who + ": default " + opt + " = " + val.display() + " for pass '" + pass +
                                    "' is not among the values it allows, " + a->second.display());
         }

@@ -314,6 +314,33 @@ Value bool_list(bool b, const SourceLoc& loc) {
   return v;
 }
 
+// select-precision reads the profile through its options, so that the profile's
+// part is in the step's key: [gguf] fast_types become its candidate `types` (the
+// default, and the only values allowed) and the [memory] budget its default
+// `budget`. Both are derived: a registry without the pass ignores them.
+void derive_select_precision(Profile& p) {
+  const std::string pass = "select-precision";
+  if (p.gguf.present && !p.gguf.fast_types.empty()) {
+    const Value list = string_list(p.gguf.fast_types, p.gguf.loc);
+    if (!p.allowed[pass].count("types")) {
+      p.allowed[pass]["types"] = list;
+      p.derived.insert({pass, "types"});
+    }
+    if (!p.defaults[pass].count("types")) {
+      p.defaults[pass]["types"] = list;
+      p.derived.insert({pass, "types"});
+    }
+  }
+  if (const uint64_t b = p.memory.bytes(); b && !p.defaults[pass].count("budget")) {
+    Value v = Value::of_string(std::to_string(b));
+    v.loc = p.memory.loc;
+    p.defaults[pass]["budget"] = v;
+    p.derived.insert({pass, "budget"});
+  }
+  if (p.allowed.count(pass) && p.allowed[pass].empty()) p.allowed.erase(pass);
+  if (p.defaults.count(pass) && p.defaults[pass].empty()) p.defaults.erase(pass);
+}
+
 // The [onnx] constraints as the passes' allowed values. A profile's own
 // [allow.<pass>] entry for the same option wins (it is written on purpose).
 void derive_allowed(Profile& p) {
@@ -450,6 +477,7 @@ Profile parse_profile(const std::string& name, const Value& top, Diagnostics& di
     }
   }
   derive_allowed(p);
+  derive_select_precision(p);
   return p;
 }
 

@@ -1,0 +1,97 @@
+#!/bin/sh
+# bench/select_precision/run.sh BUILD_DIR — select-precision against llama.cpp's mixtures at
+# exactly their file sizes (budget = "Q3_K_M" / "Q4_K_M" / "Q5_K_M"): the measured weight
+# error (unweighted, and weighted by a synthetic importance matrix) and the next-token KL
+# divergence against the F32 model in llama.cpp (node-llama-cpp 3.22.1's libllama), averaged
+# over the positions of a fixed token sequence. Results: bench/select_precision/README.md.
+#
+# The model is qforge's generated llama (make_tiny_llama: deterministic pseudo-random
+# weights, not a trained model). Environment: BENCH_DIR (default BUILD_DIR/bench/select_precision),
+# QFORGE_NPM_DIR (default BUILD_DIR/deps/node_modules), LAYERS/EMBD/FF/VOCAB (model shape).
+set -eu
+BUILD=${1:?usage: bench/select_precision/run.sh BUILD_DIR}
+BUILD=$(cd "$BUILD" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+DIR=${BENCH_DIR:-$BUILD/bench/select_precision}
+export QFORGE_NPM_DIR=${QFORGE_NPM_DIR:-$BUILD/deps/node_modules}
+LAYERS=${LAYERS:-6} EMBD=${EMBD:-512} FF=${FF:-1024} VOCAB=${VOCAB:-1024}
+mkdir -p "$DIR"
+cd "$DIR"
+"$BUILD/bin/make_tiny_llama" f32.gguf --layers "$LAYERS" --embd "$EMBD" --ff "$FF" --vocab "$VOCAB" --seed 5 >/dev/null
+
+# A synthetic importance matrix (legacy .dat): per weight, one log-normal value per column
+# from a fixed seed. Not measured activations: it only makes the columns unequal, for the
+# mixture (quantize-gguf uses it too) and for the plan alike.
+python3 - "$LAYERS" "$EMBD" "$FF" <<'PY'
+import math, random, struct, sys
+layers, embd, ff = map(int, sys.argv[1:])
+rnd = random.Random(1234)
+entries = []
+for l in range(layers):
+    for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"):
+        entries.append((f"blk.{l}.{n}.weight", embd))
+    entries.append((f"blk.{l}.ffn_down.weight", ff))
+entries.append(("output.weight", embd))
+with open("imatrix.dat", "wb") as f:
+    f.write(struct.pack("<i", len(entries)))
+    for name, n in entries:
+        b = name.encode()
+        f.write(struct.pack("<i", len(b)) + b + struct.pack("<ii", 1, n))
+        f.write(struct.pack(f"<{n}f", *[math.exp(rnd.gauss(0, 1)) for _ in range(n)]))
+    f.write(struct.pack("<i", 1) + struct.pack("<i", 9) + b"synthetic")
+PY
+
+cat >qforge.toml <<'TOML'
+[build]
+output = "dist"
+
+[models.llm]
+path = "f32.gguf"
+
+[[targets]]
+name = "mix-{t}"
+model = "llm"
+matrix = { t = ["Q3_K_M", "Q4_K_M", "Q5_K_M"] }
+pipeline = [ { pass = "quantize-gguf", type = "{t}" } ]
+
+[[targets]]
+name = "plan-{t}"
+model = "llm"
+matrix = { t = ["Q3_K_M", "Q4_K_M", "Q5_K_M"] }
+pipeline = [ { pass = "select-precision", budget = "{t}" }, { pass = "quantize-gguf", type = "{t}" } ]
+
+[[targets]]
+name = "imix-{t}"
+model = "llm"
+matrix = { t = ["Q3_K_M", "Q4_K_M", "Q5_K_M"] }
+pipeline = [ { pass = "quantize-gguf", type = "{t}", imatrix = "imatrix.dat" } ]
+
+[[targets]]
+name = "iplan-{t}"
+model = "llm"
+matrix = { t = ["Q3_K_M", "Q4_K_M", "Q5_K_M"] }
+pipeline = [ { pass = "select-precision", budget = "{t}", imatrix = "imatrix.dat" },
+             { pass = "quantize-gguf", type = "{t}", imatrix = "imatrix.dat" } ]
+TOML
+"$BUILD/bin/qforge" build -f qforge.toml -j 1 >build.log 2>&1 || { cat build.log; exit 1; }
+
+TOKENS=$(python3 -c "print(','.join(str(3 + (i * 7919) % ($VOCAB - 3)) for i in range(96)))")
+node "$HERE/kl.mjs" f32.gguf "$TOKENS" dist/*.gguf >kl.txt
+
+python3 - <<'PY'
+import json, os, re
+rep = {t["name"]: t for t in json.load(open("dist/report.json"))["targets"]}
+kl = {}
+for line in open("kl.txt"):
+    m = re.match(r"(\S+)\.gguf kl=(\S+) top1=(\S+)", line)
+    kl[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+print("model: %s (%d MB F32)" % ("make_tiny_llama", os.path.getsize("f32.gguf") >> 20))
+print("| imatrix | size of | llama.cpp file bytes | plan file bytes | llama.cpp error | plan error | llama.cpp KL | plan KL | llama.cpp top-1 | plan top-1 |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for w, mix, plan in (("none", "mix", "plan"), ("synthetic", "imix", "iplan")):
+    for t in ("Q3_K_M", "Q4_K_M", "Q5_K_M"):
+        a, b = rep[f"{mix}-{t}"], rep[f"{plan}-{t}"]
+        m = b["metrics"]
+        print(f"| {w} | {t} | {a['bytes']} | {b['bytes']} | {m['reference_error']:.5g} | {m['error']:.5g} | "
+              f"{kl[f'{mix}-{t}'][0]:.4e} | {kl[f'{plan}-{t}'][0]:.4e} | {kl[f'{mix}-{t}'][1]:.3f} | {kl[f'{plan}-{t}'][1]:.3f} |")
+PY

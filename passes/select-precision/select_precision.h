@@ -1,0 +1,88 @@
+// The select-precision pass: a per-tensor choice of GGUF types for a size budget (a
+// `precision/1` Table, passes/quantize-gguf/precision_plan.h) that the next
+// quantize-gguf step follows.
+//
+// 1. Which tensors: those quantize-gguf's rules (llama.cpp's) would quantize; norms,
+//    1-D tensors and the others llama.cpp keeps stay as they are and count as fixed
+//    bytes. A tensor's candidates are the `types` (or the profile's [gguf] fast_types)
+//    whose block size divides its row length (K-quants need a multiple of 256).
+// 2. Measure: each tensor, one at a time, is quantized and dequantized with qforge's
+//    kernels (the same bytes quantize-gguf writes, with the same importance matrix) under
+//    every candidate, on all threads. Its error is the squared error weighted per column
+//    by the imatrix (the expected squared error of the tensor's output, E||dW x||^2, when
+//    the imatrix holds E[x^2]), or unweighted without one; token_embd, which is looked up
+//    rather than multiplied, counts its mean row error (one row per token). Tensors with
+//    more than `max_rows` rows are measured on `max_rows` evenly spaced rows and the
+//    error scaled up (said in the notes). Floors (`min_cosine`, `min_sqnr_db`) drop the
+//    candidates whose weight-space cosine or SQNR falls below them.
+// 3. Choose: minimise the total error within the budget, a multiple-choice knapsack,
+//    solved by an exact dynamic programme over a byte grid: the cell is the greatest
+//    common divisor of every cost (the GGUF alignment, usually), or, when the grid
+//    would exceed kMaxDpEntries entries, a coarser cell with costs rounded up (the
+//    plan still fits; the rounding loses at most one cell per tensor), after which a
+//    greedy pass spends the bytes the rounding left on the upgrades with the best error
+//    reduction per byte. Dominated candidates (no cheaper and no better) are dropped
+//    first.
+// 4. Account exactly: the GGUF file size is the header and metadata quantize-gguf will
+//    write (general.file_type, quantize.imatrix.*), the tensor infos, and every tensor's
+//    data padded to the alignment (gguf_file_size), so a byte budget bounds the file.
+//
+// Budgets: bytes ("3.5GiB", "123456": the whole file), bits per weight ("4.5bpw": tensor
+// data bits over all weights, as llama.cpp reports BPW), or a llama.cpp file type
+// ("Q4_K_M": the file size quantize-gguf's Q4_K_M mixture gives this model, which is
+// llama.cpp's); then the mixture's own error is measured and reported beside the plan's.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "precision_plan.h"
+#include "qforge/model.h"
+#include "qforge/pass.h"
+#include "qforge/progress.h"
+
+namespace qforge::select_precision {
+
+// Above this many (tensors x grid cells), the DP grid coarsens.
+constexpr uint64_t kMaxDpEntries = uint64_t(1) << 25;
+constexpr uint64_t kMaxDpCells = uint64_t(1) << 22;  // and above this many cells
+
+struct Settings {
+  std::string budget;                             // as written
+  std::vector<std::string> types;                 // candidate tensor types, in order
+  std::string imatrix;                            // path; empty: unweighted
+  std::string imatrix_written;                    // as the user wrote it (quantize.imatrix.file)
+  std::optional<double> min_cosine, min_sqnr_db;  // per-tensor floors
+  int64_t max_rows = 4096;                        // rows measured per tensor; 0: all
+};
+
+struct Candidate {
+  ElemType type;
+  uint64_t bytes = 0;  // tensor data
+  double error = 0;
+  double cosine = 1, sqnr_db = 0;
+};
+
+struct TensorChoice {
+  std::string name;
+  std::vector<Candidate> candidates;  // measured, after the floors
+  size_t chosen = 0;
+  int64_t rows = 0, measured_rows = 0;
+};
+
+struct Result {
+  gguf_quant::PrecisionPlan plan;
+  std::vector<TensorChoice> tensors;
+  std::map<std::string, double> metrics;
+  std::vector<std::string> notes, warnings;
+};
+
+// Throws qforge::Error (a budget too small names the size needed).
+Result select(const Model& model, const Settings& settings, int threads, Progress& progress);
+
+PassInfo pass_info();
+
+}  // namespace qforge::select_precision

@@ -12,6 +12,8 @@
 //                    executor and replaced by initializers
 //  * equalize        cross-layer equalization of Conv -> [Relu] -> Conv
 //                    pairs (passes/common/equalize.h)
+//  * smooth-quant    SmoothQuant: activation outliers of MatMul/Gemm inputs
+//                    moved into their weights (reads calibrate's table)
 //
 // Each is a Model -> Model pass that edits a working copy and hands it back
 // only when everything succeeded.
@@ -27,5 +29,6 @@ PassInfo fold_batchnorm_pass_info();
 PassInfo eliminate_pass_info();
 PassInfo fold_constants_pass_info();
 PassInfo equalize_pass_info();
+PassInfo smooth_quant_pass_info();
 
 }  // namespace qforge::passes

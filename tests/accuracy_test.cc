@@ -4,8 +4,8 @@
 // channel ranges and leaves the float model's outputs unchanged in ONNX
 // Runtime; bias correction brings the mean output error toward zero; a build
 // with the new options is byte-identical with and without the cache. The
-// on/off measurements on the real models (docs/manifest.md, "Accuracy
-// options") are the [large] test at the end, run by hand.
+// on/off measurements on the real models are the [large] test at the end,
+// run by hand (docs/manifest.md, "Accuracy options of `quantize-static`").
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>

@@ -1,5 +1,5 @@
-// Accuracy beyond round-to-nearest for quantize-static (docs/manifest.md,
-// "Accuracy options"), each behind an option of the pass:
+// Accuracy beyond round-to-nearest for quantize-static, each behind an
+// option of the pass (docs/manifest.md, "Accuracy options of `quantize-static`"):
 //
 //  * weight_clip = "mse": per output channel (per tensor when not
 //    per_channel), the clip ratio r of the channel's range [r * min, r * max]

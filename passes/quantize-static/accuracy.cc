@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "equalize.h"
 #include "onnx_quant_util.h"
 #include "qforge/status.h"
 
@@ -151,20 +152,26 @@ std::vector<float> minus(const std::vector<float>& b, const std::vector<double>&
 
 }  // namespace
 
-BiasCorrection correct_biases(Model& work, std::vector<BiasTarget>& targets, const WeightScheme& s,
-                              const quant::RangeTable& table, NameAllocator& names,
-                              std::vector<std::string>& replaced) {
-  BiasCorrection res;
+std::vector<std::string> correct_biases(Model& work, std::vector<BiasTarget>& targets, const WeightScheme& s,
+                                        const quant::RangeTable& table, std::vector<std::string>& replaced,
+                                        PassResult& res) {
+  std::vector<std::string> changed_constants;
   Graph& g = *work.graph;
   if (table.channels.empty()) {
-    res.no_statistics = true;
-    return res;
+    res.metrics["bias_corrected"] = 0;
+    res.notes.push_back(
+        "quantize-static: bias_correction skipped: the range table has no per-channel statistics "
+        "(calibrate with channel_stats = true, the default since calibrate version 2)");
+    return changed_constants;
   }
+  NameAllocator names(work);
+  size_t corrected = 0, added = 0, skipped = 0;
   const ValueUses uses(g);
   for (BiasTarget& t : targets) {
     Node& n = g.nodes[t.node];
     auto skip = [&](const std::string& why) {
       res.skipped.push_back({"bias_correction: " + why, quant::node_label(n, t.node)});
+      ++skipped;
     };
     if (n.inputs.size() < 2 || !is_f32_const(work, n.inputs[1])) continue;
     const std::string& x = n.inputs[0];
@@ -238,10 +245,10 @@ BiasCorrection correct_biases(Model& work, std::vector<BiasTarget>& targets, con
         skip("the Add after the MatMul does not add a constant with one value per column read by it alone");
         continue;
       }
-      const std::vector<float> corrected = minus(quant::read_f32(*bt), shift, factor);
-      replace_f32(work, b, bt->shape, corrected);
-      res.changed_constants.push_back(b);
-      ++res.corrected;
+      const std::vector<float> values = minus(quant::read_f32(*bt), shift, factor);
+      replace_f32(work, b, bt->shape, values);
+      changed_constants.push_back(b);
+      ++corrected;
       continue;
     }
     const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
@@ -252,12 +259,12 @@ BiasCorrection correct_biases(Model& work, std::vector<BiasTarget>& targets, con
         skip("bias is not a 1-D float constant with one value per output channel");
         continue;
       }
-      const std::vector<float> corrected = minus(quant::read_f32(*bt), shift, factor);
+      const std::vector<float> values = minus(quant::read_f32(*bt), shift, factor);
       if (uses.consumers_of(b).size() == 1 && !g.is_output(b)) {
-        replace_f32(work, b, {M}, corrected);  // read by this node alone: keeps its name
+        replace_f32(work, b, {M}, values);  // read by this node alone: keeps its name
       } else {
         const std::string name = names.fresh(b + "_corrected");
-        work.tensors.push_back(quant::make_f32_tensor(name, {M}, corrected));
+        work.tensors.push_back(quant::make_f32_tensor(name, {M}, values));
         replaced.push_back(b);
         n.inputs[2] = name;
       }
@@ -268,11 +275,37 @@ BiasCorrection correct_biases(Model& work, std::vector<BiasTarget>& targets, con
       n.inputs.resize(3);
       n.inputs[2] = name;
       t.bias = 2;
-      ++res.added;
+      ++added;
     }
-    ++res.corrected;
+    ++corrected;
   }
-  return res;
+  res.metrics["bias_corrected"] = static_cast<double>(corrected);
+  res.notes.push_back("quantize-static: bias correction in " + std::to_string(corrected) + " node(s)" +
+                      (added ? " (" + std::to_string(added) + " given a bias)" : std::string()) +
+                      (skipped ? ", " + std::to_string(skipped) + " left alone" : std::string()));
+  return changed_constants;
+}
+
+void equalize_calibrated(Model& work, quant::RangeTable& table, PassResult& res) {
+  if (table.channels.empty()) {
+    res.notes.push_back(
+        "quantize-static: equalize skipped: the range table has no per-channel statistics (calibrate with "
+        "channel_stats = true, the default since calibrate version 2)");
+    return;
+  }
+  quant::EqualizeOptions eo;
+  eo.can_rescale = [&](const std::string& v) {
+    const quant::ChannelStats* cs = table.channel_stats(v);
+    return !table.find(v) || (cs && cs->axis == 1);
+  };
+  quant::EqualizeResult eq = quant::equalize(work, eo);
+  rescale_ranges(table, eq.scaled);
+  res.metrics["equalized_pairs"] = static_cast<double>(eq.pairs);
+  if (eq.pairs)
+    res.notes.push_back("quantize-static: equalized " + std::to_string(eq.pairs) +
+                        " Conv pair(s) (channel range spread " + std::to_string(eq.spread_before) + " -> " +
+                        std::to_string(eq.spread_after) + ")");
+  for (Skipped& sk : eq.skipped) res.skipped.push_back(std::move(sk));
 }
 
 std::vector<std::string> rescale_ranges(quant::RangeTable& table,

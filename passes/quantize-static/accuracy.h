@@ -91,23 +91,23 @@ struct BiasTarget {
   int bias = -1;
 };
 
-struct BiasCorrection {
-  size_t corrected = 0;                        // nodes whose bias absorbed the shift
-  size_t added = 0;                            // biases added to a Conv or Gemm without one
-  std::vector<std::string> changed_constants;  // constants changed in place (an Add's bias after a MatMul)
-  std::vector<Skipped> skipped;                // nodes left uncorrected, with the reason
-  bool no_statistics = false;                  // the table has no per-channel statistics at all
-};
-
 // Applies bias correction to every target, quantizing each weight as
 // quantize_weight does. A bias read by its node alone gets the corrected
-// values under its own name; a shared one is replaced by a new tensor (a
-// fresh name from `names`; the old one appended to `replaced`), and a
-// missing one added. A table without any per-channel statistics (written by
-// calibrate before version 2, or by hand) corrects nothing: `no_statistics`.
-BiasCorrection correct_biases(Model& work, std::vector<BiasTarget>& targets, const WeightScheme& s,
-                              const quant::RangeTable& table, NameAllocator& names,
-                              std::vector<std::string>& replaced);
+// values under its own name; a shared one is replaced by a new tensor (its
+// name appended to `replaced`), and a missing one added (the target's `bias`
+// set). Reports in `res` (metric bias_corrected, a note, skipped nodes with
+// the reason); a table without any per-channel statistics (written by
+// calibrate before version 2, or by hand) corrects nothing, with a note.
+// Returns the constants changed in place (an Add's after a MatMul), whose
+// ranges the caller recomputes.
+std::vector<std::string> correct_biases(Model& work, std::vector<BiasTarget>& targets, const WeightScheme& s,
+                                        const quant::RangeTable& table, std::vector<std::string>& replaced,
+                                        PassResult& res);
+
+// quantize-static's `equalize`: cross-layer equalization of `work`
+// (passes/common/equalize.h) limited to pairs whose values have per-channel
+// statistics in `table`, then rescale_ranges. Reports in `res`.
+void equalize_calibrated(Model& work, quant::RangeTable& table, PassResult& res);
 
 // After cross-layer equalization divided channel c of each value in
 // `scaled` by s[c]: the value's range (and its per-channel statistics) in

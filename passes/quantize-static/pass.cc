@@ -312,28 +312,7 @@ class QuantizeStaticPass : public quant::RewritePass {
     }
     const accuracy::WeightScheme scheme{cfg.weight_type, cfg.weight_symmetric, cfg.reduce_range,
                                         cfg.weight_clip};
-    if (cfg.equalize && table.channels.empty()) {
-      res.notes.push_back(
-          "quantize-static: equalize skipped: the range table has no per-channel statistics (calibrate with "
-          "channel_stats = true, the default since calibrate version 2)");
-    } else if (cfg.equalize) {
-      // Cross-layer equalization; the ranges of the values it rescales are
-      // rescaled from their per-channel statistics (pairs without them are
-      // left alone).
-      quant::EqualizeOptions eo;
-      eo.can_rescale = [&](const std::string& v) {
-        const quant::ChannelStats* cs = table.channel_stats(v);
-        return !table.find(v) || (cs && cs->axis == 1);
-      };
-      quant::EqualizeResult eq = quant::equalize(work, eo);
-      accuracy::rescale_ranges(table, eq.scaled);
-      res.metrics["equalized_pairs"] = static_cast<double>(eq.pairs);
-      if (eq.pairs)
-        res.notes.push_back("quantize-static: equalized " + std::to_string(eq.pairs) +
-                            " Conv pair(s) (channel range spread " + std::to_string(eq.spread_before) +
-                            " -> " + std::to_string(eq.spread_after) + ")");
-      for (Skipped& sk : eq.skipped) res.skipped.push_back(std::move(sk));
-    }
+    if (cfg.equalize) accuracy::equalize_calibrated(work, table, res);
 
     // ---------------------------------------------------------------- 1. select
     std::set<std::string> qvals;                           // activations that get Q -> DQ
@@ -550,30 +529,16 @@ class QuantizeStaticPass : public quant::RewritePass {
     }
 
     if (cfg.bias_correction && !plans.empty()) {
-      // The bias of each quantized Conv, Gemm and MatMul (+ Add) absorbs the
-      // output shift its weight's quantization causes (accuracy.h).
       std::vector<accuracy::BiasTarget> targets;
       for (const Plan& p : plans)
         if (p.weight >= 0) targets.push_back({p.node, p.axis, p.bias});
-      NameAllocator bc_names(work);
-      accuracy::BiasCorrection bc =
-          accuracy::correct_biases(work, targets, scheme, table, bc_names, replaced);
+      const std::vector<std::string> changed =
+          accuracy::correct_biases(work, targets, scheme, table, replaced, res);
       size_t t = 0;
       for (Plan& p : plans)
-        if (p.weight >= 0) p.bias = targets[t++].bias;
-      for (const std::string& c : bc.changed_constants)
+        if (p.weight >= 0) p.bias = targets[t++].bias;  // a Conv or Gemm may have got one
+      for (const std::string& c : changed)
         if (ranges.count(c)) ranges[c] = const_range(c);
-      res.metrics["bias_corrected"] = static_cast<double>(bc.corrected);
-      if (bc.no_statistics)
-        res.notes.push_back(
-            "quantize-static: bias_correction skipped: the range table has no per-channel statistics "
-            "(calibrate with channel_stats = true, the default since calibrate version 2)");
-      else
-        res.notes.push_back(
-            "quantize-static: bias correction in " + std::to_string(bc.corrected) + " node(s)" +
-            (bc.added ? " (" + std::to_string(bc.added) + " given a bias)" : std::string()) +
-            (bc.skipped.empty() ? "" : ", " + std::to_string(bc.skipped.size()) + " left alone"));
-      for (Skipped& sk : bc.skipped) res.skipped.push_back(std::move(sk));
     }
 
     quant::RewriteStats stats;

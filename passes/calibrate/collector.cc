@@ -222,4 +222,57 @@ quant::Range Collector::range() const {
   return {min_ < 0 ? -t : 0.0, max_ > 0 ? t : 0.0};
 }
 
+void ChannelCollector::add(const float* x, const std::vector<int64_t>& shape) {
+  if (!valid_) return;
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t axis = axis_ < 0 ? rank - 1 : axis_;
+  if (rank < 2 || axis >= rank || axis < 0) {
+    valid_ = false;
+    return;
+  }
+  const int64_t C = shape[static_cast<size_t>(axis)];
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= shape[static_cast<size_t>(d)];
+  for (int64_t d = axis + 1; d < rank; ++d) inner *= shape[static_cast<size_t>(d)];
+  if (count_.empty()) {
+    if (C <= 0) {
+      valid_ = false;
+      return;
+    }
+    min_.assign(static_cast<size_t>(C), std::numeric_limits<double>::infinity());
+    max_.assign(static_cast<size_t>(C), -std::numeric_limits<double>::infinity());
+    sum_.assign(static_cast<size_t>(C), 0.0);
+    count_.assign(static_cast<size_t>(C), 0);
+  } else if (static_cast<size_t>(C) != count_.size()) {
+    valid_ = false;
+    return;
+  }
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t c = 0; c < C; ++c) {
+      const float* p = x + (o * C + c) * inner;
+      double lo = min_[static_cast<size_t>(c)], hi = max_[static_cast<size_t>(c)], sum = 0;
+      uint64_t n = 0;
+      for (int64_t i = 0; i < inner; ++i) {
+        const double v = p[i];
+        if (!std::isfinite(v)) continue;
+        lo = std::min(lo, v), hi = std::max(hi, v), sum += v, ++n;
+      }
+      min_[static_cast<size_t>(c)] = lo, max_[static_cast<size_t>(c)] = hi;
+      sum_[static_cast<size_t>(c)] += sum, count_[static_cast<size_t>(c)] += n;
+    }
+  }
+}
+
+quant::ChannelStats ChannelCollector::stats() const {
+  quant::ChannelStats s;
+  s.axis = axis_;
+  for (size_t c = 0; c < count_.size(); ++c) {
+    const bool any = count_[c] > 0;
+    s.min.push_back(any ? min_[c] : 0.0);
+    s.max.push_back(any ? max_[c] : 0.0);
+    s.mean.push_back(any ? sum_[c] / static_cast<double>(count_[c]) : 0.0);
+  }
+  return s;
+}
+
 }  // namespace qforge::calib

@@ -56,4 +56,27 @@ class Collector {
   double zeros_ = 0;
 };
 
+// Per-channel min, max and mean of one value along one axis (1: NCHW
+// channels; -1: the last axis, which MatMul and Gemm reduce), over every
+// observation: three doubles and a count per channel, so memory does not
+// grow with the samples. An observation whose channel count differs from
+// the first one's (a sequence length on that axis, say) or whose rank has no
+// such axis turns the statistics off for the value (`valid()` false):
+// they are an option of the consumers, never a requirement.
+class ChannelCollector {
+ public:
+  explicit ChannelCollector(int64_t axis) : axis_(axis) {}
+  void add(const float* x, const std::vector<int64_t>& shape);
+  bool valid() const { return valid_ && !count_.empty(); }
+  int64_t axis() const { return axis_; }
+  // The statistics (channels without a finite value get 0, 0, 0).
+  quant::ChannelStats stats() const;
+
+ private:
+  int64_t axis_;
+  bool valid_ = true;
+  std::vector<double> min_, max_, sum_;
+  std::vector<uint64_t> count_;
+};
+
 }  // namespace qforge::calib

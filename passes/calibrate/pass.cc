@@ -2,11 +2,13 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "calibrate.h"
 #include "collector.h"
 #include "qforge/dataset.h"
+#include "qforge/graph.h"
 #include "qforge/half.h"
 #include "qforge/status.h"
 #include "range_table.h"
@@ -31,21 +33,53 @@ calib::Settings settings_of(const Options& o) {
   return s;
 }
 
+// The values that get per-channel statistics, with their channel axis: the
+// data input and output of each Conv, ConvTranspose, Gemm and MatMul, and the
+// outputs of BatchNormalization and Relu (which cross-layer equalization
+// rescales). The axis is the last one (-1) for a value a MatMul or Gemm
+// reads as its first input, else 1 (NCHW channels).
+std::map<std::string, int64_t> channel_axes(const Graph& g) {
+  std::map<std::string, int64_t> axes;
+  auto add = [&](const std::string& v, int64_t axis) {
+    if (v.empty()) return;
+    auto [it, fresh] = axes.emplace(v, axis);
+    if (!fresh && axis == -1) it->second = -1;  // a MatMul reader decides
+  };
+  for (const Node& n : g.nodes) {
+    if (!(n.domain.empty() || n.domain == "ai.onnx") || n.inputs.empty() || n.outputs.empty()) continue;
+    const std::string& op = n.op_type;
+    if (op == "MatMul" || op == "Gemm") {
+      const Attribute* ta = n.attr("transA");
+      if (!(ta && ta->i != 0)) add(n.inputs[0], -1);
+      add(n.outputs[0], 1);
+    } else if (op == "Conv" || op == "ConvTranspose") {
+      add(n.inputs[0], 1);
+      add(n.outputs[0], 1);
+    } else if (op == "BatchNormalization" || op == "Relu") {
+      add(n.outputs[0], 1);
+    }
+  }
+  return axes;
+}
+
 // Folds every float value the executor produces into its collector, in the
 // order values first appear (deterministic: the executor's plan order).
 class Observe : public Observer {
  public:
-  explicit Observe(const calib::Settings& s) : s_(s) {}
+  Observe(const calib::Settings& s, std::map<std::string, int64_t> axes) : s_(s), axes_(std::move(axes)) {}
   void observe(const std::string& value, const RunValue& v) override {
     auto it = index_.find(value);
     if (it == index_.end()) {
       it = index_.emplace(value, collectors_.size()).first;
       collectors_.emplace_back(value, calib::Collector(s_));
+      if (auto a = axes_.find(value); a != axes_.end() && v.type == ElemType::F32)
+        channels_.emplace(value, calib::ChannelCollector(a->second));
     }
     calib::Collector& c = collectors_[it->second].second;
     const uint64_t n = v.numel();
     if (v.type == ElemType::F32) {
       c.add(v.as<float>(), n);
+      if (auto ch = channels_.find(value); ch != channels_.end()) ch->second.add(v.as<float>(), v.shape);
       return;
     }
     // f16, bf16, f64: converted a piece at a time.
@@ -64,11 +98,17 @@ class Observe : public Observer {
     }
   }
   const std::vector<std::pair<std::string, calib::Collector>>& collectors() const { return collectors_; }
+  const calib::ChannelCollector* channels(const std::string& value) const {
+    auto it = channels_.find(value);
+    return it == channels_.end() ? nullptr : &it->second;
+  }
 
  private:
   calib::Settings s_;
+  std::map<std::string, int64_t> axes_;
   std::map<std::string, size_t> index_;
   std::vector<std::pair<std::string, calib::Collector>> collectors_;
+  std::map<std::string, calib::ChannelCollector> channels_;
 };
 
 class CalibratePass : public Pass {
@@ -101,7 +141,8 @@ class CalibratePass : public Pass {
     if (!st.ok) throw Error("preparing the model to run: " + st.message);
     const auto shapes = pm->input_shapes();
 
-    Observe obs(settings);
+    Observe obs(settings,
+                o.at("channel_stats").b ? channel_axes(*model.graph) : std::map<std::string, int64_t>{});
     ctx.progress.begin("calibrate", n, "samples");
     for (size_t i = 0; i < n; ++i) {
       const NamedValues in = bind_sample(ds.load(i), ds.input, shapes);
@@ -126,11 +167,14 @@ class CalibratePass : public Pass {
         res.skipped.push_back({"constant over every sample (min = max)", "value '" + name + "'"});
       }
       t.values.emplace_back(name, r);
+      if (const calib::ChannelCollector* ch = obs.channels(name); ch && ch->valid())
+        t.channels.emplace(name, ch->stats());
     }
     if (t.values.empty()) throw Error("the executor produced no float value to calibrate");
     res.table = std::make_shared<Table>(t.to_table());
     res.metrics["calibrated_values"] = static_cast<double>(t.values.size());
     res.metrics["calibration_samples"] = static_cast<double>(n);
+    if (!t.channels.empty()) res.metrics["channel_stats_values"] = static_cast<double>(t.channels.size());
     res.notes.push_back("calibrate (" + t.method + "): " + std::to_string(t.values.size()) + " values over " +
                         std::to_string(n) + " samples of dataset '" + ds_name + "'");
     if (degenerate)
@@ -157,7 +201,7 @@ PassInfo calibrate_pass_info() {
       "runs the model over a dataset and records each float activation's range (minmax, moving-average "
       "minmax, "
       "percentile, entropy, mse) in a range table, in memory that does not grow with the samples";
-  info.version = 1;
+  info.version = 2;  // 2: per-channel statistics (channel_stats)
   info.needs_graph = true;
   info.needs_executor = true;
   info.output = {ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges"};
@@ -186,7 +230,12 @@ PassInfo calibrate_pass_info() {
   OptionSpec bits =
       spec("bits", OptType::Int, "entropy, mse: the integer width the range is chosen for", Value::of_int(8));
   bits.int_choices = {4, 8, 16};
-  info.options = {dataset, method, pct, sym, ma, samples, bins, bits};
+  OptionSpec channels =
+      spec("channel_stats", OptType::Bool,
+           "also record per-channel min, max and mean of the values feeding and leaving Conv, "
+           "Gemm and MatMul (for bias_correction, equalize and smooth-quant)",
+           Value::of_bool(true));
+  info.options = {dataset, method, pct, sym, ma, samples, bins, bits, channels};
   info.validate = [](const Options& o) {
     std::vector<OptionProblem> out;
     auto m = o.find("method");

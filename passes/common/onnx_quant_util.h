@@ -5,8 +5,10 @@
 //   graph_rewrite.h   node labels, opsets, initializer bookkeeping, the pass frame
 //   normalize.h       weights as initializers (Constant nodes, IR < 4 inputs)
 //   weight_rewrite.h  the select -> quantize -> rebuild -> commit skeleton
+//   equalize.h        cross-layer equalization of Conv pairs
 #pragma once
 
+#include "equalize.h"
 #include "graph_rewrite.h"
 #include "normalize.h"
 #include "quant_math.h"

@@ -10,6 +10,8 @@ void register_preprocess(qforge::Registry& r) {
   r.add_pass(qforge::passes::fold_batchnorm_pass_info());
   r.add_pass(qforge::passes::eliminate_pass_info());
   r.add_pass(qforge::passes::fold_constants_pass_info());
+  r.add_pass(qforge::passes::equalize_pass_info());
+  r.add_pass(qforge::passes::smooth_quant_pass_info());
 }
 }  // namespace
 

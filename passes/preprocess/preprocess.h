@@ -10,6 +10,10 @@
 //                    and Cast removed
 //  * fold-constants  nodes of constant inputs evaluated by the build's
 //                    executor and replaced by initializers
+//  * equalize        cross-layer equalization of Conv -> [Relu] -> Conv
+//                    pairs (passes/common/equalize.h)
+//  * smooth-quant    SmoothQuant: activation outliers of MatMul/Gemm inputs
+//                    moved into their weights (reads calibrate's table)
 //
 // Each is a Model -> Model pass that edits a working copy and hands it back
 // only when everything succeeded.
@@ -44,5 +48,7 @@ PassInfo infer_shapes_pass_info();
 PassInfo fold_batchnorm_pass_info();
 PassInfo eliminate_pass_info();
 PassInfo fold_constants_pass_info();
+PassInfo equalize_pass_info();
+PassInfo smooth_quant_pass_info();
 
 }  // namespace qforge::passes

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "accuracy.h"
 #include "onnx_quant_util.h"
 #include "preprocess.h"
 #include "qforge/graph.h"
@@ -117,6 +118,9 @@ struct Config {
   bool fold_relu = true;
   bool qoperator = false;     // format = "qoperator" (qoperator.h)
   bool upgrade_opset = true;  // ONNX's version converter when per-channel needs opset 13
+  bool equalize = true;          // accuracy.h
+  bool bias_correction = false;  // accuracy.h
+  accuracy::WeightClip weight_clip = accuracy::WeightClip::MinMax;
   std::set<std::string> op_types;
   std::set<std::string> exclude_op_types;
   std::set<std::string> exclude_nodes;
@@ -179,6 +183,10 @@ Config parse_config(const Options& o) {
   c.fold_relu = opt_bool(o, kPass, "fold_relu", true);
   c.qoperator = opt_string(o, kPass, "format", "qdq") == "qoperator";
   c.upgrade_opset = opt_bool(o, kPass, "upgrade_opset", true);
+  c.equalize = opt_bool(o, kPass, "equalize", true);
+  c.bias_correction = opt_bool(o, kPass, "bias_correction", false);
+  c.weight_clip = opt_string(o, kPass, "weight_clip", "minmax") == "mse" ? accuracy::WeightClip::Mse
+                                                                         : accuracy::WeightClip::MinMax;
   for (const std::string& s : opt_list(o, kPass, "op_types", all_ops(true))) c.op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_op_types", {})) c.exclude_op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_nodes", {})) c.exclude_nodes.insert(s);
@@ -316,8 +324,7 @@ class QuantizeStaticPass : public quant::RewritePass {
           "quantize-static needs activation ranges: put a calibrate step before it in the pipeline "
           "([ { pass = \"calibrate\", dataset = \"...\" }, { pass = \"quantize-static\" } ]) or name one "
           "with inputs = [\"target/step\"]");
-    const quant::RangeTable table =
-        quant::RangeTable::from_table(*ctx.tables[0], "the calibrate step's table");
+    quant::RangeTable table = quant::RangeTable::from_table(*ctx.tables[0], "the calibrate step's table");
     quant::NormalizeStats normalized;
     Model work = quant::begin_weight_rewrite(model, "quantize-static rewrites ONNX graphs", normalized);
     if (cfg.upgrade_opset) upgrade_for_per_channel(cfg, work, res);
@@ -329,6 +336,9 @@ class QuantizeStaticPass : public quant::RewritePass {
       NameAllocator bn_names(work);
       folded_bn = fold_batchnorm(work, bn_names, replaced);
     }
+    const accuracy::WeightScheme scheme{cfg.weight_type, cfg.weight_symmetric, cfg.reduce_range,
+                                        cfg.weight_clip};
+    if (cfg.equalize) accuracy::equalize_calibrated(work, table, res);
 
     // ---------------------------------------------------------------- 1. select
     std::set<std::string> qvals;                           // activations that get Q -> DQ
@@ -544,6 +554,19 @@ class QuantizeStaticPass : public quant::RewritePass {
       }
     }
 
+    if (cfg.bias_correction && !plans.empty()) {
+      std::vector<accuracy::BiasTarget> targets;
+      for (const Plan& p : plans)
+        if (p.weight >= 0) targets.push_back({p.node, p.axis, p.bias});
+      const std::vector<std::string> changed =
+          accuracy::correct_biases(work, targets, scheme, table, replaced, res);
+      size_t t = 0;
+      for (Plan& p : plans)
+        if (p.weight >= 0) p.bias = targets[t++].bias;  // a Conv or Gemm may have got one
+      for (const std::string& c : changed)
+        if (ranges.count(c)) ranges[c] = const_range(c);
+    }
+
     quant::RewriteStats stats;
     if (plans.empty()) {
       quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
@@ -644,32 +667,17 @@ class QuantizeStaticPass : public quant::RewritePass {
       if (it != qweights.end()) return it->second;
       const Tensor& t = *work.tensor(w);
       const std::vector<float> v = quant::read_f32(t);
-      int64_t C = 1, inner = static_cast<int64_t>(v.size());
-      if (axis >= 0) {
-        C = t.shape[axis];
-        inner = 1;
-        for (size_t d = static_cast<size_t>(axis) + 1; d < t.shape.size(); ++d) inner *= t.shape[d];
-      }
-      const quant::QRange r = quant::qrange(cfg.weight_type, cfg.weight_symmetric, cfg.reduce_range);
-      std::vector<float> lo(C, std::numeric_limits<float>::infinity()), hi(C, -lo[0]);
-      auto chan = [&](size_t e) { return C == 1 ? 0 : static_cast<int64_t>(e / inner) % C; };
-      for (size_t e = 0; e < v.size(); ++e) {
-        const int64_t c = chan(e);
-        lo[c] = std::min(lo[c], v[e]);
-        hi[c] = std::max(hi[c], v[e]);
-      }
-      std::vector<quant::ScaleZp> sp(C);
+      // Round to nearest, after the clip search of weight_clip (accuracy.h).
+      const accuracy::QuantizedWeight qv = accuracy::quantize_weight(v, t.shape, axis, scheme);
+      const int64_t C = qv.channels;
       QWeight q;
       q.channels = C;
       std::vector<int32_t> zps(C);
       for (int64_t c = 0; c < C; ++c) {
-        if (!(lo[c] <= hi[c])) lo[c] = hi[c] = 0;  // an empty channel
-        sp[c] = quant::compute_scale_zp(lo[c], hi[c], r, cfg.weight_symmetric);
-        q.scales.push_back(sp[c].scale);
-        zps[c] = sp[c].zero_point;
+        q.scales.push_back(qv.params[static_cast<size_t>(c)].scale);
+        zps[c] = qv.params[static_cast<size_t>(c)].zero_point;
       }
-      std::vector<int32_t> codes(v.size());
-      for (size_t e = 0; e < v.size(); ++e) codes[e] = quant::quantize_value(v[e], sp[chan(e)], r);
+      const std::vector<int32_t>& codes = qv.codes;
       const std::vector<int64_t> pshape = axis >= 0 ? std::vector<int64_t>{C} : std::vector<int64_t>{};
       const std::string qn = names.fresh(w + "_quantized"), sn = names.fresh(w + "_scale"),
                         zn = names.fresh(w + "_zero_point");
@@ -891,7 +899,7 @@ PassInfo quantize_static_pass_info() {
       "static quantization of ONNX models in QDQ form from calibrated activation ranges, as ONNX Runtime's "
       "QDQ quantizer writes it (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, pooling and "
       "data-movement ops)";
-  info.version = 2;
+  info.version = 3;  // 2: qoperator, implicit upgrade-opset; 3: equalize (on by default), bias_correction, weight_clip
   info.needs_graph = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"}};
   using quant::option_spec;
@@ -930,6 +938,19 @@ PassInfo quantize_static_pass_info() {
       option_spec("fold_relu", OptType::Bool,
                   "Relu/Clip right after a quantized op: quantize only the activation's output",
                   Value::of_bool(true)),
+      option_spec(
+          "equalize", OptType::Bool,
+          "cross-layer equalization of Conv -> [Relu] -> Conv pairs first (as the equalize pass does; "
+          "ranges rescaled from the table's per-channel statistics)",
+          Value::of_bool(true)),
+      option_spec("bias_correction", OptType::Bool,
+                  "biases of Conv, Gemm and MatMul + Add absorb the mean output shift of weight quantization "
+                  "(from the table's per-channel means); a Conv or Gemm without a bias gets one",
+                  Value::of_bool(false)),
+      option_spec("weight_clip", OptType::Enum,
+                  "minmax: each weight channel's full range; mse: per channel, the clip ratio (1 to 0.5) "
+                  "with the least squared weight error",
+                  Value::of_string("minmax"), {"minmax", "mse"}),
       option_spec("qdq_domain", OptType::Enum,
                   "ai.onnx: standard Q/DQ (opset raised to 13 for per-channel, 21 for 16- and 4-bit types); "
                   "com.microsoft: ONNX Runtime's Q/DQ at the model's opset",

@@ -28,6 +28,13 @@
 //    DequantizeLinear -> op -> QuantizeLinear group by its QLinear op and
 //    removes the Q/DQ pairs left between two of them (8-bit types only).
 //
+//  * Accuracy beyond round-to-nearest (accuracy.h): cross-layer
+//    equalization of Conv pairs first (`equalize`, on by default), biases
+//    that absorb the mean output shift of weight quantization
+//    (`bias_correction`), and a per-channel MSE clip search
+//    for the weights (`weight_clip = "mse"`). The first two read the
+//    per-channel statistics calibrate records (range_table.h).
+//
 // The op table in pass.cc says, per op type, which inputs are quantized,
 // which share parameters and where the weight's channel axis is. Nodes left
 // alone are listed in PassResult::skipped with the reason. docs/manifest.md

@@ -116,8 +116,8 @@ struct Config {
   bool ms_domain = false;
   bool fold_batchnorm = true;
   bool fold_relu = true;
-  bool qoperator = false;     // format = "qoperator" (qoperator.h)
-  bool upgrade_opset = true;  // ONNX's version converter when per-channel needs opset 13
+  bool qoperator = false;        // format = "qoperator" (qoperator.h)
+  bool upgrade_opset = true;     // ONNX's version converter when per-channel needs opset 13
   bool equalize = true;          // accuracy.h
   bool bias_correction = false;  // accuracy.h
   accuracy::WeightClip weight_clip = accuracy::WeightClip::MinMax;
@@ -899,7 +899,8 @@ PassInfo quantize_static_pass_info() {
       "static quantization of ONNX models in QDQ form from calibrated activation ranges, as ONNX Runtime's "
       "QDQ quantizer writes it (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, pooling and "
       "data-movement ops)";
-  info.version = 3;  // 2: qoperator, implicit upgrade-opset; 3: equalize (on by default), bias_correction, weight_clip
+  info.version =
+      3;  // 2: qoperator, implicit upgrade-opset; 3: equalize (on by default), bias_correction, weight_clip
   info.needs_graph = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"}};
   using quant::option_spec;

@@ -24,6 +24,7 @@
 #include "qforge/progress.h"
 #include "qforge/registry.h"
 #include "range_table.h"
+#include "stats_simd.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -288,4 +289,46 @@ TEST_CASE("calibrate in a build: one table for several targets, cached, and memo
   REQUIRE(s64 == 0);
   INFO("peak RSS: 8 samples " << rss8 << " KiB, 64 samples " << rss64 << " KiB");
   CHECK(rss64 < rss8 + 4 * 1024);  // within 4 MiB: memory does not grow with the samples
+}
+
+TEST_CASE("collector kernels: vector min, max, sum and histogram slots equal a plain loop", "[calibrate]") {
+  // Lengths around the vector widths and the sum block, with zeros, negatives, NaN and infinities.
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{3}, size_t{7}, size_t{17}, size_t{1023}, size_t{1024},
+                   size_t{1029}, size_t{5000}}) {
+    INFO("n = " << n);
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; ++i) x[i] = i % 11 == 0 ? 0.0f : normal(rng);
+    if (n > 5) x[3] = std::numeric_limits<float>::quiet_NaN(), x[5] = -std::numeric_limits<float>::infinity();
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    uint64_t finite = 0;
+    double sum = 0;
+    for (float v : x)
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v), ++finite, sum += v;
+    for (bool with_sum : {false, true}) {
+      const calib::SpanStats st = calib::span_stats(x.data(), n, with_sum);
+      CHECK(st.lo == lo);
+      CHECK(st.hi == hi);
+      CHECK(st.finite == finite);
+      if (with_sum) CHECK(st.sum == Approx(sum).margin(1e-3));
+    }
+    const int32_t bins = 64;
+    const float inv = 1.0f / 0.25f;
+    std::vector<int32_t> slots(n);
+    calib::histogram_slots(x.data(), n, inv, bins, slots.data());
+    for (size_t i = 0; i < n; ++i) {
+      const float v = x[i];
+      int32_t want;
+      if (!std::isfinite(v))
+        want = 2 * bins + 1;
+      else if (v == 0)
+        want = 2 * bins;
+      else
+        want = static_cast<int32_t>(std::min(std::fabs(v) * inv, static_cast<float>(bins - 1))) +
+               (v < 0 ? bins : 0);
+      INFO("i = " << i << ", v = " << v);
+      CHECK(slots[i] == want);
+    }
+  }
 }

@@ -1,4 +1,5 @@
 #include "collector.h"
+#include "stats_simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -32,17 +33,10 @@ void Collector::widen_to(double absmax) {
 }
 
 void Collector::add(const float* x, uint64_t n) {
-  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-  for (uint64_t i = 0; i < n; ++i) {
-    const double v = x[i];
-    if (!std::isfinite(v)) {
-      ++nonfinite_;
-      continue;
-    }
-    lo = std::min(lo, v);
-    hi = std::max(hi, v);
-  }
-  if (lo > hi) return;  // nothing finite
+  const SpanStats st = span_stats(x, static_cast<size_t>(n), false);
+  nonfinite_ += n - st.finite;
+  if (st.finite == 0) return;  // nothing finite
+  const double lo = st.lo, hi = st.hi;
   if (count_ == 0) {
     min_ = lo, max_ = hi;
   } else {
@@ -62,21 +56,24 @@ void Collector::add(const float* x, uint64_t n) {
   const double absmax = std::max(std::fabs(lo), std::fabs(hi));
   if (absmax > 0) widen_to(absmax);
   if (width_ == 0) {
-    zeros_ += static_cast<double>(n);
+    zeros_ += static_cast<double>(st.finite);
     return;
   }
-  const double inv = 1.0 / width_;
-  const size_t last = static_cast<size_t>(s_.bins - 1);
-  for (uint64_t i = 0; i < n; ++i) {
-    const double v = x[i];
-    if (!std::isfinite(v)) continue;
-    if (v == 0) {
-      zeros_ += 1;
-      continue;
-    }
-    const size_t b = std::min(last, static_cast<size_t>(std::fabs(v) * inv));
-    (v > 0 ? pos_ : neg_)[b] += 1;
+  // Slots computed in vectors, counted in integers, added to the histograms once.
+  const int32_t bins = s_.bins;
+  const float inv = static_cast<float>(1.0 / width_);
+  counts_.assign(static_cast<size_t>(2 * bins + 2), 0);
+  slots_.resize(std::min<uint64_t>(n, 4096));
+  for (uint64_t i = 0; i < n; i += slots_.size()) {
+    const size_t m = static_cast<size_t>(std::min<uint64_t>(slots_.size(), n - i));
+    histogram_slots(x + i, m, inv, bins, slots_.data());
+    for (size_t k = 0; k < m; ++k) ++counts_[static_cast<size_t>(slots_[k])];
   }
+  for (int32_t k = 0; k < bins; ++k) {
+    pos_[static_cast<size_t>(k)] += static_cast<double>(counts_[static_cast<size_t>(k)]);
+    neg_[static_cast<size_t>(k)] += static_cast<double>(counts_[static_cast<size_t>(bins + k)]);
+  }
+  zeros_ += static_cast<double>(counts_[static_cast<size_t>(2 * bins)]);
 }
 
 // The value below which a fraction q of the observed values lie (bins are
@@ -247,18 +244,27 @@ void ChannelCollector::add(const float* x, const std::vector<int64_t>& shape) {
     valid_ = false;
     return;
   }
+  if (inner == 1) {
+    // Channels along the last axis (MatMul inputs): row by row.
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* row = x + o * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float v = row[c];
+        if (!std::isfinite(v)) continue;
+        const size_t k = static_cast<size_t>(c);
+        min_[k] = std::min<double>(min_[k], v), max_[k] = std::max<double>(max_[k], v);
+        sum_[k] += v, ++count_[k];
+      }
+    }
+    return;
+  }
   for (int64_t o = 0; o < outer; ++o) {
     for (int64_t c = 0; c < C; ++c) {
-      const float* p = x + (o * C + c) * inner;
-      double lo = min_[static_cast<size_t>(c)], hi = max_[static_cast<size_t>(c)], sum = 0;
-      uint64_t n = 0;
-      for (int64_t i = 0; i < inner; ++i) {
-        const double v = p[i];
-        if (!std::isfinite(v)) continue;
-        lo = std::min(lo, v), hi = std::max(hi, v), sum += v, ++n;
-      }
-      min_[static_cast<size_t>(c)] = lo, max_[static_cast<size_t>(c)] = hi;
-      sum_[static_cast<size_t>(c)] += sum, count_[static_cast<size_t>(c)] += n;
+      const SpanStats st = span_stats(x + (o * C + c) * inner, static_cast<size_t>(inner), true);
+      const size_t k = static_cast<size_t>(c);
+      if (st.finite == 0) continue;
+      min_[k] = std::min<double>(min_[k], st.lo), max_[k] = std::max<double>(max_[k], st.hi);
+      sum_[k] += st.sum, count_[k] += st.finite;
     }
   }
 }

@@ -54,6 +54,8 @@ class Collector {
   double width_ = 0;  // bin width; 0 until a non-zero value is seen
   std::vector<double> pos_, neg_;
   double zeros_ = 0;
+  std::vector<uint32_t> counts_;  // scratch of add(): slot counts of one observation
+  std::vector<int32_t> slots_;    // scratch of add(): slots of a chunk
 };
 
 // Per-channel min, max and mean of one value along one axis (1: NCHW

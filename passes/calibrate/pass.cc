@@ -201,7 +201,7 @@ PassInfo calibrate_pass_info() {
       "runs the model over a dataset and records each float activation's range (minmax, moving-average "
       "minmax, "
       "percentile, entropy, mse) in a range table, in memory that does not grow with the samples";
-  info.version = 2;  // 2: per-channel statistics (channel_stats)
+  info.version = 3;  // 2: per-channel statistics (channel_stats); 3: vectorised collectors (float bin edges)
   info.needs_graph = true;
   info.needs_executor = true;
   info.output = {ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges"};

@@ -41,6 +41,20 @@ inline dnnl::memory wrap(const dnnl::memory::desc& md, const void* p) {
   return dnnl::memory(md, dnnl_engine(), const_cast<void*>(p));
 }
 
+// Every primitive takes its scratchpad from the caller (scratchpad_mode::user):
+// with oneDNN's shared library scratchpad (Debian's build has no
+// DNNL_ENABLE_CONCURRENT_EXEC), two build steps running primitives at once
+// overwrite each other's intermediate results. Create every primitive
+// descriptor with this attribute and run it with run_primitive.
+inline dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr a;
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+// Runs `prim` with `args`, plus a scratchpad of its own for this call.
+void run_primitive(const dnnl::primitive& prim, dnnl::stream& s, std::unordered_map<int, dnnl::memory> args);
+
 // `src` reordered into `md` (for weights, once per shape).
 dnnl::memory reorder_to(const dnnl::memory& src, const dnnl::memory::desc& md);
 

@@ -25,9 +25,19 @@ dnnl::memory reorder_to(const dnnl::memory& src, const dnnl::memory::desc& md) {
   }
   dnnl::memory dst(md, dnnl_engine());
   dnnl::stream s(dnnl_engine());
-  dnnl::reorder(src, dst).execute(s, const_cast<dnnl::memory&>(src), dst);
+  run_primitive(dnnl::reorder(src, dst, user_scratchpad()), s, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
   s.wait();
   return dst;
+}
+
+void run_primitive(const dnnl::primitive& prim, dnnl::stream& s, std::unordered_map<int, dnnl::memory> args) {
+  const dnnl_memory_desc_t* md =
+      dnnl_primitive_desc_query_md(prim.get_primitive_desc(), dnnl_query_scratchpad_md, 0);
+  if (md && md->ndims > 0) {
+    const dnnl::memory::desc d(*md);
+    if (d.get_size() > 0) args[DNNL_ARG_SCRATCHPAD] = dnnl::memory(d, dnnl_engine());
+  }
+  prim.execute(s, args);
 }
 
 void dnnl_failed(const dnnl::error& e, const std::string& what) {
@@ -190,7 +200,7 @@ class ConvKernel : public Kernel {
       if (p.src_reorder) {
         src_buf = ctx.pool().get(p.src_md.get_size());
         dnnl::memory blocked(p.src_md, dnnl_engine(), src_buf->mutable_data());
-        p.src_reorder.execute(s, src, blocked);
+        run_primitive(p.src_reorder, s, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, blocked}});
         src = blocked;
       }
       dnnl::memory user_dst = dst;
@@ -208,8 +218,8 @@ class ConvKernel : public Kernel {
           throw Error("bias " + describe(b) + " must be f32 with one value per output channel");
         args[DNNL_ARG_BIAS] = b_const_.data ? p.bias : wrap(p.bias_md, b.data->data());
       }
-      p.prim.execute(s, args);
-      if (p.dst_reorder) p.dst_reorder.execute(s, dst, user_dst);
+      run_primitive(p.prim, s, args);
+      if (p.dst_reorder) run_primitive(p.dst_reorder, s, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, user_dst}});
       s.wait();
     } catch (const dnnl::error& e) {
       dnnl_failed(e, "running the convolution");
@@ -385,7 +395,7 @@ class ConvKernel : public Kernel {
                        : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
                                                          dnnl::algorithm::convolution_direct, src_any, w_any,
                                                          dst_any, strides, dil, pl, pr);
-        dnnl::convolution_forward::primitive_desc pd(d, dnnl_engine());
+        dnnl::convolution_forward::primitive_desc pd(d, user_scratchpad(), dnnl_engine());
         p.pd_w = pd.weights_desc();
         p.prim = dnnl::convolution_forward(pd);
         set_layouts(p, pd.src_desc(), pd.dst_desc());
@@ -396,7 +406,7 @@ class ConvKernel : public Kernel {
                        : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
                                                            dnnl::algorithm::deconvolution_direct, src_any,
                                                            w_any, dst_any, strides, dil, pl, pr);
-        dnnl::deconvolution_forward::primitive_desc pd(d, dnnl_engine());
+        dnnl::deconvolution_forward::primitive_desc pd(d, user_scratchpad(), dnnl_engine());
         p.pd_w = pd.weights_desc();
         p.prim = dnnl::deconvolution_forward(pd);
         set_layouts(p, pd.src_desc(), pd.dst_desc());
@@ -416,13 +426,13 @@ class ConvKernel : public Kernel {
   static void set_layouts(Prepared& p, const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
     if (src != p.user_src) {
       p.src_md = src;
-      p.src_reorder =
-          dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), p.user_src, dnnl_engine(), src));
+      p.src_reorder = dnnl::reorder(
+          dnnl::reorder::primitive_desc(dnnl_engine(), p.user_src, dnnl_engine(), src, user_scratchpad()));
     }
     if (dst != p.user_dst) {
       p.dst_md = dst;
-      p.dst_reorder =
-          dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), dst, dnnl_engine(), p.user_dst));
+      p.dst_reorder = dnnl::reorder(
+          dnnl::reorder::primitive_desc(dnnl_engine(), dst, dnnl_engine(), p.user_dst, user_scratchpad()));
     }
   }
 

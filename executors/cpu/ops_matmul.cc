@@ -92,9 +92,10 @@ class MatMulKernel : public Kernel {
       dnnl::stream s(dnnl_engine());
       dnnl::memory w = p.weights;
       if (!p.const_weights) w = reorder_to(wrap(p.user_b, b.data->data()), p.pd_b);
-      p.prim.execute(s, {{DNNL_ARG_SRC, wrap(p.user_a, a.data->data())},
-                         {DNNL_ARG_WEIGHTS, w},
-                         {DNNL_ARG_DST, wrap(p.user_o, o)}});
+      run_primitive(p.prim, s,
+                    {{DNNL_ARG_SRC, wrap(p.user_a, a.data->data())},
+                     {DNNL_ARG_WEIGHTS, w},
+                     {DNNL_ARG_DST, wrap(p.user_o, o)}});
       s.wait();
     } catch (const dnnl::error& e) {
       dnnl_failed(e, "running the matrix product of " + describe(a) + " by " + describe(b));
@@ -124,7 +125,7 @@ class MatMulKernel : public Kernel {
       const dnnl::memory::desc b_any(dnnl::memory::dims(s.b3.begin(), s.b3.end()), dt::f32,
                                      dnnl::memory::format_tag::any);
       dnnl::matmul::desc d(p.user_a, b_const_.data ? b_any : p.user_b, p.user_o);
-      dnnl::matmul::primitive_desc pd(d, dnnl_engine());
+      dnnl::matmul::primitive_desc pd(d, user_scratchpad(), dnnl_engine());
       p.pd_b = pd.weights_desc();
       p.prim = dnnl::matmul(pd);
       if (b_const_.data) {
@@ -174,9 +175,10 @@ class GemmKernel : public Kernel {
       try {
         dnnl::stream s(dnnl_engine());
         dnnl::memory w = b_const_.data ? p.weights : wrap(p.user_b, b.data->data());
-        p.prim.execute(s, {{DNNL_ARG_SRC, wrap(p.user_a, a.data->data())},
-                           {DNNL_ARG_WEIGHTS, w},
-                           {DNNL_ARG_DST, wrap(p.user_o, o)}});
+        run_primitive(p.prim, s,
+                      {{DNNL_ARG_SRC, wrap(p.user_a, a.data->data())},
+                       {DNNL_ARG_WEIGHTS, w},
+                       {DNNL_ARG_DST, wrap(p.user_o, o)}});
         s.wait();
       } catch (const dnnl::error& e) {
         dnnl_failed(e, "running Gemm of " + describe(a) + " by " + describe(b));
@@ -219,7 +221,7 @@ class GemmKernel : public Kernel {
     try {
       const dnnl::memory::desc b_any({K, N}, dt::f32, dnnl::memory::format_tag::any);
       dnnl::matmul::desc d(p.user_a, b_const_.data ? b_any : p.user_b, p.user_o);
-      dnnl::matmul::primitive_desc pd(d, dnnl_engine());
+      dnnl::matmul::primitive_desc pd(d, user_scratchpad(), dnnl_engine());
       p.prim = dnnl::matmul(pd);
       if (b_const_.data) p.weights = reorder_to(wrap(p.user_b, b_const_.data->data()), pd.weights_desc());
     } catch (const dnnl::error& e) {
@@ -260,8 +262,8 @@ void f32_matmul(const float* a, const float* b, float* c, int64_t M, int64_t K, 
       ne->b = b_transposed ? strided_desc({K, N}, {1, K}) : plain_desc({K, N});
       ne->c = plain_desc({M, N});
       try {
-        ne->prim = dnnl::matmul(
-            dnnl::matmul::primitive_desc(dnnl::matmul::desc(ne->a, ne->b, ne->c), dnnl_engine()));
+        ne->prim = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(ne->a, ne->b, ne->c),
+                                                             user_scratchpad(), dnnl_engine()));
       } catch (const dnnl::error& err) {
         dnnl_failed(err, "preparing a matrix product");
       }
@@ -271,8 +273,9 @@ void f32_matmul(const float* a, const float* b, float* c, int64_t M, int64_t K, 
   }
   try {
     dnnl::stream s(dnnl_engine());
-    e->prim.execute(
-        s, {{DNNL_ARG_SRC, wrap(e->a, a)}, {DNNL_ARG_WEIGHTS, wrap(e->b, b)}, {DNNL_ARG_DST, wrap(e->c, c)}});
+    run_primitive(
+        e->prim, s,
+        {{DNNL_ARG_SRC, wrap(e->a, a)}, {DNNL_ARG_WEIGHTS, wrap(e->b, b)}, {DNNL_ARG_DST, wrap(e->c, c)}});
     s.wait();
   } catch (const dnnl::error& err) {
     dnnl_failed(err, "running a matrix product");

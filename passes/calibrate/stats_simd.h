@@ -12,9 +12,9 @@
 namespace qforge::calib {
 
 struct SpanStats {
-  float lo, hi;         // min and max of the finite values (+inf, -inf when none)
-  double sum;           // their sum (when asked for)
-  uint64_t finite;      // how many were finite
+  float lo, hi;     // min and max of the finite values (+inf, -inf when none)
+  double sum;       // their sum (when asked for)
+  uint64_t finite;  // how many were finite
 };
 
 SpanStats span_stats(const float* x, size_t n, bool with_sum);

@@ -183,7 +183,9 @@ Config parse_config(const Options& o) {
   c.fold_relu = opt_bool(o, kPass, "fold_relu", true);
   c.qoperator = opt_string(o, kPass, "format", "qdq") == "qoperator";
   c.upgrade_opset = opt_bool(o, kPass, "upgrade_opset", true);
-  c.equalize = opt_bool(o, kPass, "equalize", true);
+  // Unset: on for per-tensor weights only (bench/quantize_static: with per-channel
+  // scales it costs more activation range than it saves; docs/manifest.md).
+  c.equalize = opt_has(o, "equalize") ? opt_bool(o, kPass, "equalize", true) : !c.per_channel;
   c.bias_correction = opt_bool(o, kPass, "bias_correction", false);
   c.weight_clip = opt_string(o, kPass, "weight_clip", "minmax") == "mse" ? accuracy::WeightClip::Mse
                                                                          : accuracy::WeightClip::MinMax;
@@ -899,8 +901,9 @@ PassInfo quantize_static_pass_info() {
       "static quantization of ONNX models in QDQ form from calibrated activation ranges, as ONNX Runtime's "
       "QDQ quantizer writes it (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, pooling and "
       "data-movement ops)";
-  info.version =
-      3;  // 2: qoperator, implicit upgrade-opset; 3: equalize (on by default), bias_correction, weight_clip
+  // 2: qoperator, implicit upgrade-opset; 3: equalize, bias_correction, weight_clip;
+  // 4: equalize by default only for per-tensor weights.
+  info.version = 4;
   info.needs_graph = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"}};
   using quant::option_spec;
@@ -942,8 +945,9 @@ PassInfo quantize_static_pass_info() {
       option_spec(
           "equalize", OptType::Bool,
           "cross-layer equalization of Conv -> [Relu] -> Conv pairs first (as the equalize pass does; "
-          "ranges rescaled from the table's per-channel statistics)",
-          Value::of_bool(true)),
+          "ranges rescaled from the table's per-channel statistics) (default: true with per-tensor weights, "
+          "false with per_channel)",
+          Value()),
       option_spec("bias_correction", OptType::Bool,
                   "biases of Conv, Gemm and MatMul + Add absorb the mean output shift of weight quantization "
                   "(from the table's per-channel means); a Conv or Gemm without a bias gets one",

@@ -123,11 +123,12 @@ def manifest(d, models_dir, keys, methods, samples):
                 json.dumps(p["std"])))
     for k in keys:
         for m in methods:
-            # upgrade-opset explicitly: quantize-static raises the opset for
-            # per-channel itself only where nothing stops it (the recogniser's
-            # Squeeze(axes) needs ONNX's converter).
+            # upgrade-opset and fold-constants explicitly, as ONNX Runtime's side
+            # runs the converter and quant_pre_process (folding Shape of
+            # constants drops tf2onnx's shape-only tensors from the BERT).
             t.append('[[targets]]\nname = "%s-%s"\nmodel = "%s"\npipeline = [\n'
                      '  { pass = "upgrade-opset", opset = 13 },\n'
+                     '  { pass = "fold-constants" },\n'
                      '  { pass = "calibrate", dataset = "%s", method = "%s"%s },\n'
                      '  { pass = "quantize-static", activation_type = "uint8", weight_type = "int8", '
                      'per_channel = true },\n]\n' % (k, m, k, k, m,
@@ -218,8 +219,8 @@ def main(argv):
                 r[side]["fidelity"] = res.get(r[side]["artifact"])
     print()
     hdr = ("model", "method", "qf_s", "ort_s", "t_ratio", "cpu_ratio", "qf_MB", "ort_MB", "m_ratio", "qf_cos", "ort_cos",
-           "qf_min", "ort_min", "qf_sqnr", "ort_sqnr", "qf_top1", "ort_top1")
-    print("%-5s %-10s %7s %7s %7s %9s %8s %8s %7s %7s %7s %7s %7s %7s %8s %7s %8s" % hdr)
+           "qf_min", "ort_min", "qf_sqnr", "ort_sqnr", "qf_top1", "ort_top1", "qf_KB", "ort_KB")
+    print("%-5s %-10s %7s %7s %7s %9s %8s %8s %7s %7s %7s %7s %7s %7s %8s %7s %8s %8s %8s" % hdr)
     for r in rows:
         q, o = r["qforge"], r["ort"]
         qf, of = q["fidelity"] or {}, o["fidelity"] or {}
@@ -227,13 +228,15 @@ def main(argv):
         def top1(f):
             return "%.4f" % f["argmax_agreement"] if MODELS[r["model"]]["top1"] and f.get("argmax_agreement") \
                 is not None else "-"
-        print("%-5s %-10s %7.2f %7.2f %7.3f %9.3f %8.1f %8.1f %7.3f %7.4f %7.4f %7.4f %7.4f %7.2f %8.2f %7s %8s" % (
+        for side in (q, o):
+            side["artifact_bytes"] = os.path.getsize(side["artifact"]) if os.path.exists(side["artifact"]) else 0
+        print("%-5s %-10s %7.2f %7.2f %7.3f %9.3f %8.1f %8.1f %7.3f %7.4f %7.4f %7.4f %7.4f %7.2f %8.2f %7s %8s %8.1f %8.1f" % (
             r["model"], r["method"], q["seconds"], o["seconds"], q["seconds"] / o["seconds"],
             q["cpu_seconds"] / o["cpu_seconds"], q["peak_rss_mb"],
             o["peak_rss_mb"], q["peak_rss_mb"] / o["peak_rss_mb"], qf.get("cosine_mean", float("nan")),
             of.get("cosine_mean", float("nan")), qf.get("cosine_min", float("nan")),
             of.get("cosine_min", float("nan")), qf.get("sqnr_db", float("nan")), of.get("sqnr_db", float("nan")),
-            top1(qf), top1(of)))
+            top1(qf), top1(of), q["artifact_bytes"] / 1024, o["artifact_bytes"] / 1024))
     os.makedirs(bench_dir, exist_ok=True)
     out = os.path.join(bench_dir, "quantize_static%s.json" % ("_quick" if quick else ""))
     with open(out, "w") as f:

@@ -11,6 +11,7 @@
 #include "qforge/graph.h"
 #include "qforge/half.h"
 #include "qforge/status.h"
+#include "quant_options.h"
 #include "range_table.h"
 
 namespace qforge::passes {
@@ -183,15 +184,6 @@ class CalibratePass : public Pass {
   }
 };
 
-OptionSpec spec(std::string name, OptType type, std::string help, Value dflt = {}) {
-  OptionSpec s;
-  s.name = std::move(name);
-  s.type = type;
-  s.help = std::move(help);
-  s.default_value = std::move(dflt);
-  return s;
-}
-
 }  // namespace
 
 PassInfo calibrate_pass_info() {
@@ -205,36 +197,39 @@ PassInfo calibrate_pass_info() {
   info.needs_graph = true;
   info.needs_executor = true;
   info.output = {ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges"};
-  OptionSpec dataset = spec("dataset", OptType::Dataset, "the samples to run");
+  OptionSpec dataset = quant::option_spec("dataset", OptType::Dataset, "the samples to run");
   dataset.required = true;
-  OptionSpec method = spec("method", OptType::Enum, "how a range is chosen", Value::of_string("minmax"));
+  OptionSpec method =
+      quant::option_spec("method", OptType::Enum, "how a range is chosen", Value::of_string("minmax"));
   method.choices = {"minmax", "percentile", "entropy", "mse"};
-  OptionSpec pct = spec("percentile", OptType::Float, "percentile: the share of values the range keeps",
-                        Value::of_float(99.999));
+  OptionSpec pct =
+      quant::option_spec("percentile", OptType::Float, "percentile: the share of values the range keeps",
+                         Value::of_float(99.999));
   pct.has_min = pct.has_max = true;
   pct.min = 50, pct.max = 100;
-  OptionSpec sym = spec("symmetric", OptType::Bool, "ranges symmetric about 0 (percentile, minmax)",
-                        Value::of_bool(false));
-  OptionSpec ma = spec("moving_average", OptType::Float,
-                       "minmax: average each sample's min and max with this constant (0: plain min and max)",
-                       Value::of_float(0));
+  OptionSpec sym = quant::option_spec("symmetric", OptType::Bool,
+                                      "ranges symmetric about 0 (percentile, minmax)", Value::of_bool(false));
+  OptionSpec ma = quant::option_spec(
+      "moving_average", OptType::Float,
+      "minmax: average each sample's min and max with this constant (0: plain min and max)",
+      Value::of_float(0));
   ma.has_min = ma.has_max = true;
   ma.min = 0, ma.max = 1;
-  OptionSpec samples =
-      spec("samples", OptType::Int, "use at most this many samples of the dataset (default: all)");
+  OptionSpec samples = quant::option_spec("samples", OptType::Int,
+                                          "use at most this many samples of the dataset (default: all)");
   samples.has_min = true;
   samples.min = 1;
-  OptionSpec bins =
-      spec("bins", OptType::Int, "histogram bins (percentile, entropy, mse)", Value::of_int(2048));
+  OptionSpec bins = quant::option_spec("bins", OptType::Int, "histogram bins (percentile, entropy, mse)",
+                                       Value::of_int(2048));
   bins.int_choices = {256, 512, 1024, 2048, 4096, 8192};
-  OptionSpec bits =
-      spec("bits", OptType::Int, "entropy, mse: the integer width the range is chosen for", Value::of_int(8));
+  OptionSpec bits = quant::option_spec(
+      "bits", OptType::Int, "entropy, mse: the integer width the range is chosen for", Value::of_int(8));
   bits.int_choices = {4, 8, 16};
   OptionSpec channels =
-      spec("channel_stats", OptType::Bool,
-           "also record per-channel min, max and mean of the values feeding and leaving Conv, "
-           "Gemm and MatMul (for bias_correction, equalize and smooth-quant)",
-           Value::of_bool(true));
+      quant::option_spec("channel_stats", OptType::Bool,
+                         "also record per-channel min, max and mean of the values feeding and leaving Conv, "
+                         "Gemm and MatMul (for bias_correction, equalize and smooth-quant)",
+                         Value::of_bool(true));
   info.options = {dataset, method, pct, sym, ma, samples, bins, bits, channels};
   info.validate = [](const Options& o) {
     std::vector<OptionProblem> out;

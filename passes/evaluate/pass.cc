@@ -12,6 +12,7 @@
 #include "qforge/dataset.h"
 #include "qforge/fidelity.h"
 #include "qforge/status.h"
+#include "quant_options.h"
 
 namespace qforge::passes {
 namespace {
@@ -145,15 +146,6 @@ class EvaluatePass : public Pass {
   }
 };
 
-OptionSpec spec(std::string name, OptType type, std::string help, Value dflt = {}) {
-  OptionSpec s;
-  s.name = std::move(name);
-  s.type = type;
-  s.help = std::move(help);
-  s.default_value = std::move(dflt);
-  return s;
-}
-
 }  // namespace
 
 PassInfo evaluate_pass_info() {
@@ -169,20 +161,21 @@ PassInfo evaluate_pass_info() {
   info.needs_executor = true;
   info.needs_reference = true;
   info.output = {ArtifactKind::Table, kFidelitySchema, false, "per-output fidelity against the reference"};
-  OptionSpec dataset = spec("dataset", OptType::Dataset, "the samples to run both models on");
+  OptionSpec dataset = quant::option_spec("dataset", OptType::Dataset, "the samples to run both models on");
   dataset.required = true;
-  OptionSpec reference = spec("reference", OptType::Enum,
-                              "what the model is compared with: `imported` is the model as imported (the "
-                              "float model, before any step)",
-                              Value::of_string("imported"));
+  OptionSpec reference =
+      quant::option_spec("reference", OptType::Enum,
+                         "what the model is compared with: `imported` is the model as imported (the "
+                         "float model, before any step)",
+                         Value::of_string("imported"));
   reference.choices = {"imported"};
-  OptionSpec samples =
-      spec("samples", OptType::Int, "use at most this many samples of the dataset (default: all)");
+  OptionSpec samples = quant::option_spec("samples", OptType::Int,
+                                          "use at most this many samples of the dataset (default: all)");
   samples.has_min = true;
   samples.min = 1;
-  OptionSpec axis =
-      spec("argmax_axis", OptType::Int,
-           "the axis argmax agreement is measured along (negative: from the last)", Value::of_int(-1));
+  OptionSpec axis = quant::option_spec(
+      "argmax_axis", OptType::Int, "the axis argmax agreement is measured along (negative: from the last)",
+      Value::of_int(-1));
   info.options = {dataset, reference, samples, axis};
   info.factory = [] { return std::unique_ptr<Pass>(new EvaluatePass()); };
   return info;

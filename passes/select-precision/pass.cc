@@ -5,6 +5,7 @@
 
 #include "qforge/diag.h"
 #include "qforge/status.h"
+#include "quant_options.h"
 #include "quantize_gguf.h"
 #include "select_precision.h"
 
@@ -47,15 +48,6 @@ class SelectPrecisionPass : public Pass {
   }
 };
 
-OptionSpec spec(std::string name, OptType type, std::string help, Value dflt = {}) {
-  OptionSpec s;
-  s.name = std::move(name);
-  s.type = type;
-  s.help = std::move(help);
-  s.default_value = std::move(dflt);
-  return s;
-}
-
 std::vector<OptionProblem> validate(const Options& o) {
   std::vector<OptionProblem> out;
   if (auto it = o.find("budget"); it != o.end() && it->second.kind == Value::Kind::String) {
@@ -94,32 +86,35 @@ PassInfo pass_info() {
       "within a size budget: a precision plan the next quantize-gguf step follows";
   info.version = 1;
   info.output = {ArtifactKind::Table, gguf_quant::kPrecisionSchema, false, "a precision plan"};
-  OptionSpec budget =
-      spec("budget", OptType::String,
-           "the size to fit: the file in bytes (\"3.5GiB\", \"500MB\", \"123456\"), tensor data "
-           "bits per weight (\"4.5bpw\"), or the size of a llama.cpp file type's mixture "
-           "(\"Q4_K_M\"); default: the profile's [memory] budget");
+  OptionSpec budget = quant::option_spec(
+      "budget", OptType::String,
+      "the size to fit: the file in bytes (\"3.5GiB\", \"500MB\", \"123456\"), tensor data "
+      "bits per weight (\"4.5bpw\"), or the size of a llama.cpp file type's mixture "
+      "(\"Q4_K_M\"); default: the profile's [memory] budget");
   budget.required = true;
   Value types;
   types.kind = Value::Kind::List;
   for (const auto& t : kDefaultTypes) types.list.push_back(Value::of_string(t));
-  OptionSpec ty = spec("types", OptType::List,
-                       "candidate tensor types (a tensor gets one whose block size divides its rows); "
-                       "default with a profile: its [gguf] fast_types",
-                       types);
+  OptionSpec ty =
+      quant::option_spec("types", OptType::List,
+                         "candidate tensor types (a tensor gets one whose block size divides its rows); "
+                         "default with a profile: its [gguf] fast_types",
+                         types);
   ty.unordered = true;
-  OptionSpec im = spec("imatrix", OptType::Path,
-                       "importance matrix (llama-imatrix GGUF or legacy .dat) weighting each column's error; "
-                       "give quantize-gguf the same one");
-  OptionSpec cos = spec("min_cosine", OptType::Float,
-                        "drop a tensor's candidate types whose weight cosine similarity is below this");
+  OptionSpec im = quant::option_spec(
+      "imatrix", OptType::Path,
+      "importance matrix (llama-imatrix GGUF or legacy .dat) weighting each column's error; "
+      "give quantize-gguf the same one");
+  OptionSpec cos =
+      quant::option_spec("min_cosine", OptType::Float,
+                         "drop a tensor's candidate types whose weight cosine similarity is below this");
   cos.has_min = cos.has_max = true;
   cos.min = 0, cos.max = 1;
-  OptionSpec sq = spec("min_sqnr_db", OptType::Float,
-                       "drop a tensor's candidate types whose weight SQNR (dB) is below this");
-  OptionSpec rows = spec("max_rows", OptType::Int,
-                         "rows measured per tensor (evenly spaced, the error scaled up); 0: every row",
-                         Value::of_int(4096));
+  OptionSpec sq = quant::option_spec("min_sqnr_db", OptType::Float,
+                                     "drop a tensor's candidate types whose weight SQNR (dB) is below this");
+  OptionSpec rows = quant::option_spec(
+      "max_rows", OptType::Int, "rows measured per tensor (evenly spaced, the error scaled up); 0: every row",
+      Value::of_int(4096));
   rows.has_min = true;
   rows.min = 0;
   info.options = {budget, ty, im, cos, sq, rows};

@@ -243,6 +243,7 @@ void write_reports(const BuildResult& r, const Manifest& m) {
   };
   write(m.output_dir + "/report.json", report_json(r, m.dir));
   write(m.output_dir + "/report.md", report_markdown(r, m.dir));
+  write(m.output_dir + "/report.html", report_html(r, m.dir));
 }
 
 namespace {

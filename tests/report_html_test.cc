@@ -163,8 +163,8 @@ Rendered chromium(const fs::path& page, const fs::path& scratch, const std::stri
       "timeout -k 5 120 chromium --headless --disable-gpu --no-sandbox --no-first-run --hide-scrollbars "
       "--disable-background-networking --disable-component-update --disable-sync --disable-extensions "
       "--window-size=1200,2400 --user-data-dir=" +
-      test::shell_quote(profile.string()) + " --log-net-log=" + test::shell_quote(netlog.string()) + " " + what +
-      " " + test::shell_quote("file://" + page.string()) + " 2>/dev/null";
+      test::shell_quote(profile.string()) + " --log-net-log=" + test::shell_quote(netlog.string()) + " " +
+      what + " " + test::shell_quote("file://" + page.string()) + " 2>/dev/null";
   int status = 0;
   Rendered r;
   r.dom = test::run_capture(cmd, status);
@@ -211,16 +211,16 @@ TEST_CASE("report.html: escaped strings, the Pareto front per model, precision p
   // name, op, precision, sensitivity, under "format": "onnx").
   Table gguf;
   gguf.schema = "precision/1";
-  gguf.data = obj({{"method", str("exact DP")},
-                    {"budget", str("Q4_K_M")},
-                    {"file_bytes", Value::of_int(123456)},
-                    {"tensors", obj({{"blk.0.attn_q.weight", obj({{"type", str("Q4_K")},
-                                                                  {"bytes", Value::of_int(1000)},
-                                                                  {"error", num(0.5)}})},
-                                     {"blk.0.ffn_down.weight", obj({{"type", str("Q6_K")},
-                                                                    {"bytes", Value::of_int(2000)},
-                                                                    {"error", num(0.25)}})}})},
-                    {"counts", obj({{"Q4_K", Value::of_int(1)}, {"Q6_K", Value::of_int(1)}})}});
+  gguf.data =
+      obj({{"method", str("exact DP")},
+           {"budget", str("Q4_K_M")},
+           {"file_bytes", Value::of_int(123456)},
+           {"tensors",
+            obj({{"blk.0.attn_q.weight",
+                  obj({{"type", str("Q4_K")}, {"bytes", Value::of_int(1000)}, {"error", num(0.5)}})},
+                 {"blk.0.ffn_down.weight",
+                  obj({{"type", str("Q6_K")}, {"bytes", Value::of_int(2000)}, {"error", num(0.25)}})}})},
+           {"counts", obj({{"Q4_K", Value::of_int(1)}, {"Q6_K", Value::of_int(1)}})}});
   Table onnx;
   onnx.schema = "precision/1";
   Value nodes;
@@ -232,10 +232,10 @@ TEST_CASE("report.html: escaped strings, the Pareto front per model, precision p
                               {"precision", str(prec[i])},
                               {"sensitivity", num(0.1 * (i + 1))}}));
   onnx.data = obj({{"format", str("onnx")}, {"nodes", nodes}});
-  r.targets[1].tables.push_back({"select-precision m (budget=Q4_K_M)", "select-precision", "k1",
-                                 std::make_shared<Table>(gguf)});
-  r.targets[2].tables.push_back({"select-precision m (onnx)", "select-precision", "k2",
-                                 std::make_shared<Table>(onnx)});
+  r.targets[1].tables.push_back(
+      {"select-precision m (budget=Q4_K_M)", "select-precision", "k1", std::make_shared<Table>(gguf)});
+  r.targets[2].tables.push_back(
+      {"select-precision m (onnx)", "select-precision", "k2", std::make_shared<Table>(onnx)});
 
   const std::string html = report_html(r, "/x");
   // Every string from a manifest or a model is escaped.
@@ -269,8 +269,9 @@ TEST_CASE("report.html: escaped strings, the Pareto front per model, precision p
   CHECK(report_html(r, "/x") == html);
 }
 
-TEST_CASE("one build for three ONNX profiles and three GGUF budgets: one calibration, artifacts as single builds",
-          "[cli][multi-device]") {
+TEST_CASE(
+    "one build for three ONNX profiles and three GGUF budgets: one calibration, artifacts as single builds",
+    "[cli][multi-device]") {
   test::TempDir root("qforge_multi_device_");
   make_inputs(root.path / "inputs");
   const fs::path all = build_dir(root.path, "all");
@@ -319,8 +320,10 @@ TEST_CASE("one build for three ONNX profiles and three GGUF budgets: one calibra
   }
 }
 
-TEST_CASE("report.html of a multi-device build renders in headless Chromium, offline, and a cached build's equals it",
-          "[cli][html]") {
+TEST_CASE(
+    "report.html of a multi-device build renders in headless Chromium, offline, and a cached build's equals "
+    "it",
+    "[cli][html]") {
   test::TempDir root("qforge_report_html_");
   make_inputs(root.path / "inputs");
   const fs::path d = build_dir(root.path, "b");
@@ -350,11 +353,14 @@ TEST_CASE("report.html of a multi-device build renders in headless Chromium, off
   CHECK(statuses(cached) == statuses(first));
 
   if (!have_chromium()) {
-    WARN("skipped rendering report.html: chromium is not installed (make test installs it: Makefile DEB_PACKAGES)");
+    WARN(
+        "skipped rendering report.html: chromium is not installed (make test installs it: Makefile "
+        "DEB_PACKAGES)");
     return;
   }
   // The control: a page that fetches something is caught by the net log.
-  std::ofstream(root.path / "fetches.html") << "<html><body><img src=\"http://qforge.invalid/x.png\"></body></html>";
+  std::ofstream(root.path / "fetches.html")
+      << "<html><body><img src=\"http://qforge.invalid/x.png\"></body></html>";
   const Rendered control = chromium(root.path / "fetches.html", root.path, "--dump-dom");
   REQUIRE(control.rc == 0);
   CHECK(control.page_requests == std::vector<std::string>{"http://qforge.invalid/x.png"});
@@ -373,7 +379,8 @@ TEST_CASE("report.html of a multi-device build renders in headless Chromium, off
     CHECK(dom.find("data-target=\"" + onnx_name(p) + "\" data-bpw=") != std::string::npos);
     CHECK(dom.find(">" + onnx_name(p) + "</text>") != std::string::npos);
   }
-  for (const char* g : kBudgets) CHECK(dom.find("<li data-target=\"" + gguf_name(g) + "\">") != std::string::npos);
+  for (const char* g : kBudgets)
+    CHECK(dom.find("<li data-target=\"" + gguf_name(g) + "\">") != std::string::npos);
   CHECK(dom.find("class=\"legend\"") != std::string::npos);
   // The plans' tables, sortable by a click on a column's header.
   CHECK(dom.find("table class=\"sortable records\" data-field=\"tensors\"") != std::string::npos);
@@ -381,7 +388,8 @@ TEST_CASE("report.html of a multi-device build renders in headless Chromium, off
   // A screenshot to look at (kept in the build directory).
   const fs::path shot = fs::path(QFORGE_BINARY_DIR) / "report_html_test.png";
   fs::remove(shot);
-  const Rendered s = chromium(d / "dist/report.html", root.path, "--screenshot=" + test::shell_quote(shot.string()));
+  const Rendered s =
+      chromium(d / "dist/report.html", root.path, "--screenshot=" + test::shell_quote(shot.string()));
   CHECK(s.rc == 0);
   CHECK(s.page_requests.empty());
   CHECK(fs::exists(shot));

@@ -211,7 +211,8 @@ void chart(std::ostream& os, const BuildResult& r, const std::string& model, std
        << tick_label(v, ystep) << "</text>";
   os << "<text x=\"" << coord(L + pw / 2) << "\" y=\"" << coord(H - 8)
      << "\" text-anchor=\"middle\">bits per weight (smaller is better)</text>";
-  os << "<text transform=\"rotate(-90)\" x=\"" << coord(-(T + ph / 2)) << "\" y=\"16\" text-anchor=\"middle\">"
+  os << "<text transform=\"rotate(-90)\" x=\"" << coord(-(T + ph / 2))
+     << "\" y=\"16\" text-anchor=\"middle\">"
      << "cosine, worst output (higher is better)</text></g>\n";
   // The front as a staircase: what the best target at each size attains.
   std::vector<Point> front;
@@ -255,8 +256,8 @@ void chart(std::ostream& os, const BuildResult& r, const std::string& model, std
     const char* cls = p.front ? "point pareto" : "point dominated";
     os << "<g class=\"" << cls << "\" data-target=\"" << esc(t.name) << "\" data-bpw=\"" << attr_num(p.x)
        << "\" data-fidelity=\"" << attr_num(p.y) << "\"><title>"
-       << esc(t.name + (p.front ? " (Pareto front)" : "") + ": " + fmt_num(p.x, "%.3f") + " bits per weight, " +
-              human_bytes(t.bytes) + ", cosine " + fmt_num(p.y, "%.6f"))
+       << esc(t.name + (p.front ? " (Pareto front)" : "") + ": " + fmt_num(p.x, "%.3f") +
+              " bits per weight, " + human_bytes(t.bytes) + ", cosine " + fmt_num(p.y, "%.6f"))
        << "</title>";
     if (std::fabs(ly - (py + 4)) > 0.5)
       os << "<line x1=\"" << coord(px) << "\" y1=\"" << coord(py) << "\" x2=\""
@@ -279,7 +280,8 @@ void legend(std::ostream& os) {
   os << "<div class=\"legend\">"
         "<span><svg width=\"14\" height=\"14\"><circle cx=\"7\" cy=\"7\" r=\"6\" fill=\"#d9480f\"/></svg>"
         "on the Pareto front: no other target of the model is smaller and at least as faithful</span>"
-        "<span><svg width=\"14\" height=\"14\"><circle cx=\"7\" cy=\"7\" r=\"5\" fill=\"#fff\" stroke=\"#868e96\" "
+        "<span><svg width=\"14\" height=\"14\"><circle cx=\"7\" cy=\"7\" r=\"5\" fill=\"#fff\" "
+        "stroke=\"#868e96\" "
         "stroke-width=\"2\"/></svg>dominated: another target is smaller or as small, and more faithful</span>"
         "<span><svg width=\"26\" height=\"10\"><path d=\"M1 5H25\" stroke=\"#d9480f\" stroke-width=\"1.5\" "
         "stroke-dasharray=\"5 3\"/></svg>the front</span></div>\n";
@@ -380,8 +382,8 @@ void bar_chart(std::ostream& os, const Records& rec, const std::string& column,
     const Value* v = rec.rows[i].second->find(column);
     if (!v || !numeric(*v) || !std::isfinite(v->as_number())) continue;
     const Value* p = pcol.empty() ? nullptr : rec.rows[i].second->find(pcol);
-    bars.push_back({entry_name(rec.rows[i], i), p && p->kind == Value::Kind::String ? p->s : "",
-                    v->as_number()});
+    bars.push_back(
+        {entry_name(rec.rows[i], i), p && p->kind == Value::Kind::String ? p->s : "", v->as_number()});
   }
   if (bars.empty()) return;
   std::stable_sort(bars.begin(), bars.end(), [](const Bar& a, const Bar& b) { return a.v > b.v; });
@@ -396,8 +398,9 @@ void bar_chart(std::ostream& os, const Records& rec, const std::string& column,
   const double H = 8 + row * static_cast<double>(bars.size());
   auto sx = [&](double v) { return L + (v - lo) / (hi - lo) * 330; };
   os << "<h4>" << esc(column) << " per entry"
-     << (total > bars.size() ? " (the " + std::to_string(bars.size()) + " largest of " + std::to_string(total) + ")"
-                             : "")
+     << (total > bars.size()
+             ? " (the " + std::to_string(bars.size()) + " largest of " + std::to_string(total) + ")"
+             : "")
      << "</h4>\n<svg class=\"bars\" data-column=\"" << esc(column) << "\" viewBox=\"0 0 " << coord(W) << " "
      << coord(H) << "\" width=\"" << coord(W) << "\" height=\"" << coord(H) << "\">\n";
   for (size_t i = 0; i < bars.size(); ++i) {
@@ -410,10 +413,11 @@ void bar_chart(std::ostream& os, const Records& rec, const std::string& column,
     os << "<g class=\"bar\"><title>"
        << esc(b.name + (b.precision.empty() ? "" : " (" + b.precision + ")") + ": " + fmt_num(b.v, "%.6g"))
        << "</title><text x=\"" << coord(L - 6) << "\" y=\"" << coord(y + 11) << "\" text-anchor=\"end\">"
-       << esc(name) << "</text><rect x=\"" << coord(std::min(a, z)) << "\" y=\"" << coord(y + 2) << "\" width=\""
-       << coord(std::max(1.0, std::fabs(z - a))) << "\" height=\"" << coord(row - 4) << "\" fill=\"" << fill
-       << "\"/><text x=\"" << coord(std::max(a, z) + 4) << "\" y=\"" << coord(y + 11) << "\">"
-       << esc(fmt_num(b.v, "%.4g")) << (b.precision.empty() ? "" : " " + esc(b.precision)) << "</text></g>\n";
+       << esc(name) << "</text><rect x=\"" << coord(std::min(a, z)) << "\" y=\"" << coord(y + 2)
+       << "\" width=\"" << coord(std::max(1.0, std::fabs(z - a))) << "\" height=\"" << coord(row - 4)
+       << "\" fill=\"" << fill << "\"/><text x=\"" << coord(std::max(a, z) + 4) << "\" y=\"" << coord(y + 11)
+       << "\">" << esc(fmt_num(b.v, "%.4g")) << (b.precision.empty() ? "" : " " + esc(b.precision))
+       << "</text></g>\n";
   }
   os << "</svg>\n";
 }
@@ -427,9 +431,10 @@ void records_table(std::ostream& os, const Records& rec) {
   }
   const bool has_name = std::find(rec.columns.begin(), rec.columns.end(), "name") != rec.columns.end();
   const bool key_col = rec.keyed && !has_name;
-  os << "<details class=\"entries\"" << (rec.rows.size() <= 40 ? " open" : "") << "><summary>" << esc(rec.title)
-     << ": " << rec.rows.size() << " entries</summary>\n<table class=\"sortable records\" data-field=\""
-     << esc(rec.title) << "\"><thead><tr>";
+  os << "<details class=\"entries\"" << (rec.rows.size() <= 40 ? " open" : "") << "><summary>"
+     << esc(rec.title) << ": " << rec.rows.size()
+     << " entries</summary>\n<table class=\"sortable records\" data-field=\"" << esc(rec.title)
+     << "\"><thead><tr>";
   if (key_col) os << "<th>name</th>";
   for (const auto& c : rec.columns) os << "<th>" << esc(c) << "</th>";
   os << "</tr></thead><tbody>\n";
@@ -456,10 +461,8 @@ void plan_section(std::ostream& os, const ReportTable& rt) {
   std::vector<Records> records;
   for (const auto& [k, v] : t.data.table) {
     Records rec;
-    if (scalar(v) ||
-        (v.kind == Value::Kind::List && std::all_of(v.list.begin(), v.list.end(), [](const Value& x) {
-           return scalar(x);
-         })))
+    if (scalar(v) || (v.kind == Value::Kind::List &&
+                      std::all_of(v.list.begin(), v.list.end(), [](const Value& x) { return scalar(x); })))
       scalars.push_back({k, &v});
     else if (as_records(k, v, rec))
       records.push_back(std::move(rec));
@@ -481,9 +484,8 @@ void plan_section(std::ostream& os, const ReportTable& rt) {
     os << "</dl>\n";
   }
   for (const auto& [k, v] : maps) {
-    if (v->kind == Value::Kind::Table && std::all_of(v->table.begin(), v->table.end(), [](const auto& e) {
-          return scalar(e.second);
-        })) {
+    if (v->kind == Value::Kind::Table &&
+        std::all_of(v->table.begin(), v->table.end(), [](const auto& e) { return scalar(e.second); })) {
       os << "<table class=\"map\" data-field=\"" << esc(k) << "\"><thead><tr><th>" << esc(k)
          << "</th><th></th></tr></thead><tbody>";
       for (const auto& [mk, mv] : v->table) {
@@ -540,8 +542,8 @@ void target_section(std::ostream& os, const BuildResult& r, size_t i, bool front
         if (it == values.end())
           os << "<td>-</td>";
         else
-          os << "<td class=\"n\" data-v=\"" << attr_num(it->second) << "\">" << esc(metric_cell(c, it->second))
-             << "</td>";
+          os << "<td class=\"n\" data-v=\"" << attr_num(it->second) << "\">"
+             << esc(metric_cell(c, it->second)) << "</td>";
       }
       os << "</tr>\n";
     }
@@ -602,7 +604,8 @@ std::string report_html(const BuildResult& r, const std::string& base) {
     os << "<p class=\"muted\">No target has a fidelity measurement: add an <code>evaluate</code> step to a "
           "target's pipeline to see it here.</p>\n";
   else
-    os << "<p class=\"muted\">One chart per model: each target's bits per weight against the cosine similarity of "
+    os << "<p class=\"muted\">One chart per model: each target's bits per weight against the cosine "
+          "similarity of "
           "its worst output with the model as imported (its evaluate step).</p>\n";
   for (auto& [model, pts] : by_model) {
     std::vector<Point> marked = pts;
@@ -635,8 +638,8 @@ std::string report_html(const BuildResult& r, const std::string& base) {
     os << "<tr><td><a href=\"#" << target_id(i) << "\">" << esc(t.name) << "</a></td><td>" << esc(t.model)
        << "</td><td>" << esc(t.profile.empty() ? "-" : t.profile) << "</td><td>" << esc(t.format) << "</td>";
     os << "<td class=\"n\" data-v=\"" << t.bytes << "\">" << esc(human_bytes(t.bytes)) << "</td>";
-    os << "<td class=\"n\" data-v=\"" << attr_num(t.bits_per_weight) << "\">" << fmt_num(t.bits_per_weight, "%.2f")
-       << "</td>";
+    os << "<td class=\"n\" data-v=\"" << attr_num(t.bits_per_weight) << "\">"
+       << fmt_num(t.bits_per_weight, "%.2f") << "</td>";
     for (const char* m : {"cosine", "sqnr_db"}) {
       auto it = t.metrics.find(m);
       if (it == t.metrics.end())

@@ -67,6 +67,7 @@ table.sortable th[data-dir=desc]::after{content:" \25BC";font-size:10px}
 .chart .grid line{stroke:#e9ecef}
 .chart text{font:11px system-ui,sans-serif;fill:var(--fg)}
 .chart .ttl{font-size:12px;font-weight:600}
+.chart text.label{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
 .legend{display:flex;flex-wrap:wrap;gap:16px;font-size:12px;margin:4px 0 12px;align-items:center}
 .legend svg{vertical-align:middle;margin-right:4px}
 .target{border:1px solid var(--line);border-radius:6px;padding:12px 16px;margin:12px 0}
@@ -166,8 +167,7 @@ std::string target_id(size_t i) { return "t" + std::to_string(i); }
 // One chart: a model's targets, bits per weight against cosine.
 void chart(std::ostream& os, const BuildResult& r, const std::string& model, std::vector<Point> pts) {
   mark_front(pts);
-  const double W = 760, H = 400, L = 78, R = 170, T = 30, B = 48;
-  const double pw = W - L - R, ph = H - T - B;
+  const double W = 760, H = 400, R = 170, T = 30, B = 48;
   double x0 = pts[0].x, x1 = x0, y0 = pts[0].y, y1 = y0;
   for (const auto& p : pts) {
     x0 = std::min(x0, p.x), x1 = std::max(x1, p.x);
@@ -183,8 +183,15 @@ void chart(std::ostream& os, const BuildResult& r, const std::string& model, std
   pad(y0, y1, std::max(1e-7, std::fabs(y1) * 1e-7));
   if (x0 < 0) x1 -= x0, x0 = 0;
   if (y1 > 1 && ymax <= 1) y0 -= y1 - 1, y1 = 1;  // a cosine is at most 1
-  auto sx = [&](double v) { return L + (v - x0) / (x1 - x0) * pw; };
-  auto sy = [&](double v) { return T + (y1 - v) / (y1 - y0) * ph; };
+  const auto xt = ticks(x0, x1), yt = ticks(y0, y1, 5);
+  const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1, ystep = yt.size() > 1 ? yt[1] - yt[0] : 1e-3;
+  size_t widest = 0;  // the y ticks' labels, left of the axis
+  for (double v : yt) widest = std::max(widest, tick_label(v, ystep).size());
+  const double L = 34 + 6.6 * static_cast<double>(widest);
+  const double pw = W - L - R, ph = H - T - B;
+  // Values map inside the frame with a margin, so no point sits on an axis.
+  auto sx = [&](double v) { return L + 10 + (v - x0) / (x1 - x0) * (pw - 20); };
+  auto sy = [&](double v) { return T + 10 + (y1 - v) / (y1 - y0) * (ph - 20); };
 
   os << "<figure class=\"chart\" data-model=\"" << esc(model) << "\">\n<svg viewBox=\"0 0 " << coord(W) << " "
      << coord(H) << "\" width=\"" << coord(W) << "\" height=\"" << coord(H) << "\" role=\"img\" aria-label=\""
@@ -192,8 +199,6 @@ void chart(std::ostream& os, const BuildResult& r, const std::string& model, std
   os << "<text class=\"ttl\" x=\"" << coord(L) << "\" y=\"18\">" << esc("model " + model)
      << ": size against fidelity</text>\n";
   // Grid and axes.
-  const auto xt = ticks(x0, x1), yt = ticks(y0, y1, 5);
-  const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1, ystep = yt.size() > 1 ? yt[1] - yt[0] : 1e-3;
   os << "<g class=\"grid\">";
   for (double v : xt)
     os << "<line x1=\"" << coord(sx(v)) << "\" x2=\"" << coord(sx(v)) << "\" y1=\"" << coord(T) << "\" y2=\""
@@ -212,7 +217,7 @@ void chart(std::ostream& os, const BuildResult& r, const std::string& model, std
   os << "<text x=\"" << coord(L + pw / 2) << "\" y=\"" << coord(H - 8)
      << "\" text-anchor=\"middle\">bits per weight (smaller is better)</text>";
   os << "<text transform=\"rotate(-90)\" x=\"" << coord(-(T + ph / 2))
-     << "\" y=\"16\" text-anchor=\"middle\">"
+     << "\" y=\"14\" text-anchor=\"middle\">"
      << "cosine, worst output (higher is better)</text></g>\n";
   // The front as a staircase: what the best target at each size attains.
   std::vector<Point> front;
@@ -227,52 +232,66 @@ void chart(std::ostream& os, const BuildResult& r, const std::string& model, std
       os << "H" << coord(sx(front[i].x)) << "V" << coord(sy(front[i].y));
     os << "\"/>\n";
   }
-  // Labels: beside the point, moved down when they would overlap another.
+  // Points first, then their labels on top: each label beside its point,
+  // moved down while it would cover another label or point (with a leader
+  // line back to its point when moved).
+  struct Box {
+    double x0, x1, y;  // y: the text's baseline; a box is 13 units tall
+  };
+  std::vector<Box> placed;
+  for (const auto& p : pts) placed.push_back({sx(p.x) - 7, sx(p.x) + 7, sy(p.y) + 4});
+  for (const auto& p : pts) {
+    const TargetResult& t = r.targets[p.target];
+    os << "<g class=\"" << (p.front ? "point pareto" : "point dominated") << "\" data-target=\""
+       << esc(t.name) << "\" data-bpw=\"" << attr_num(p.x) << "\" data-fidelity=\"" << attr_num(p.y)
+       << "\"><title>"
+       << esc(t.name + (p.front ? " (Pareto front)" : "") + ": " + fmt_num(p.x, "%.3f") +
+              " bits per weight, " + human_bytes(t.bytes) + ", cosine " + fmt_num(p.y, "%.6f"))
+       << "</title>";
+    if (p.front)
+      os << "<circle cx=\"" << coord(sx(p.x)) << "\" cy=\"" << coord(sy(p.y))
+         << "\" r=\"6\" fill=\"var(--front)\" stroke=\"#fff\" stroke-width=\"1.5\"/>";
+    else
+      os << "<circle cx=\"" << coord(sx(p.x)) << "\" cy=\"" << coord(sy(p.y))
+         << "\" r=\"5\" fill=\"#fff\" stroke=\"#868e96\" stroke-width=\"2\"/>";
+    os << "</g>\n";
+  }
   std::vector<size_t> order(pts.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     return pts[a].y != pts[b].y ? pts[a].y > pts[b].y : pts[a].x < pts[b].x;
   });
-  struct Box {
-    double x0, x1, y;
-  };
-  std::vector<Box> placed;
+  os << "<g class=\"labels\">\n";
   for (size_t k : order) {
     const Point& p = pts[k];
     const TargetResult& t = r.targets[p.target];
     const double px = sx(p.x), py = sy(p.y);
     const double w = 6.4 * static_cast<double>(t.name.size());
     const bool left = px + 9 + w > W - 4;
-    double lx0 = left ? px - 9 - w : px + 9, ly = py + 4;
+    const double lx0 = left ? px - 9 - w : px + 9;
+    double ly = py + 4;
     for (bool moved = true; moved;) {
       moved = false;
-      for (const auto& b : placed)
-        if (std::fabs(b.y - ly) < 13 && lx0 < b.x1 && lx0 + w > b.x0) {
-          ly = b.y + 13;
+      for (size_t b = 0; b < placed.size(); ++b) {
+        if (b == k) continue;  // its own point
+        if (std::fabs(placed[b].y - ly) < 13 && lx0 < placed[b].x1 && lx0 + w > placed[b].x0) {
+          ly = placed[b].y + 13;
           moved = true;
         }
+      }
     }
     placed.push_back({lx0, lx0 + w, ly});
-    const char* cls = p.front ? "point pareto" : "point dominated";
-    os << "<g class=\"" << cls << "\" data-target=\"" << esc(t.name) << "\" data-bpw=\"" << attr_num(p.x)
-       << "\" data-fidelity=\"" << attr_num(p.y) << "\"><title>"
-       << esc(t.name + (p.front ? " (Pareto front)" : "") + ": " + fmt_num(p.x, "%.3f") +
-              " bits per weight, " + human_bytes(t.bytes) + ", cosine " + fmt_num(p.y, "%.6f"))
-       << "</title>";
     if (std::fabs(ly - (py + 4)) > 0.5)
       os << "<line x1=\"" << coord(px) << "\" y1=\"" << coord(py) << "\" x2=\""
          << coord(left ? lx0 + w : lx0 - 1) << "\" y2=\"" << coord(ly - 4)
          << "\" stroke=\"#ced4da\" stroke-width=\"1\"/>";
-    if (p.front)
-      os << "<circle cx=\"" << coord(px) << "\" cy=\"" << coord(py)
-         << "\" r=\"6\" fill=\"var(--front)\" stroke=\"#fff\" stroke-width=\"1.5\"/>";
-    else
-      os << "<circle cx=\"" << coord(px) << "\" cy=\"" << coord(py)
-         << "\" r=\"5\" fill=\"#fff\" stroke=\"#868e96\" stroke-width=\"2\"/>";
-    os << "<a href=\"#" << target_id(p.target) << "\"><text class=\"label\" x=\"" << coord(lx0) << "\" y=\""
-       << coord(ly) << "\"" << (p.front ? " font-weight=\"600\"" : "") << ">" << esc(t.name)
-       << "</text></a></g>\n";
+    os << "<rect x=\"" << coord(lx0 - 2) << "\" y=\"" << coord(ly - 10) << "\" width=\"" << coord(w + 4)
+       << "\" height=\"13\" fill=\"#fff\" fill-opacity=\"0.85\"/>";
+    os << "<a href=\"#" << target_id(p.target) << "\"><text class=\"label\" data-target=\"" << esc(t.name)
+       << "\" x=\"" << coord(lx0) << "\" y=\"" << coord(ly) << "\"" << (p.front ? " font-weight=\"600\"" : "")
+       << ">" << esc(t.name) << "</text></a>\n";
   }
+  os << "</g>\n";
   os << "</svg>\n</figure>\n";
 }
 

@@ -382,8 +382,28 @@ TEST_CASE(
   for (const char* g : kBudgets)
     CHECK(dom.find("<li data-target=\"" + gguf_name(g) + "\">") != std::string::npos);
   CHECK(dom.find("class=\"legend\"") != std::string::npos);
-  // The plans' tables, sortable by a click on a column's header.
+  // The plans' tables sort by a click on a column's header: the page with a
+  // script that clicks the first plan's "bytes" header twice and records
+  // whether the rows were in order before, ascending after one click and
+  // descending after two.
   CHECK(dom.find("table class=\"sortable records\" data-field=\"tensors\"") != std::string::npos);
+  std::string clicking = first;
+  const char* click = R"(<script>
+var t = document.querySelector('table[data-field="tensors"]'), th = t.tHead.rows[0].cells[2];
+function order() {
+  var v = Array.prototype.map.call(t.tBodies[0].rows, function(r) { return +r.cells[2].getAttribute('data-v'); });
+  var up = true, down = true;
+  for (var i = 1; i < v.length; ++i) { up = up && v[i - 1] <= v[i]; down = down && v[i - 1] >= v[i]; }
+  return (th.textContent === 'bytes' ? '' : 'wrong-column ') + (up ? 'ascending' : down ? 'descending' : 'unsorted');
+}
+var before = order(); th.click(); var once = order(); th.click(); var twice = order();
+document.body.setAttribute('data-sorting', before + '/' + once + '/' + twice);
+</script></body>)";
+  clicking.replace(clicking.rfind("</body>"), 7, click);
+  std::ofstream(d / "dist/clicking.html") << clicking;
+  const Rendered sorted = chromium(d / "dist/clicking.html", root.path, "--dump-dom");
+  REQUIRE(sorted.rc == 0);
+  CHECK(sorted.dom.find("data-sorting=\"unsorted/ascending/descending\"") != std::string::npos);
 
   // A screenshot to look at (kept in the build directory).
   const fs::path shot = fs::path(QFORGE_BINARY_DIR) / "report_html_test.png";

@@ -221,17 +221,34 @@ TEST_CASE("report.html: escaped strings, the Pareto front per model, precision p
                  {"blk.0.ffn_down.weight",
                   obj({{"type", str("Q6_K")}, {"bytes", Value::of_int(2000)}, {"error", num(0.25)}})}})},
            {"counts", obj({{"Q4_K", Value::of_int(1)}, {"Q6_K", Value::of_int(1)}})}});
+  // The ONNX layout (passes/quantize-static/onnx_precision_plan.h on the
+  // onnxprec branch): nodes as name -> {op, precision, sensitivity}, small
+  // maps of scalars (baseline, achieved, counts).
   Table onnx;
   onnx.schema = "precision/1";
-  Value nodes;
-  nodes.kind = Value::Kind::List;
-  const char* prec[] = {"uint8", "uint16", "float"};
+  Value nodes = obj({});
+  const char* prec[] = {"int8", "int16", "float"};
   for (int i = 0; i < 3; ++i)
-    nodes.list.push_back(obj({{"name", str("conv<" + std::to_string(i) + ">")},
-                              {"op", str("Conv")},
-                              {"precision", str(prec[i])},
-                              {"sensitivity", num(0.1 * (i + 1))}}));
-  onnx.data = obj({{"format", str("onnx")}, {"nodes", nodes}});
+    nodes.table.emplace_back(
+        "conv<" + std::to_string(i) + ">",
+        obj({{"op", str("Conv")}, {"precision", str(prec[i])}, {"sensitivity", num(0.1 * (i + 1))}}));
+  onnx.data =
+      obj({{"format", str("onnx")},
+           {"per_channel", Value::of_bool(true)},
+           {"baseline", obj({{"cosine", num(0.98)}, {"sqnr_db", num(17)}})},
+           {"nodes", nodes},
+           {"counts",
+            obj({{"float", Value::of_int(1)}, {"int16", Value::of_int(1)}, {"int8", Value::of_int(1)}})}});
+  // Entries as a list of records with their own names.
+  Table listed;
+  listed.schema = "precision/2";
+  Value entries;
+  entries.kind = Value::Kind::List;
+  entries.list.push_back(obj({{"name", str("first")}, {"precision", str("int8")}}));
+  entries.list.push_back(obj({{"name", str("second")}, {"precision", str("float")}}));
+  listed.data = obj({{"entries", entries}});
+  r.targets[3].tables.push_back(
+      {"a later layout", "select-precision", "k3", std::make_shared<Table>(listed)});
   r.targets[1].tables.push_back(
       {"select-precision m (budget=Q4_K_M)", "select-precision", "k1", std::make_shared<Table>(gguf)});
   r.targets[2].tables.push_back(
@@ -259,8 +276,12 @@ TEST_CASE("report.html: escaped strings, the Pareto front per model, precision p
   CHECK(html.find("<td>blk.0.ffn_down.weight</td>") != std::string::npos);
   CHECK(html.find("data-field=\"counts\"") != std::string::npos);
   CHECK(html.find("data-field=\"nodes\"") != std::string::npos);
+  CHECK(html.find("<td>conv&lt;1&gt;</td><td>Conv</td>") != std::string::npos);
+  CHECK(html.find("data-field=\"baseline\"") != std::string::npos);
   CHECK(count(html, "<svg class=\"bars\" data-column=\"sensitivity\"") == 1);
   CHECK(count(html, "<g class=\"bar\">") == 3);
+  CHECK(html.find("data-schema=\"precision/2\"") != std::string::npos);
+  CHECK(html.find("<td>second</td>") != std::string::npos);
   // Self-contained: nothing to fetch.
   CHECK(html.find("http://") == std::string::npos);
   CHECK(html.find("https://") == std::string::npos);

@@ -10,7 +10,8 @@ NPM_DIR     = $(BUILD)/deps
 
 DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
   libboost-dev libboost-filesystem-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev \
-  libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libstb-dev libdnnl-dev
+  libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libstb-dev libdnnl-dev \
+  chromium
 
 # Runtimes the interop tests check artifacts with (pinned); onnx for the
 # bench (bench/quantize_static runs ONNX Runtime's quantize_static, which needs it).
@@ -72,6 +73,7 @@ demo: build
 	examples/quickstart/make_models.sh $(BUILD)
 	$(QFORGE) build -f examples/quickstart/qforge.toml
 	@echo; cat examples/quickstart/dist/report.md
+	@echo; echo "report: $(abspath examples/quickstart/dist/report.html) (open it in a browser: size against fidelity, per-tensor precision)"
 
 bench: build runtimes models
 	@$(PYTHON) -c 'import onnx' 2>/dev/null || $(PYTHON) -m pip install -q --disable-pip-version-check $(BENCH_PIP_PACKAGES)

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -296,6 +297,26 @@ TEST_CASE("the quickstart builds, and every artifact runs in ONNX Runtime or lla
   }
   CHECK(onnx >= 1);
   CHECK(gguf >= 1);
+  // The showcase: the classifier for several devices, each evaluated, and
+  // GGUF variants chosen by a budget (select-precision) beside the mixtures;
+  // report.html plots every evaluated target and lists every plan's tensors.
+  size_t evaluated = 0, plans = 0;
+  std::set<std::string> profiles;
+  for (const auto& t : report["targets"]) {
+    evaluated += t["metrics"].contains("cosine");
+    if (t["model"] == "cnn") profiles.insert(t["profile"].get<std::string>());
+  }
+  for (const auto& s : report["steps"]) plans += s["pass"] == "select-precision";
+  CHECK(profiles.size() >= 3);
+  CHECK(evaluated >= 4);
+  CHECK(plans >= 2);
+  const std::string html = slurp(d.path / "dist/report.html");
+  size_t points = 0;
+  for (size_t at = html.find("<g class=\"point "); at != std::string::npos;
+       at = html.find("<g class=\"point ", at + 1))
+    ++points;
+  CHECK(points == evaluated);
+  CHECK(html.find("<div class=\"plan\" data-schema=\"precision/1\">") != std::string::npos);
   // A second build does nothing.
   CHECK_THAT(run(qforge() + " build", d.path).out, Catch::Contains("(nothing to do)"));
 }

@@ -343,7 +343,8 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
     std::fputs(report_table(r, m.dir).c_str(), stdout);
   }
   if (write_reports_flag)
-    std::printf("report: %s/report.json, %s/report.md\n", m.output_dir.c_str(), m.output_dir.c_str());
+    std::printf("report: %s/report.json, %s/report.md, %s/report.html\n", m.output_dir.c_str(),
+                m.output_dir.c_str(), m.output_dir.c_str());
   return r.ok() ? 0 : 1;
 }
 

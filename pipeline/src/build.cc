@@ -45,6 +45,8 @@ void StepLog::merge(const StepLog& o) {
       skipped.push_back(s);
 }
 
+bool reported_schema(const std::string& schema) { return schema.rfind("precision/", 0) == 0; }
+
 std::vector<std::string> summarize_skips(const std::vector<SkipRecord>& skipped, size_t first_few) {
   // Group by (pass, reason) in order of first appearance.
   std::vector<std::pair<std::pair<std::string, std::string>, std::vector<std::string>>> groups;
@@ -226,6 +228,7 @@ class Builder {
     std::string error;
     std::shared_ptr<const Model> model;
     std::shared_ptr<const Table> table;
+    std::shared_ptr<const Table> kept;  // a Table the reports show (not released after use)
     bool started = false;
     int waiting_consumers = 0;
   };
@@ -508,6 +511,7 @@ class Builder {
     s.st = load ? St::Loaded : St::Done;
     s.model = model;
     s.table = table;
+    if (table && reported(i)) s.kept = table;
     s.log = log;
     if (n.kind == PlanNode::Kind::Emit) s.bpw = bpw;
     if (n.kind == PlanNode::Kind::Import) imports_[n.model] = model;
@@ -668,6 +672,36 @@ class Builder {
   }
 
   // ------------------------------------------------------------ collect
+  // A Table-producing step whose Table the reports show (precision plans).
+  bool reported(size_t i) const {
+    const PlanNode& n = plan_.nodes[i];
+    return n.kind == PlanNode::Kind::Pass && n.produces == ArtifactKind::Table && n.pass &&
+           reported_schema(n.pass->output.schema);
+  }
+
+  // The Tables of a target's steps the reports show: kept from this build,
+  // else read back from the cache (a cached target's steps did not run).
+  std::vector<ReportTable> report_tables(int emit, std::vector<std::string>& warnings) {
+    std::vector<ReportTable> out;
+    if (opts_.dry_run) return out;
+    for (int a : ancestors(plan_, emit)) {
+      if (!reported(a)) continue;
+      const PlanNode& n = plan_.nodes[a];
+      std::shared_ptr<const Table> t = st_[a].kept;
+      if (!t && cache_) {
+        try {
+          if (auto e = cache_->lookup(n.key); e && !e->files.empty())
+            t = std::make_shared<Table>(
+                Table::from_bytes(cache_->read_object(e->files.front()), n.label + " (cache)"));
+        } catch (const std::exception& ex) {
+          warnings.push_back("the report cannot show the table of " + n.label + ": " + ex.what());
+        }
+      }
+      if (t) out.push_back({n.label, n.pass->name, n.key, t});
+    }
+    return out;
+  }
+
   static const char* status_of(St s) {
     switch (s) {
       case St::Done: return "built";
@@ -721,6 +755,7 @@ class Builder {
       r.notes = es.log.notes;
       r.warnings = es.log.warnings;
       r.skipped = es.log.skipped;
+      r.tables = report_tables(t.emit, r.warnings);
       for (int n : ancestors(plan_, t.emit)) r.seconds += st_[n].st == St::Done ? st_[n].secs : 0;
       r.status = status_of(es.st);
       if (es.st == St::Failed || es.st == St::Skipped) {

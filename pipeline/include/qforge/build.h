@@ -17,6 +17,7 @@
 #include "qforge/pass.h"
 #include "qforge/profile.h"
 #include "qforge/registry.h"
+#include "qforge/table.h"
 
 namespace qforge {
 
@@ -108,6 +109,19 @@ struct BuildOptions {
   bool quiet = false;
 };
 
+// A Table one of a target's steps made, kept for the reports: the precision
+// plans (schemas "precision/..."), whether the step ran in this build or its
+// Table was read back from the cache (so a cached build reports the same).
+struct ReportTable {
+  std::string step;  // the step's label ("select-precision llm (budget=Q4_K_M)")
+  std::string pass;
+  std::string key;  // the step's node key
+  std::shared_ptr<const Table> table;
+};
+
+// Whether the reports show a Table of this schema (precision plans).
+bool reported_schema(const std::string& schema);
+
 struct TargetResult {
   std::string name, model, profile, format, artifact;
   uint64_t bytes = 0;
@@ -118,6 +132,7 @@ struct TargetResult {
   std::vector<std::string> notes;
   std::vector<std::string> warnings;
   std::vector<SkipRecord> skipped;
+  std::vector<ReportTable> tables;  // in step order
   std::string error;
 };
 
@@ -147,9 +162,13 @@ std::vector<std::string> summarize_skips(const std::vector<SkipRecord>& skipped,
 class Progress;
 BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress);
 
-// Reports: dist/report.json, dist/report.md, and the terminal table.
+// Reports: dist/report.json, dist/report.md, dist/report.html and the terminal table.
 std::string report_json(const BuildResult& r, const std::string& base_dir);
 std::string report_markdown(const BuildResult& r, const std::string& base_dir);
+// One self-contained page (inline CSS, SVG and a little script; no network):
+// size against fidelity with the Pareto front, each target's facts and
+// fidelity per output, and the precision plans its steps made.
+std::string report_html(const BuildResult& r, const std::string& base_dir);
 std::string report_table(const BuildResult& r, const std::string& base_dir);
 void write_reports(const BuildResult& r, const Manifest& m);
 

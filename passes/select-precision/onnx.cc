@@ -56,8 +56,8 @@ class Measurer {
     if (!st.ok) throw Error("preparing a quantized candidate to run: " + st.message);
     Fidelity fid(names_, -1);
     double per_sample = 0;
-    size_t m = 0;
-    for (size_t i = 0; i < n && i < inputs_.size(); ++i, ++m) {
+    size_t count = 0;
+    for (size_t i = 0; i < n && i < inputs_.size(); ++i, ++count) {
       NamedValues out;
       st = pm->run(inputs_[i], out);
       if (!st.ok) throw Error(files_[i] + ": running a quantized candidate: " + st.message);
@@ -70,7 +70,7 @@ class Measurer {
     const FidelityStats w = worst_of(fid.stats());
     // The stricter of the cosine over every sample and the mean of the
     // samples' cosines (a few poor samples weigh more in the mean).
-    return {std::min(w.cosine, m ? per_sample / static_cast<double>(m) : 1.0), w.sqnr_db};
+    return {std::min(w.cosine, count ? per_sample / static_cast<double>(count) : 1.0), w.sqnr_db};
   }
   size_t runs() const { return runs_; }
 

@@ -115,6 +115,16 @@ OptionSpec spec(std::string name, OptType type, std::string help, Value dflt = {
 
 std::vector<OptionProblem> validate(const Options& o) {
   std::vector<OptionProblem> out;
+  auto given = [&](const char* k) {
+    auto it = o.find(k);
+    return it != o.end() && !it->second.is_null();
+  };
+  if (!given("budget") && !given("dataset"))
+    out.push_back({"budget",
+                   "needs option 'budget' (GGUF: the size to fit); an ONNX model needs `dataset` and "
+                   "min_cosine or min_sqnr_db instead"});
+  else if (given("dataset") && !given("min_cosine") && !given("min_sqnr_db"))
+    out.push_back({"dataset", "needs a fidelity floor to measure on it: min_cosine and/or min_sqnr_db"});
   if (auto it = o.find("budget"); it != o.end() && it->second.kind == Value::Kind::String) {
     SizeValue sv;
     if (!parse_size(it->second.s, sv)) {

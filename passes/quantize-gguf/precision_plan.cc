@@ -55,6 +55,10 @@ PrecisionPlan PrecisionPlan::from_table(const Table& t, const std::string& what)
   if (t.schema != kPrecisionSchema)
     throw Error(what + ": expected a '" + std::string(kPrecisionSchema) + "' table, found '" + t.schema +
                 "'");
+  if (const Value* f = t.data.find("format"); f && f->kind == Value::Kind::String && f->s != "gguf")
+    throw Error(
+        what + ": a precision plan for an " + f->s +
+        " model (per-node activation precision), not per-tensor GGUF types; quantize-static follows it");
   auto bad = [&](const std::string& why) { return Error(what + ": malformed precision plan: " + why); };
   auto num = [](const Value* v) {
     return v && (v->kind == Value::Kind::Float || v->kind == Value::Kind::Int);

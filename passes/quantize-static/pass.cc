@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "accuracy.h"
+#include "onnx_precision_plan.h"
 #include "onnx_quant_util.h"
 #include "preprocess.h"
 #include "qforge/graph.h"
@@ -124,7 +125,23 @@ struct Config {
   std::set<std::string> op_types;
   std::set<std::string> exclude_op_types;
   std::set<std::string> exclude_nodes;
+  // From a precision plan (onnx_precision_plan.h): nodes left in float, and
+  // nodes whose activations take `wide_type`.
+  std::set<std::string> plan_float, plan_wide;
+  ElemType wide_type = ElemType::U16;
 };
+
+const char* type_name_of(ElemType t) {
+  switch (t) {
+    case ElemType::U8: return "uint8";
+    case ElemType::I8: return "int8";
+    case ElemType::U16: return "uint16";
+    case ElemType::I16: return "int16";
+    case ElemType::I4: return "int4";
+    case ElemType::U4: return "uint4";
+    default: return "?";
+  }
+}
 
 ElemType type_named(const std::string& s) {
   if (s == "uint8") return ElemType::U8;
@@ -317,10 +334,49 @@ size_t fold_batchnorm(Model& work, NameAllocator& names, std::vector<std::string
   return drop.size();
 }
 
+// Applies a precision plan to the config, after checking it was measured
+// with this step's types.
+void follow_plan(const OnnxPrecisionPlan& plan, Config& cfg, PassResult& res) {
+  auto mismatch = [&](const char* option, const std::string& plan_v, const std::string& mine) {
+    if (plan_v != mine)
+      throw Error("the precision plan was measured with " + std::string(option) + " = " + plan_v +
+                  " and this step quantizes with " + option + " = " + mine +
+                  ": give select-precision and quantize-static the same quantization options");
+  };
+  mismatch("activation_type", plan.activation_type, type_name_of(cfg.act_type));
+  mismatch("weight_type", plan.weight_type, type_name_of(cfg.weight_type));
+  mismatch("per_channel", plan.per_channel ? "true" : "false", cfg.per_channel ? "true" : "false");
+  if (plan.widen_to != "float") cfg.wide_type = type_named(plan.widen_to);
+  for (const PlannedNode& n : plan.nodes) {
+    if (n.precision == "float") cfg.plan_float.insert(n.name);
+    if (n.precision == "int16") cfg.plan_wide.insert(n.name);
+  }
+  if (cfg.qoperator && !cfg.plan_wide.empty())
+    throw Error("the precision plan gives " + std::to_string(cfg.plan_wide.size()) +
+                " node(s) 16-bit activations, which format = \"qoperator\" cannot express; use format = "
+                "\"qdq\" or widen_to = \"float\" in select-precision");
+  const auto c = plan.counts();
+  res.metrics["plan_float_nodes"] = c.at("float");
+  res.metrics["plan_wide_nodes"] = c.at("int16");
+  res.notes.push_back("quantize-static: follows the precision plan (" + plan.method +
+                      "): " + std::to_string(c.at("int16")) + " node(s) with " + plan.widen_to +
+                      " activations, " + std::to_string(c.at("float")) + " left in float, " +
+                      std::to_string(c.at("int8")) + " at " + plan.activation_type);
+}
+
 class QuantizeStaticPass : public quant::RewritePass {
+ public:
+  explicit QuantizeStaticPass(std::vector<std::pair<std::string, std::string>>* quantized = nullptr)
+      : quantized_(quantized) {}
+
  private:
+  std::vector<std::pair<std::string, std::string>>* quantized_;
+
   void run_impl(Model& model, PassContext& ctx, PassResult& res) override {
-    const Config cfg = parse_config(ctx.options);
+    Config cfg = parse_config(ctx.options);
+    if (ctx.tables.size() > 1 && ctx.tables[1])
+      follow_plan(OnnxPrecisionPlan::from_table(*ctx.tables[1], "the select-precision step's plan"), cfg,
+                  res);
     if (ctx.tables.empty() || !ctx.tables[0])
       throw Error(
           "quantize-static needs activation ranges: put a calibrate step before it in the pipeline "
@@ -391,6 +447,10 @@ class QuantizeStaticPass : public quant::RewritePass {
       }
       if (cfg.exclude_nodes.count(n.name)) {
         skip("listed in exclude_nodes");
+        continue;
+      }
+      if (cfg.plan_float.count(n.name)) {
+        skip("left in float by the precision plan");
         continue;
       }
       if (!n.implicit_inputs().empty() || n.inputs.empty() || n.outputs.empty() || n.inputs[0].empty()) {
@@ -569,6 +629,9 @@ class QuantizeStaticPass : public quant::RewritePass {
         if (ranges.count(c)) ranges[c] = const_range(c);
     }
 
+    if (quantized_)
+      for (const Plan& p : plans) quantized_->emplace_back(g.nodes[p.node].name, g.nodes[p.node].op_type);
+
     quant::RewriteStats stats;
     if (plans.empty()) {
       quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
@@ -596,19 +659,43 @@ class QuantizeStaticPass : public quant::RewritePass {
         it->second.max = std::max(it->second.max, r.max);
       }
     }
-    const quant::QRange ar = quant::qrange(cfg.act_type, cfg.act_symmetric, false);
+    // Mixed precision (a plan's "int16" nodes): every activation such a node
+    // reads or writes takes the wide type, and with it every value sharing
+    // its scale (a Concat's or a data-movement op's group). A value between
+    // an 8-bit and a 16-bit node is 16-bit for both: its one
+    // QuantizeLinear -> DequantizeLinear pair is the wider, and the 8-bit
+    // reader reads the same float DequantizeLinear output, so no
+    // requantization is needed between the regions.
+    std::set<std::string> wide_roots;
+    if (!cfg.plan_wide.empty())
+      for (const Plan& p : plans) {
+        const Node& n = g.nodes[p.node];
+        if (!cfg.plan_wide.count(n.name)) continue;
+        for (size_t k : p.acts) wide_roots.insert(groups.find(n.inputs[k]));
+        if (ranges.count(n.outputs[0])) wide_roots.insert(groups.find(n.outputs[0]));
+      }
+    auto type_of = [&](const std::string& v) {
+      return wide_roots.count(groups.find(v)) ? cfg.wide_type : cfg.act_type;
+    };
+    const quant::QRange ar8 = quant::qrange(cfg.act_type, cfg.act_symmetric, false);
+    const quant::QRange ar16 = quant::qrange(cfg.wide_type, cfg.act_symmetric, false);
+    auto qrange_of = [&](const std::string& v) { return type_of(v) == cfg.act_type ? ar8 : ar16; };
     auto params_of = [&](const std::string& v) {
       const quant::Range& r = group_range.at(groups.find(v));
       const quant::ScaleZp s = quant::compute_scale_zp(static_cast<float>(r.min), static_cast<float>(r.max),
-                                                       ar, cfg.act_symmetric);
+                                                       qrange_of(v), cfg.act_symmetric);
       return Params{s.scale, s.zero_point};
     };
+    size_t wide_values = 0;
+    for (const auto& [v, r] : ranges)
+      if (qvals.count(v) && wide_roots.count(groups.find(v))) ++wide_values;
 
     // ---------------------------------------------------------------- opsets
     bool any_per_channel = false;
     for (const Plan& p : plans) any_per_channel |= p.axis >= 0;
     const bool wide = cfg.act_type == ElemType::U16 || cfg.act_type == ElemType::I16 ||
-                      cfg.weight_type == ElemType::I4 || cfg.weight_type == ElemType::U4;
+                      cfg.weight_type == ElemType::I4 || cfg.weight_type == ElemType::U4 ||
+                      !wide_roots.empty();
     const std::string qdomain = cfg.ms_domain ? "com.microsoft" : "";
     if (cfg.ms_domain) {
       quant::ensure_opset(g, "com.microsoft", 1);
@@ -727,7 +814,7 @@ class QuantizeStaticPass : public quant::RewritePass {
       const Params p = params_of(v);
       const std::string sn = names.fresh(v + "_scale"), zn = names.fresh(v + "_zero_point");
       add_tensor(sn, {}, ElemType::F32, quant::float_bytes({p.scale}, ElemType::F32));
-      add_tensor(zn, {}, cfg.act_type, encode({p.zp}, cfg.act_type));
+      add_tensor(zn, {}, type_of(v), encode({p.zp}, type_of(v)));
       return std::make_pair(sn, zn);
     };
     auto quantize_const = [&](const std::string& v, std::vector<Node>& pre) {
@@ -737,10 +824,10 @@ class QuantizeStaticPass : public quant::RewritePass {
       const Params p = params_of(v);
       const quant::ScaleZp s{p.scale, p.zp};
       std::vector<int32_t> codes;
-      for (float x : quant::read_f32(t)) codes.push_back(quant::quantize_value(x, s, ar));
+      for (float x : quant::read_f32(t)) codes.push_back(quant::quantize_value(x, s, qrange_of(v)));
       const std::string qn = names.fresh(v + "_quantized");
       stats.bytes_before += quant::stored_bytes(t);
-      add_tensor(qn, t.shape, cfg.act_type, encode(codes, cfg.act_type));
+      add_tensor(qn, t.shape, type_of(v), encode(codes, type_of(v)));
       const auto [sn, zn] = act_params(v);
       const std::string dq_out = names.fresh(v + "_DequantizeLinear_Output");
       pre.push_back(dq_node(v, qn, sn, zn, dq_out, -1));
@@ -826,8 +913,15 @@ class QuantizeStaticPass : public quant::RewritePass {
     if (cfg.qoperator) qop = qdq_to_qoperator(work, quantized_at);
 
     stats.quantized_nodes = plans.size();
+
     quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
     res.metrics["qdq_pairs"] = static_cast<double>(pairs);
+    if (wide_values) {
+      res.metrics["wide_activations"] = static_cast<double>(wide_values);
+      res.notes.push_back("quantize-static: " + std::to_string(wide_values) + " activation(s) in " +
+                          type_name_of(cfg.wide_type) + " for the precision plan's 16-bit nodes (a value " +
+                          "shared with an 8-bit node takes the wider type)");
+    }
     if (folded_bn) {
       res.metrics["folded_batchnorm"] = static_cast<double>(folded_bn);
       res.notes.push_back("quantize-static: folded " + std::to_string(folded_bn) +
@@ -902,10 +996,13 @@ PassInfo quantize_static_pass_info() {
       "QDQ quantizer writes it (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, pooling and "
       "data-movement ops)";
   // 2: qoperator, implicit upgrade-opset; 3: equalize, bias_correction, weight_clip;
-  // 4: equalize by default only for per-tensor weights.
-  info.version = 4;
+  // 4: equalize by default only for per-tensor weights; 5: precision plans.
+  info.version = 5;
   info.needs_graph = true;
-  info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"}};
+  info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"},
+                 {ArtifactKind::Table, "precision/1", true,
+                  "an ONNX precision plan from select-precision: its float nodes are left alone, its int16 "
+                  "nodes get 16-bit activations"}};
   using quant::option_spec;
   const std::vector<std::string> ops = all_ops(false);
   info.options = {
@@ -971,6 +1068,23 @@ PassInfo quantize_static_pass_info() {
   info.validate = quant::validate_hook(check_options);
   info.factory = [] { return std::unique_ptr<Pass>(new QuantizeStaticPass()); };
   return info;
+}
+
+StaticQuantization quantize_static(const Model& model, const Options& options,
+                                   std::shared_ptr<const Table> ranges, std::shared_ptr<const Table> plan,
+                                   Progress& progress, int threads) {
+  StaticQuantization out;
+  out.model = model;
+  PassContext ctx{options, nullptr, "", "", threads, progress, {}, nullptr, {ranges, plan}, nullptr};
+  QuantizeStaticPass pass(&out.quantized);
+  out.result = pass.run(out.model, ctx);
+  if (!out.result.status.ok) throw Error(out.result.status.message);
+  return out;
+}
+
+bool quantize_static_moves_values(const std::string& op) {
+  const OpRule* r = rule_of(op);
+  return r && r->role == Role::Move;
 }
 
 }  // namespace qforge::passes

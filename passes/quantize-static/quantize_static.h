@@ -39,12 +39,39 @@
 // which share parameters and where the weight's channel axis is. Nodes left
 // alone are listed in PassResult::skipped with the reason. docs/manifest.md
 // lists the options.
+//
+//  * A precision plan (an optional second input, onnx_precision_plan.h, from
+//    select-precision) leaves its "float" nodes alone and gives its "int16"
+//    nodes 16-bit activations (its widen_to type) on every value they read or
+//    write; a value shared with an 8-bit node takes the wider type. The plan
+//    must have been measured with this step's activation_type, weight_type
+//    and per_channel (checked).
 #pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "qforge/pass.h"
 
 namespace qforge::passes {
 
 PassInfo quantize_static_pass_info();
+
+// quantize-static in process (for select-precision's search): `options` as a
+// step's (absent ones take the pass's defaults), the ranges/1 table and an
+// optional ONNX precision plan. Throws qforge::Error on failure.
+struct StaticQuantization {
+  Model model;
+  PassResult result;
+  std::vector<std::pair<std::string, std::string>> quantized;  // (node name, op type), graph order
+};
+StaticQuantization quantize_static(const Model& model, const Options& options,
+                                   std::shared_ptr<const Table> ranges, std::shared_ptr<const Table> plan,
+                                   Progress& progress, int threads);
+// Ops quantize-static only moves values through (Reshape, Transpose, ...):
+// they share their input's scale and type, so a precision search skips them.
+bool quantize_static_moves_values(const std::string& op);
 
 }  // namespace qforge::passes

@@ -1,12 +1,15 @@
 // select-precision: the pass (options, validation, report lines); see select_precision.h.
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qforge/diag.h"
 #include "qforge/status.h"
 #include "quant_options.h"
 #include "quantize_gguf.h"
+#include "range_table.h"
 #include "select_precision.h"
 
 namespace qforge::select_precision {
@@ -17,9 +20,54 @@ constexpr const char* kPass = "select-precision";
 const std::vector<std::string> kDefaultTypes = {"Q2_K", "Q3_K", "Q4_0", "Q4_K",
                                                 "Q5_0", "Q5_K", "Q6_K", "Q8_0"};
 
+// The quantize-static options the ONNX search mirrors, with quantize-static's defaults.
+const std::vector<std::pair<std::string, Value>>& mirrored() {
+  static const std::vector<std::pair<std::string, Value>> m = {
+      {"activation_type", Value::of_string("uint8")},
+      {"weight_type", Value::of_string("int8")},
+      {"per_channel", Value::of_bool(false)},
+      {"activation_symmetric", Value::of_bool(false)},
+      {"weight_symmetric", Value()},
+      {"qdq_domain", Value::of_string("ai.onnx")}};
+  return m;
+}
+
+std::optional<double> number(const Options& o, const char* name) {
+  if (auto it = o.find(name); it != o.end() && !it->second.is_null()) return it->second.as_number();
+  return std::nullopt;
+}
+
+OnnxSettings onnx_settings_of(const Options& o) {
+  OnnxSettings s;
+  if (auto it = o.find("dataset"); it != o.end() && !it->second.is_null()) s.dataset = it->second.s;
+  s.min_cosine = number(o, "min_cosine");
+  s.min_sqnr_db = number(o, "min_sqnr_db");
+  if (auto it = o.find("budget"); it != o.end() && !it->second.is_null()) {
+    SizeValue sv;
+    if (!parse_size(it->second.s, sv) || sv.unit != SizeValue::Unit::Bytes)
+      throw Error("budget '" + it->second.s +
+                  "': an ONNX model's budget is a size in bytes (\"5MB\", \"123456\"), the tensors' bytes");
+    s.budget_bytes = static_cast<uint64_t>(sv.value);
+  }
+  if (auto it = o.find("widen_to"); it != o.end() && !it->second.is_null()) s.widen_to = it->second.s;
+  if (auto it = o.find("samples"); it != o.end() && !it->second.is_null()) s.samples = it->second.i;
+  s.sensitivity_samples = o.at("sensitivity_samples").i;
+  for (const auto& [name, dflt] : mirrored()) {
+    auto it = o.find(name);
+    if (it != o.end() && !it->second.is_null())
+      s.quantize[name] = it->second;
+    else if (!dflt.is_null())
+      s.quantize[name] = dflt;
+  }
+  return s;
+}
+
 Settings settings_of(const Options& o) {
   Settings s;
-  s.budget = o.at("budget").s;
+  auto b = o.find("budget");
+  if (b == o.end() || b->second.is_null())
+    throw Error("a GGUF model needs `budget`: the size to fit (\"3.5GiB\", \"4.5bpw\", \"Q4_K_M\")");
+  s.budget = b->second.s;
   for (const auto& v : o.at("types").list) s.types.push_back(v.s);
   if (auto it = o.find("imatrix"); it != o.end() && !it->second.is_null()) {
     s.imatrix = it->second.s;
@@ -38,6 +86,14 @@ class SelectPrecisionPass : public Pass {
   PassResult run(Model& model, PassContext& ctx) override {
     PassResult r;
     r.status = guard([&] {
+      if (model.graph) {
+        Result res = select_onnx(model, onnx_settings_of(ctx.options), ctx);
+        r.table = res.onnx_plan;
+        r.metrics = std::move(res.metrics);
+        r.notes = std::move(res.notes);
+        r.warnings = std::move(res.warnings);
+        return;
+      }
       Result res = select(model, settings_of(ctx.options), ctx.threads, ctx.progress);
       r.table = std::make_shared<Table>(res.plan.to_table());
       r.metrics = std::move(res.metrics);
@@ -50,6 +106,16 @@ class SelectPrecisionPass : public Pass {
 
 std::vector<OptionProblem> validate(const Options& o) {
   std::vector<OptionProblem> out;
+  auto given = [&](const char* k) {
+    auto it = o.find(k);
+    return it != o.end() && !it->second.is_null();
+  };
+  if (!given("budget") && !given("dataset"))
+    out.push_back({"budget",
+                   "needs option 'budget' (GGUF: the size to fit); an ONNX model needs `dataset` and "
+                   "min_cosine or min_sqnr_db instead"});
+  else if (given("dataset") && !given("min_cosine") && !given("min_sqnr_db"))
+    out.push_back({"dataset", "needs a fidelity floor to measure on it: min_cosine and/or min_sqnr_db"});
   if (auto it = o.find("budget"); it != o.end() && it->second.kind == Value::Kind::String) {
     SizeValue sv;
     if (!parse_size(it->second.s, sv)) {
@@ -82,16 +148,21 @@ PassInfo pass_info() {
   PassInfo info;
   info.name = kPass;
   info.description =
-      "chooses a GGUF type per tensor that minimises the measured (imatrix-weighted) quantization error "
-      "within a size budget: a precision plan the next quantize-gguf step follows";
-  info.version = 1;
+      "GGUF: chooses a type per tensor that minimises the measured (imatrix-weighted) quantization error "
+      "within a size budget; ONNX: measures each node's sensitivity with the executor and widens the most "
+      "sensitive (16-bit activations where the profile allows, else float) until a fidelity floor is met "
+      "on a dataset: a precision plan the next quantize-gguf or quantize-static step follows";
+  info.version = 2;  // 2: the ONNX half
+  info.needs_executor = true;
+  info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, true,
+                  "activation ranges from calibrate (ONNX models; GGUF ignores it)"}};
   info.output = {ArtifactKind::Table, gguf_quant::kPrecisionSchema, false, "a precision plan"};
-  OptionSpec budget = quant::option_spec(
-      "budget", OptType::String,
-      "the size to fit: the file in bytes (\"3.5GiB\", \"500MB\", \"123456\"), tensor data "
-      "bits per weight (\"4.5bpw\"), or the size of a llama.cpp file type's mixture "
-      "(\"Q4_K_M\"); default: the profile's [memory] budget");
-  budget.required = true;
+  OptionSpec budget =
+      quant::option_spec("budget", OptType::String,
+           "the size to fit: the file in bytes (\"3.5GiB\", \"500MB\", \"123456\"), tensor data "
+           "bits per weight (\"4.5bpw\"), or the size of a llama.cpp file type's mixture "
+           "(\"Q4_K_M\"); default: the profile's [memory] budget. Required for GGUF; for ONNX optional, "
+           "bytes of the quantized model's tensors");
   Value types;
   types.kind = Value::Kind::List;
   for (const auto& t : kDefaultTypes) types.list.push_back(Value::of_string(t));
@@ -101,23 +172,60 @@ PassInfo pass_info() {
                          "default with a profile: its [gguf] fast_types",
                          types);
   ty.unordered = true;
-  OptionSpec im = quant::option_spec(
-      "imatrix", OptType::Path,
-      "importance matrix (llama-imatrix GGUF or legacy .dat) weighting each column's error; "
-      "give quantize-gguf the same one");
-  OptionSpec cos =
-      quant::option_spec("min_cosine", OptType::Float,
-                         "drop a tensor's candidate types whose weight cosine similarity is below this");
+  OptionSpec im = quant::option_spec("imatrix", OptType::Path,
+                       "importance matrix (llama-imatrix GGUF or legacy .dat) weighting each column's error; "
+                       "give quantize-gguf the same one");
+  OptionSpec cos = quant::option_spec("min_cosine", OptType::Float,
+                        "GGUF: drop a tensor's candidate types whose weight cosine similarity is below this; "
+                        "ONNX: the least cosine of the worst output against the float model on `dataset`");
   cos.has_min = cos.has_max = true;
   cos.min = 0, cos.max = 1;
-  OptionSpec sq = quant::option_spec("min_sqnr_db", OptType::Float,
-                                     "drop a tensor's candidate types whose weight SQNR (dB) is below this");
-  OptionSpec rows = quant::option_spec(
-      "max_rows", OptType::Int, "rows measured per tensor (evenly spaced, the error scaled up); 0: every row",
-      Value::of_int(4096));
+  OptionSpec sq =
+      quant::option_spec("min_sqnr_db", OptType::Float,
+           "GGUF: drop a tensor's candidate types whose weight SQNR (dB) is below this; ONNX: the "
+           "least SQNR (dB) of the worst output on `dataset`");
+  OptionSpec rows = quant::option_spec("max_rows", OptType::Int,
+                         "rows measured per tensor (evenly spaced, the error scaled up); 0: every row",
+                         Value::of_int(4096));
   rows.has_min = true;
   rows.min = 0;
-  info.options = {budget, ty, im, cos, sq, rows};
+  using quant::option_spec;
+  OptionSpec ds = quant::option_spec("dataset", OptType::Dataset,
+                       "ONNX: the samples the floor is measured on (held out from calibration, ideally)");
+  OptionSpec samples = quant::option_spec("samples", OptType::Int, "ONNX: use at most this many samples (default: all)");
+  samples.has_min = true;
+  samples.min = 1;
+  OptionSpec sens =
+      quant::option_spec("sensitivity_samples", OptType::Int,
+           "ONNX: samples each node's sensitivity is measured on (the first ones)", Value::of_int(4));
+  sens.has_min = true;
+  sens.min = 1;
+  OptionSpec widen = option_spec("widen_to", OptType::Enum,
+                                 "ONNX: what a widened node gets: 16-bit activations (uint16, int16; weights "
+                                 "unchanged) or float (left alone); default: the 16-bit type of "
+                                 "activation_type, with a profile the first its [onnx] allows, else float",
+                                 {}, {"uint16", "int16", "float"});
+  const std::string same = "; give quantize-static the same (the plan is checked against it)";
+  info.options = {
+      budget,
+      ty,
+      im,
+      cos,
+      sq,
+      rows,
+      ds,
+      samples,
+      sens,
+      widen,
+      option_spec("activation_type", OptType::Enum, "ONNX: the 8-bit activation codes" + same, {},
+                  {"uint8", "int8", "uint16", "int16"}),
+      option_spec("weight_type", OptType::Enum, "ONNX: weight codes" + same, {},
+                  {"int8", "uint8", "int4", "uint4"}),
+      option_spec("per_channel", OptType::Bool, "ONNX: one weight scale per output channel" + same),
+      option_spec("activation_symmetric", OptType::Bool, "ONNX: symmetric activation ranges" + same),
+      option_spec("weight_symmetric", OptType::Bool, "ONNX: symmetric weights" + same),
+      option_spec("qdq_domain", OptType::Enum, "ONNX: Q/DQ domain" + same, {}, {"ai.onnx", "com.microsoft"}),
+  };
   info.validate = validate;
   info.factory = [] { return std::unique_ptr<Pass>(new SelectPrecisionPass()); };
   return info;

@@ -31,10 +31,30 @@
 // data bits over all weights, as llama.cpp reports BPW), or a llama.cpp file type
 // ("Q4_K_M": the file size quantize-gguf's Q4_K_M mixture gives this model, which is
 // llama.cpp's); then the mixture's own error is measured and reported beside the plan's.
+//
+// ONNX models (select_onnx, onnx.cc): a plan (passes/quantize-static/onnx_precision_plan.h,
+// "precision/1" with "format": "onnx") that keeps the model's fidelity on `dataset` at
+// or above the floor (`min_cosine`, `min_sqnr_db`, worst output, against the float model,
+// run with the build's executor; the cosine is the lesser of the cosine over all samples
+// and the mean of the per-sample cosines) with as few wide nodes as it finds:
+// 1. Candidates: the nodes quantize-static quantizes (in process, with the step's ranges
+//    and the quantization options mirrored here), but the data-movement ops, which
+//    follow the values around them. Every candidate at 8 bits is the baseline; when it
+//    meets the floor, the plan widens nothing.
+// 2. Sensitivity: each candidate widened alone (16-bit activations, or float when
+//    `widen_to` is "float", as the profile's [onnx] decides), quantized and run on the
+//    first `sensitivity_samples` samples: its sensitivity is the cosine it gains (the
+//    SQNR in dB when only min_sqnr_db is set). One quantization and one short run per
+//    candidate; the Table is cached like every Table.
+// 3. Widen the k most sensitive (ties in graph order), k the least meeting the floor on
+//    all `samples`, by binary search over k (every k measured on the full samples). A
+//    floor that all candidates widened cannot reach is an error naming what they reach;
+//    a plan whose tensor bytes exceed `budget` (bytes) is an error naming its size.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +95,7 @@ struct TensorChoice {
 
 struct Result {
   gguf_quant::PrecisionPlan plan;
+  std::shared_ptr<const Table> onnx_plan;  // the ONNX half's plan
   std::vector<TensorChoice> tensors;
   std::map<std::string, double> metrics;
   std::vector<std::string> notes, warnings;
@@ -82,6 +103,21 @@ struct Result {
 
 // Throws qforge::Error (a budget too small names the size needed).
 Result select(const Model& model, const Settings& settings, int threads, Progress& progress);
+
+// The ONNX half's settings; `quantize` holds quantize-static's options the
+// search quantizes with (activation_type, weight_type, per_channel, ...).
+struct OnnxSettings {
+  std::string dataset;
+  std::optional<double> min_cosine, min_sqnr_db;
+  std::optional<uint64_t> budget_bytes;
+  std::string widen_to;  // "uint16", "int16", "float"; empty: the 16-bit type of activation_type
+  int64_t samples = 0;   // 0: the whole dataset
+  int64_t sensitivity_samples = 4;
+  Options quantize;
+};
+
+// Throws qforge::Error (a floor not reached, a budget exceeded).
+Result select_onnx(const Model& model, const OnnxSettings& settings, PassContext& ctx);
 
 PassInfo pass_info();
 

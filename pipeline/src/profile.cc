@@ -337,6 +337,37 @@ void derive_select_precision(Profile& p) {
     p.defaults[pass]["budget"] = v;
     p.derived.insert({pass, "budget"});
   }
+  // The ONNX half: what a widened node may take (a 16-bit activation type
+  // [onnx] allows with an 8-bit weight type, else float), and quantize-static's
+  // defaults for the quantization options the search mirrors.
+  if (p.onnx.present && !p.onnx.activation_types.empty()) {
+    std::vector<std::string> wide;
+    for (const std::string t : {"uint16", "int16"}) {
+      const auto& at = p.onnx.activation_types;
+      if (std::find(at.begin(), at.end(), t) == at.end()) continue;
+      bool paired = p.onnx.pairs.empty();
+      for (const auto& [a, w] : p.onnx.pairs) paired = paired || (a == t && (w == "uint8" || w == "int8"));
+      if (paired) wide.push_back(t);
+    }
+    wide.push_back("float");
+    if (!p.allowed[pass].count("widen_to")) {
+      p.allowed[pass]["widen_to"] = string_list(wide, p.onnx.loc);
+      p.derived.insert({pass, "widen_to"});
+    }
+    if (!p.defaults[pass].count("widen_to")) {
+      Value v = Value::of_string(wide.front());
+      v.loc = p.onnx.loc;
+      p.defaults[pass]["widen_to"] = v;
+      p.derived.insert({pass, "widen_to"});
+    }
+  }
+  if (auto qs = p.defaults.find("quantize-static"); qs != p.defaults.end())
+    for (const char* o : {"activation_type", "weight_type", "per_channel", "activation_symmetric",
+                          "weight_symmetric", "qdq_domain"})
+      if (auto it = qs->second.find(o); it != qs->second.end() && !p.defaults[pass].count(o)) {
+        p.defaults[pass][o] = it->second;
+        p.derived.insert({pass, o});
+      }
   if (p.allowed.count(pass) && p.allowed[pass].empty()) p.allowed.erase(pass);
   if (p.defaults.count(pass) && p.defaults[pass].empty()) p.defaults.erase(pass);
 }

@@ -157,12 +157,12 @@ PassInfo pass_info() {
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, true,
                   "activation ranges from calibrate (ONNX models; GGUF ignores it)"}};
   info.output = {ArtifactKind::Table, gguf_quant::kPrecisionSchema, false, "a precision plan"};
-  OptionSpec budget =
-      quant::option_spec("budget", OptType::String,
-           "the size to fit: the file in bytes (\"3.5GiB\", \"500MB\", \"123456\"), tensor data "
-           "bits per weight (\"4.5bpw\"), or the size of a llama.cpp file type's mixture "
-           "(\"Q4_K_M\"); default: the profile's [memory] budget. Required for GGUF; for ONNX optional, "
-           "bytes of the quantized model's tensors");
+  OptionSpec budget = quant::option_spec(
+      "budget", OptType::String,
+      "the size to fit: the file in bytes (\"3.5GiB\", \"500MB\", \"123456\"), tensor data "
+      "bits per weight (\"4.5bpw\"), or the size of a llama.cpp file type's mixture "
+      "(\"Q4_K_M\"); default: the profile's [memory] budget. Required for GGUF; for ONNX optional, "
+      "bytes of the quantized model's tensors");
   Value types;
   types.kind = Value::Kind::List;
   for (const auto& t : kDefaultTypes) types.list.push_back(Value::of_string(t));
@@ -172,32 +172,36 @@ PassInfo pass_info() {
                          "default with a profile: its [gguf] fast_types",
                          types);
   ty.unordered = true;
-  OptionSpec im = quant::option_spec("imatrix", OptType::Path,
-                       "importance matrix (llama-imatrix GGUF or legacy .dat) weighting each column's error; "
-                       "give quantize-gguf the same one");
-  OptionSpec cos = quant::option_spec("min_cosine", OptType::Float,
-                        "GGUF: drop a tensor's candidate types whose weight cosine similarity is below this; "
-                        "ONNX: the least cosine of the worst output against the float model on `dataset`");
+  OptionSpec im = quant::option_spec(
+      "imatrix", OptType::Path,
+      "importance matrix (llama-imatrix GGUF or legacy .dat) weighting each column's error; "
+      "give quantize-gguf the same one");
+  OptionSpec cos = quant::option_spec(
+      "min_cosine", OptType::Float,
+      "GGUF: drop a tensor's candidate types whose weight cosine similarity is below this; "
+      "ONNX: the least cosine of the worst output against the float model on `dataset`");
   cos.has_min = cos.has_max = true;
   cos.min = 0, cos.max = 1;
-  OptionSpec sq =
-      quant::option_spec("min_sqnr_db", OptType::Float,
-           "GGUF: drop a tensor's candidate types whose weight SQNR (dB) is below this; ONNX: the "
-           "least SQNR (dB) of the worst output on `dataset`");
-  OptionSpec rows = quant::option_spec("max_rows", OptType::Int,
-                         "rows measured per tensor (evenly spaced, the error scaled up); 0: every row",
-                         Value::of_int(4096));
+  OptionSpec sq = quant::option_spec(
+      "min_sqnr_db", OptType::Float,
+      "GGUF: drop a tensor's candidate types whose weight SQNR (dB) is below this; ONNX: the "
+      "least SQNR (dB) of the worst output on `dataset`");
+  OptionSpec rows = quant::option_spec(
+      "max_rows", OptType::Int, "rows measured per tensor (evenly spaced, the error scaled up); 0: every row",
+      Value::of_int(4096));
   rows.has_min = true;
   rows.min = 0;
   using quant::option_spec;
-  OptionSpec ds = quant::option_spec("dataset", OptType::Dataset,
-                       "ONNX: the samples the floor is measured on (held out from calibration, ideally)");
-  OptionSpec samples = quant::option_spec("samples", OptType::Int, "ONNX: use at most this many samples (default: all)");
+  OptionSpec ds =
+      quant::option_spec("dataset", OptType::Dataset,
+                         "ONNX: the samples the floor is measured on (held out from calibration, ideally)");
+  OptionSpec samples =
+      quant::option_spec("samples", OptType::Int, "ONNX: use at most this many samples (default: all)");
   samples.has_min = true;
   samples.min = 1;
-  OptionSpec sens =
-      quant::option_spec("sensitivity_samples", OptType::Int,
-           "ONNX: samples each node's sensitivity is measured on (the first ones)", Value::of_int(4));
+  OptionSpec sens = quant::option_spec(
+      "sensitivity_samples", OptType::Int,
+      "ONNX: samples each node's sensitivity is measured on (the first ones)", Value::of_int(4));
   sens.has_min = true;
   sens.min = 1;
   OptionSpec widen = option_spec("widen_to", OptType::Enum,

@@ -114,6 +114,22 @@ class Measure : public Pass {
   }
 };
 
+// A Table made from another (as select-precision reads calibrate's ranges).
+class Echo : public Pass {
+ public:
+  PassResult run(Model&, PassContext& ctx) override {
+    PassResult r;
+    if (!ctx.tables.at(0)) {
+      r.status = Status::failure("no sums table");
+      return r;
+    }
+    auto t = std::make_shared<Table>(*ctx.tables[0]);
+    t->schema = "echo/1";
+    r.table = t;
+    return r;
+  }
+};
+
 // Records the threads it was given and how many threads were in use at once.
 std::mutex g_mu;
 std::vector<int> g_threads;
@@ -186,6 +202,10 @@ void register_graph_passes(Registry& r) {
   measure.output = {ArtifactKind::Table, "measure/1", false, "difference from the imported model"};
   measure.needs_reference = true;
   r.add_pass(measure);
+  PassInfo echo = info<Echo>("echo");
+  echo.inputs = {{ArtifactKind::Table, "sums/1", false, "tensor sums"}};
+  echo.output = {ArtifactKind::Table, "echo/1", false, "the sums again"};
+  r.add_pass(echo);
   r.add_pass(info<Threads>("threads"));
   r.add_pass(info<LazyFail>("lazy-fail"));
   PassInfo runs = info<Noop>("runs-model");
@@ -301,6 +321,30 @@ TEST_CASE("a table made by one step feeds the next, targets share it, and a late
   REQUIRE(r3.ok());
   CHECK(g_stats == 3);  // once more for the --no-cache build, once for the corrupt object
   CHECK(fx.read("dist/d.txt") == "a 19 20 21\nb 31 32\n");
+}
+
+TEST_CASE("a table read by a step loaded from the cache is still there for a step that runs",
+          "[build][graph]") {
+  // sums feeds echo (a Table step) and offset; changing offset's option
+  // loads sums and echo from the cache and runs offset, which must get sums.
+  Fixture fx(register_graph_passes);
+  auto manifest = [&](const std::string& k) {
+    fx.write("qforge.toml",
+             manifest_with(
+                 target("a", R"({ pass = "sums" }, { pass = "echo" }, { pass = "offset", k = )" + k + " }")));
+  };
+  manifest("1");
+  REQUIRE(fx.build().ok());
+  manifest("2");
+  auto r = fx.build();
+  INFO(r.targets.at(0).error);
+  REQUIRE(r.ok());
+  CHECK(step(r, "sums")->status == "cached");
+  CHECK(step(r, "echo")->status == "cached");
+  CHECK(step(r, "offset")->status == "built");
+  const std::string cached = fx.read("dist/a.txt");
+  REQUIRE(fx.build(2, true).ok());
+  CHECK(fx.read("dist/a.txt") == cached);
 }
 
 TEST_CASE("step references: another target's step, and the errors of a bad reference", "[build][graph]") {

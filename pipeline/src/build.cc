@@ -428,6 +428,9 @@ class Builder {
           st_[pick].threads = share;
           free_threads -= share;
           ++running;
+          // Only a node that runs was counted as a consumer of its inputs
+          // (a node loaded from the cache reads none of them).
+          const bool counted = st_[pick].st == St::Run;
           lk.unlock();
           run_node(pick, share);
           lk.lock();
@@ -435,7 +438,7 @@ class Builder {
           --running;
           --remaining;
           for (int in : plan_.nodes[pick].inputs)
-            if (in >= 0 && --st_[in].waiting_consumers == 0 &&
+            if (counted && in >= 0 && --st_[in].waiting_consumers == 0 &&
                 plan_.nodes[in].kind != PlanNode::Kind::Import) {
               st_[in].model.reset();  // imports stay: they are the reference for evaluation
               st_[in].table.reset();

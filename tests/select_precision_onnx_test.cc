@@ -271,7 +271,7 @@ TEST_CASE(
 // search measures each of 299 candidates' sensitivity on one line
 // (sensitivity_samples = 1: one quantization and one run per candidate, about
 // 150 s on 2 threads). It does NOT meet the size target yet: the error is
-// spread over the whole network (no node gains more than 0.05 alone), so the
+// spread over the whole network (the most any node gains alone is 0.050), so the
 // least k meeting 0.99 is 289 of 299 nodes and the file is 96% of the float
 // one (measured: tests/data/real_models.md, "select-precision"). Tagged
 // [!mayfail] until the search groups candidates or widens weights; not in

@@ -278,8 +278,7 @@ TEST_CASE(
 // `make test`.
 TEST_CASE(
     "select-precision ONNX: the PP-OCRv4 recogniser reaches cosine 0.99 in ONNX Runtime with nodes in float "
-    "at "
-    "most 45% of its float size",
+    "at most 45% of its float size",
     "[select-precision][real-models][large][!mayfail]") {
   const fs::path model = models_dir() / "ppocrv4_rec.onnx";
   if (!fs::exists(model)) {

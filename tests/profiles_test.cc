@@ -117,6 +117,9 @@ TEST_CASE("the built-in profiles load, validate, cite documentation, and keep th
   CHECK(ps.find("phone-npu")->onnx.activation_types == ps.find("qnn-htp")->onnx.activation_types);
   CHECK(ps.find("sbc-8gb")->gguf.fast_types == ps.find("gguf-cpu-neon")->gguf.fast_types);
   CHECK(ps.find("tensorrt")->memory.bytes() == 0);
+  // An ONNX profile's [fidelity] floor is select-precision's default floor; a GGUF one's is not.
+  CHECK(ps.find("phone-npu")->defaults.at("select-precision").at("min_cosine").as_number() == Approx(0.99));
+  CHECK_FALSE(ps.find("sbc-4gb")->defaults.at("select-precision").count("min_cosine"));
   // `qforge list profiles` shows backend and budget.
   test::TempDir dir;
   auto r = run(qforge_bin() + " list profiles", dir.path);

@@ -316,8 +316,10 @@ Value bool_list(bool b, const SourceLoc& loc) {
 
 // select-precision reads the profile through its options, so that the profile's
 // part is in the step's key: [gguf] fast_types become its candidate `types` (the
-// default, and the only values allowed) and the [memory] budget its default
-// `budget`. Both are derived: a registry without the pass ignores them.
+// default, and the only values allowed), the [memory] budget its default
+// `budget`, and for ONNX profiles the [fidelity] floor its default
+// `min_cosine` / `min_sqnr_db`. All are derived: a registry without the pass
+// ignores them.
 void derive_select_precision(Profile& p) {
   const std::string pass = "select-precision";
   if (p.gguf.present && !p.gguf.fast_types.empty()) {
@@ -336,6 +338,20 @@ void derive_select_precision(Profile& p) {
     v.loc = p.memory.loc;
     p.defaults[pass]["budget"] = v;
     p.derived.insert({pass, "budget"});
+  }
+  // [fidelity]: the floor an ONNX search keeps unless the step sets one. (For
+  // GGUF, min_cosine / min_sqnr_db filter each tensor's candidate types by its
+  // weights' fidelity, another quantity: the floor is not derived there.)
+  if (p.onnx.present) {
+    auto floor = [&](const char* opt, const std::optional<double>& v) {
+      if (!v || p.defaults[pass].count(opt)) return;
+      Value x = Value::of_float(*v);
+      x.loc = p.fidelity.loc;
+      p.defaults[pass][opt] = x;
+      p.derived.insert({pass, opt});
+    };
+    floor("min_cosine", p.fidelity.min_cosine);
+    floor("min_sqnr_db", p.fidelity.min_sqnr_db);
   }
   // The ONNX half: what a widened node may take (a 16-bit activation type
   // [onnx] allows with an 8-bit weight type, else float), and quantize-static's

@@ -128,6 +128,13 @@ void drop_unused_initializers(Model& m, const std::vector<std::string>& candidat
       g.initializer_docs.end());
 }
 
+void validate_top_level(Model& m) {
+  std::vector<std::string> init_names;
+  init_names.reserve(m.tensors.size());
+  for (const Tensor& t : m.tensors) init_names.push_back(t.name);
+  m.graph->validate({}, init_names);
+}
+
 size_t count_ops(const Graph& g, const std::string& op_type, const std::string& domain) {
   size_t n = 0;
   for (const Node& node : g.nodes)

@@ -63,6 +63,11 @@ bool is_constant_initializer(const Model& m, const std::string& name);
 // that are not graph outputs, among `candidates`; drops their value_info.
 void drop_unused_initializers(Model& m, const std::vector<std::string>& candidates);
 
+// Checks the rewritten top-level graph against the model's initializers
+// (Graph::validate: dangling values, double producers, cycles), putting its
+// nodes back in topological order; throws naming the problem.
+void validate_top_level(Model& m);
+
 // Counts nodes with `op_type` (and `domain`) in the top-level graph.
 size_t count_ops(const Graph& g, const std::string& op_type, const std::string& domain = "");
 // Number of nodes carrying subgraph attributes (their bodies are not rewritten).

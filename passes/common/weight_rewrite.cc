@@ -1,5 +1,7 @@
 #include "weight_rewrite.h"
 
+#include "graph_rewrite.h"
+
 #include <algorithm>
 #include <map>
 #include <string>
@@ -101,9 +103,7 @@ void commit_rewrite(Model& model, Model& work, const std::vector<std::string>& r
   if (!quantized) return;
   note_normalized(normalized, res);
   drop_unused_initializers(work, replaced);
-  std::vector<std::string> init_names;
-  for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-  work.graph->validate({}, init_names);
+  validate_top_level(work);
   model = std::move(work);
 }
 

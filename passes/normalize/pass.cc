@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "graph_rewrite.h"
 #include "onnx_quant_util.h"
 #include "qforge/graph.h"
 #include "qforge/status.h"
@@ -28,9 +29,7 @@ class NormalizePass : public quant::RewritePass {
           "no initializer is listed as a graph input in an IR < 4 model)");
       return;
     }
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    work.graph->validate({}, init_names);
+    quant::validate_top_level(work);
     model = std::move(work);
   }
 };

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "graph_rewrite.h"
 #include "onnx_format.h"
 #include "onnx_quant_util.h"
 #include "preprocess.h"
@@ -191,10 +192,9 @@ class EliminatePass : public quant::RewritePass {
     std::string what;
     for (const auto& [op, k] : removed) what += (what.empty() ? "" : ", ") + std::to_string(k) + " " + op;
     res.notes.push_back("removed " + std::to_string(total) + " nodes that compute nothing (" + what + ")");
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    work.graph->validate({}, init_names);
-    std::vector<std::string> candidates = init_names;
+    quant::validate_top_level(work);
+    std::vector<std::string> candidates;  // every initializer: a removed node may have been the last reader
+    for (const Tensor& t : work.tensors) candidates.push_back(t.name);
     quant::drop_unused_initializers(work, candidates);
     res.changed = true;
     model = std::move(work);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "graph_rewrite.h"
 #include "onnx_quant_util.h"
 #include "preprocess.h"
 #include "qforge/graph.h"
@@ -50,9 +51,7 @@ class EqualizePass : public quant::RewritePass {
     res.notes.push_back("equalized " + std::to_string(eq.pairs) + " Conv pair(s) in " +
                         std::to_string(eq.iterations) + " sweep(s): channel range spread " +
                         std::to_string(eq.spread_before) + " -> " + std::to_string(eq.spread_after));
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    work.graph->validate({}, init_names);
+    quant::validate_top_level(work);
     res.changed = true;
     model = std::move(work);
   }

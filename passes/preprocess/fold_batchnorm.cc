@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "graph_rewrite.h"
 #include "onnx_quant_util.h"
 #include "preprocess.h"
 #include "qforge/graph.h"
@@ -331,9 +332,7 @@ class FoldBatchnormPass : public quant::RewritePass {
     res.notes.push_back("folded " + std::to_string(folded) + " of " + std::to_string(seen) +
                         " BatchNormalization nodes (" + what + ")");
     quant::drop_unused_initializers(work, old_inits);
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    work.graph->validate({}, init_names);
+    quant::validate_top_level(work);
     res.changed = true;
     model = std::move(work);
   }

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "graph_rewrite.h"
 #include "onnx_format.h"
 #include "onnx_quant_util.h"
 #include "preprocess.h"
@@ -235,9 +236,7 @@ class FoldConstantsPass : public quant::RewritePass {
       ++added;
     }
     quant::drop_unused_initializers(work, candidates);
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    g.validate({}, init_names);
+    quant::validate_top_level(work);
     res.metrics["initializers_added"] = static_cast<double>(added);
     res.metrics["bytes_added"] = static_cast<double>(added_bytes);
     std::string what;

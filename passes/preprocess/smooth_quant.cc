@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "graph_rewrite.h"
 #include "onnx_quant_util.h"
 #include "preprocess.h"
 #include "qforge/graph.h"
@@ -267,9 +268,7 @@ class SmoothQuantPass : public quant::RewritePass {
         (inserted ? ", " + std::to_string(inserted) + " Mul node(s) inserted" : std::string()) +
         "; calibrate again before quantize-static");
     quant::drop_unused_initializers(work, replaced);
-    std::vector<std::string> init_names;
-    for (const Tensor& t : work.tensors) init_names.push_back(t.name);
-    g.validate({}, init_names);
+    quant::validate_top_level(work);
     res.changed = true;
     model = std::move(work);
   }

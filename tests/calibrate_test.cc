@@ -218,22 +218,6 @@ TEST_CASE("calibrate: the pass runs the model through the cpu executor and makes
   CHECK_THAT(r.status.message, Catch::Contains("bad.npy"));
 }
 
-namespace {
-// Runs a command in `dir`; returns its exit status and peak RSS in KiB.
-std::pair<int, long> run_measured(const std::string& cmd, const fs::path& dir) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (chdir(dir.c_str()) != 0) _exit(127);
-    execl("/bin/sh", "sh", "-c", (cmd + " >/dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, ru.ru_maxrss};
-}
-}  // namespace
-
 TEST_CASE("calibrate in a build: one table for several targets, cached, and memory flat from 8 to 64 samples",
           "[calibrate][cli]") {
   test::TempDir dir("qforge_calibrate_build_");
@@ -282,9 +266,9 @@ TEST_CASE("calibrate in a build: one table for several targets, cached, and memo
 
   // Peak memory of a build calibrating on 8 samples against 64.
   manifest(8);
-  const auto [s8, rss8] = run_measured(qforge + " build --no-cache", dir.path);
+  const auto [s8, rss8] = test::run_measured(qforge + " build --no-cache", dir.path);
   manifest(64);
-  const auto [s64, rss64] = run_measured(qforge + " build --no-cache", dir.path);
+  const auto [s64, rss64] = test::run_measured(qforge + " build --no-cache", dir.path);
   REQUIRE(s8 == 0);
   REQUIRE(s64 == 0);
   INFO("peak RSS: 8 samples " << rss8 << " KiB, 64 samples " << rss64 << " KiB");

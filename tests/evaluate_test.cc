@@ -81,20 +81,6 @@ const Json& target_of(const Json& report, const std::string& name) {
   return none;
 }
 
-// Runs a command in `dir`; returns its exit status and peak RSS in KiB.
-std::pair<int, long> run_measured(const std::string& cmd, const fs::path& dir) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (chdir(dir.c_str()) != 0) _exit(127);
-    execl("/bin/sh", "sh", "-c", (cmd + " >/dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, ru.ru_maxrss};
-}
-
 }  // namespace
 
 TEST_CASE("fidelity sums: cosine, SQNR, max abs error, argmax agreement along an axis", "[evaluate]") {
@@ -313,10 +299,10 @@ TEST_CASE("evaluate: memory flat from 8 to 64 samples", "[evaluate][cli]") {
   };
   const std::string qforge = test::shell_quote(QFORGE_BIN);
   manifest(8);
-  const auto [s8, rss8] = run_measured(qforge + " build --no-cache", dir.path);
+  const auto [s8, rss8] = test::run_measured(qforge + " build --no-cache", dir.path);
   const Json r8 = report_of(dir.path);
   manifest(64);
-  const auto [s64, rss64] = run_measured(qforge + " build --no-cache", dir.path);
+  const auto [s64, rss64] = test::run_measured(qforge + " build --no-cache", dir.path);
   REQUIRE(s8 == 0);
   REQUIRE(s64 == 0);
   CHECK(target_of(report_of(dir.path), "conv-int8")["metrics"]["evaluation_samples"] == 64);

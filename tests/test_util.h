@@ -1,6 +1,8 @@
 // Small helpers shared by tests that drive external programs.
 #pragma once
 
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <iterator>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace qforge::test {
@@ -56,6 +59,21 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
+
+// Runs `cmd` through the shell in `dir`, its output discarded; returns its
+// exit status and its peak RSS in KiB (for tests that memory stays flat).
+inline std::pair<int, long> run_measured(const std::string& cmd, const std::filesystem::path& dir) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::chdir(dir.c_str()) != 0) ::_exit(127);
+    ::execl("/bin/sh", "sh", "-c", (cmd + " >/dev/null 2>&1").c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  struct rusage ru {};
+  ::wait4(pid, &status, 0, &ru);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, ru.ru_maxrss};
+}
 
 // The bytes of a file (empty when it cannot be read).
 inline std::vector<uint8_t> slurp(const std::string& path) {

@@ -319,24 +319,114 @@ TEST_CASE(
   CHECK(test::slurp(w.dir / "dist/cnn-tensorrt.onnx") == first);
 }
 
+namespace {
+// A runtime that takes per-channel weights for Conv only, one scale for an
+// Add's inputs and output, and Softmax's output on a fixed grid of 1/256
+// (as TFLite's int8 Softmax).
+const char* kStrictProfile = R"([profiles.strict]
+extends = "ort-cpu-vnni"
+[profiles.strict.onnx]
+per_channel_ops = ["Conv"]
+shared_scale_ops = ["Add"]
+fixed_outputs = ["Softmax=0:0.99609375"]
+)";
+const char* kWithSoftmax =
+    R"(pipeline = [ { pass = "calibrate", dataset = "photos" }, { pass = "quantize-static", op_types = ["Conv", "Gemm", "Add", "Concat", "MaxPool", "Flatten", "AveragePool", "GlobalAveragePool", "Relu", "Clip", "Softmax"] } ]
+)";
+}  // namespace
+
+TEST_CASE(
+    "a profile's per_channel_ops, shared_scale_ops and fixed_outputs shape the artifact quantize-static "
+    "writes",
+    "[profiles][ort]") {
+  Workspace w;
+  w.manifest(
+      "[[targets]]\nname = \"strict\"\nmodel = \"cnn\"\nprofile = \"strict\"\n" + std::string(kWithSoftmax),
+      kStrictProfile);
+  auto r = run(qforge_bin() + " build", w.dir.path);
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  // Said, per op type.
+  const auto md = test::slurp(w.dir / "dist/report.md");
+  const std::string report(md.begin(), md.end());
+  CHECK_THAT(report, Catch::Contains("per-tensor weight scales for 1 Gemm (not in per_channel_ops)") &&
+                         Catch::Contains("inputs and output share one scale for 1 Add (shared_scale_ops)") &&
+                         Catch::Contains("fixed output ranges for 1 Softmax (fixed_outputs)"));
+  auto f =
+      run(test::shell_quote(python()) + " " + test::shell_quote(tool("quant_facts.py")) + " dist/strict.onnx",
+          w.dir.path);
+  INFO(f.out);
+  REQUIRE(f.rc == 0);
+  const Json facts = Json::parse(f.out);
+  // Per-channel weights for the Conv layers only.
+  size_t conv_pc = 0;
+  for (const auto& wt : facts["weights"]) {
+    if (wt["readers"] == Json::array({"Gemm"})) CHECK_FALSE(wt["per_channel"].get<bool>());
+    if (wt["readers"] == Json::array({"Conv"}) && wt["per_channel"].get<bool>()) ++conv_pc;
+  }
+  CHECK(conv_pc >= 2);
+  size_t adds = 0, softmaxes = 0;
+  for (const auto& n : facts["nodes"]) {
+    if (n["op"] == "Add") {
+      ++adds;
+      REQUIRE(n["inputs"].size() == 2u);
+      for (const auto& in : n["inputs"]) CHECK(in == n["output"]);
+    }
+    if (n["op"] == "Softmax") {
+      ++softmaxes;
+      CHECK(n["output"][0].get<double>() == Approx(1.0 / 256).epsilon(1e-6));
+      CHECK(n["output"][1].get<int>() == 0);
+    }
+  }
+  CHECK(adds == 1);
+  CHECK(softmaxes == 1);
+  // It runs in ONNX Runtime, close to the float model.
+  auto c = run(test::shell_quote(python()) + " " + test::shell_quote(tool("ort_compare.py")) +
+                   " cnn.onnx dist/strict.onnx --samples 4",
+               w.dir.path);
+  INFO(c.out);
+  REQUIRE(c.rc == 0);
+  CHECK(Json::parse(c.out)["cosine"].get<double>() > 0.98);
+  // Cached and uncached builds give the same bytes.
+  const auto first = test::slurp(w.dir / "dist/strict.onnx");
+  REQUIRE(run(qforge_bin() + " build --no-cache", w.dir.path).rc == 0);
+  CHECK(test::slurp(w.dir / "dist/strict.onnx") == first);
+}
+
+TEST_CASE("per_channel_ops beyond the profile's is refused at plan time, naming both", "[profiles]") {
+  Workspace w;
+  w.manifest(R"(
+[[targets]]
+name = "strict"
+model = "cnn"
+profile = "strict"
+pipeline = [ { pass = "calibrate", dataset = "photos" }, { pass = "quantize-static", per_channel_ops = ["Conv", "Gemm"] } ]
+)",
+             kStrictProfile);
+  auto r = run(qforge_bin() + " plan", w.dir.path);
+  INFO(r.out);
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.out, Catch::Contains("per_channel_ops") && Catch::Contains("profile 'strict'"));
+}
+
 TEST_CASE("an artifact that breaks its profile fails its target, naming the node, and is not written",
           "[profiles]") {
+  // An explicit fixed_outputs replaces the profile's (a list option); the
+  // check of the artifact catches the Softmax coded on another grid.
   Workspace w;
   w.manifest(R"(
 [[targets]]
 name = "narrow"
 model = "cnn"
-profile = "conv-only"
-)" + std::string(kStatic),
-             R"([profiles.conv-only]
-extends = "ort-cpu-vnni"
-[profiles.conv-only.onnx]
-per_channel_ops = ["Conv"]
-)");
+profile = "strict"
+pipeline = [ { pass = "calibrate", dataset = "photos" }, { pass = "quantize-static", fixed_outputs = ["Softmax=0:1"], op_types = ["Conv", "Gemm", "Softmax"] } ]
+)",
+             kStrictProfile);
   auto r = run(qforge_bin() + " build", w.dir.path);
   CHECK(r.rc == 1);
-  CHECK_THAT(r.out, Catch::Contains("the artifact breaks profile 'conv-only'") &&
-                        Catch::Contains("node 'fc' (Gemm) reads per-channel weights; the profile runs "
-                                        "per-channel scales only for Conv"));
+  CHECK_THAT(r.out,
+             Catch::Contains("the artifact breaks profile 'strict'") &&
+                 Catch::Contains("(Softmax): its output is quantized with scale 0.00392157, zero point 0; "
+                                 "the profile fixes Softmax's output range to [0, 0.996094]"));
   CHECK_FALSE(fs::exists(w.dir.path / "dist/narrow.onnx"));
 }

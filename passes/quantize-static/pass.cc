@@ -106,6 +106,29 @@ std::vector<std::string> all_ops(bool defaults_only) {
   return out;
 }
 
+std::vector<std::string> ops_with(std::initializer_list<Role> roles) {
+  std::vector<std::string> out;
+  for (const OpRule& r : rules())
+    if (std::find(roles.begin(), roles.end(), r.role) != roles.end()) out.push_back(r.op);
+  return out;
+}
+
+// "OP=MIN:MAX" (fixed_outputs): false when malformed.
+bool parse_fixed_output(const std::string& s, std::string& op, float& lo, float& hi) {
+  const size_t eq = s.find('='), colon = s.find(':', eq == std::string::npos ? 0 : eq);
+  if (eq == std::string::npos || eq == 0 || colon == std::string::npos) return false;
+  op = s.substr(0, eq);
+  try {
+    size_t a = 0, b = 0;
+    const std::string l = s.substr(eq + 1, colon - eq - 1), h = s.substr(colon + 1);
+    lo = std::stof(l, &a);
+    hi = std::stof(h, &b);
+    return a == l.size() && b == h.size() && lo < hi && lo <= 0 && hi >= 0;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 // ---------------------------------------------------------------- options
 struct Config {
   ElemType act_type = ElemType::U8;
@@ -125,6 +148,13 @@ struct Config {
   std::set<std::string> op_types;
   std::set<std::string> exclude_op_types;
   std::set<std::string> exclude_nodes;
+  // A runtime's constraints, usually from the target's profile
+  // (docs/manifest.md "Hardware profiles"): which ops take per-channel
+  // weights, which share one scale between inputs and output, which have a
+  // fixed output range.
+  std::set<std::string> per_channel_ops;
+  std::set<std::string> shared_scale_ops;
+  std::map<std::string, std::pair<float, float>> fixed_outputs;
   // From a precision plan (onnx_precision_plan.h): nodes left in float, and
   // nodes whose activations take `wide_type`.
   std::set<std::string> plan_float, plan_wide;
@@ -159,6 +189,32 @@ std::vector<OptionProblem> check_options(const Options& o) {
     auto it = o.find(name);
     return it != o.end() && it->second.kind == Value::Kind::String ? it->second.s : dflt;
   };
+  std::set<std::string> shared;
+  if (auto it = o.find("shared_scale_ops"); it != o.end() && it->second.kind == Value::Kind::List)
+    for (const Value& v : it->second.list) shared.insert(v.s);
+  if (auto it = o.find("fixed_outputs"); it != o.end() && it->second.kind == Value::Kind::List) {
+    const std::vector<std::string> fixable = ops_with({Role::Binary, Role::Own, Role::Fixed});
+    for (const Value& v : it->second.list) {
+      std::string op;
+      float lo = 0, hi = 0;
+      if (!parse_fixed_output(v.s, op, lo, hi)) {
+        out.push_back({"fixed_outputs", "entry '" + v.s +
+                                            "' is not \"OP=MIN:MAX\" with MIN <= 0 <= MAX and MIN < MAX "
+                                            "(e.g. \"Sigmoid=0:1\")"});
+      } else if (std::find(fixable.begin(), fixable.end(), op) == fixable.end()) {
+        std::string list;
+        for (const auto& f : fixable) list += (list.empty() ? "" : ", ") + f;
+        out.push_back({"fixed_outputs", "entry '" + v.s + "': '" + op +
+                                            "' is not an op whose output quantize-static quantizes with its "
+                                            "own range (" +
+                                            list + ")"});
+      } else if (shared.count(op)) {
+        out.push_back({"fixed_outputs", "entry '" + v.s + "': '" + op +
+                                            "' is also in shared_scale_ops; an output cannot both share its "
+                                            "inputs' scale and have a fixed range"});
+      }
+    }
+  }
   if (str("format", "qdq") == "qoperator") {
     // QOperator kernels (QLinearConv, QLinearMatMul, QGemm, ...) take 8-bit codes only.
     const std::string act = str("activation_type", "uint8"), weight = str("weight_type", "int8");
@@ -209,6 +265,14 @@ Config parse_config(const Options& o) {
   for (const std::string& s : opt_list(o, kPass, "op_types", all_ops(true))) c.op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_op_types", {})) c.exclude_op_types.insert(s);
   for (const std::string& s : opt_list(o, kPass, "exclude_nodes", {})) c.exclude_nodes.insert(s);
+  for (const std::string& s : opt_list(o, kPass, "per_channel_ops", ops_with({Role::Compute})))
+    c.per_channel_ops.insert(s);
+  for (const std::string& s : opt_list(o, kPass, "shared_scale_ops", {})) c.shared_scale_ops.insert(s);
+  for (const std::string& s : opt_list(o, kPass, "fixed_outputs", {})) {
+    std::string op;
+    float lo = 0, hi = 0;
+    if (parse_fixed_output(s, op, lo, hi)) c.fixed_outputs[op] = {lo, hi};
+  }
   if (c.op_types.empty())
     throw Error(opt_where(o, "op_types") + "option 'op_types' is empty; nothing to quantize");
   return c;
@@ -403,6 +467,8 @@ class QuantizeStaticPass : public quant::RewritePass {
     std::map<std::string, quant::Range> ranges;            // their ranges (and constant inputs')
     std::set<std::string> const_acts;                      // constants in activation slots
     std::map<std::string, std::pair<float, float>> fixed;  // fixed output ranges
+    // What the runtime's constraints changed, per op type (for the notes).
+    std::map<std::string, size_t> per_tensor_by_op, fixed_by_op, shared_by_op;
     Groups groups;
     std::vector<Plan> plans;
     quant::Selection sel;
@@ -505,7 +571,9 @@ class QuantizeStaticPass : public quant::RewritePass {
             break;
           }
           p.weight = 1;
-          if (cfg.per_channel && rank >= 2) {
+          if (cfg.per_channel && rank >= 2 && !cfg.per_channel_ops.count(n.op_type)) {
+            ++per_tensor_by_op[n.op_type];
+          } else if (cfg.per_channel && rank >= 2) {
             if (rule->axis == kLastAxis) {
               p.axis = rank - 1;
             } else if (rule->axis == kGemmAxis) {
@@ -563,7 +631,9 @@ class QuantizeStaticPass : public quant::RewritePass {
           why = "input is both a graph input and a graph output", detail = "'" + v + "'";
         }
       }
-      if (why.empty() && rule->role != Role::Fixed && !table.find(out))
+      const auto fixed_cfg = cfg.fixed_outputs.find(n.op_type);
+      const bool fixed_out = rule->role == Role::Fixed || fixed_cfg != cfg.fixed_outputs.end();
+      if (why.empty() && !fixed_out && !table.find(out))
         why = "no calibrated range for the output (not a float activation the calibrate step saw)",
         detail = "'" + out + "'";
       if (!why.empty()) {
@@ -583,14 +653,21 @@ class QuantizeStaticPass : public quant::RewritePass {
         p.acts.push_back(k);
       }
       qvals.insert(out);
-      if (rule->role == Role::Fixed) {
-        ranges[out] = quant::Range{rule->fixed_min, rule->fixed_max};
-        fixed[out] = {rule->fixed_min, rule->fixed_max};
+      if (fixed_out) {
+        // The runtime's fixed range (profile fixed_outputs) wins over the op's own.
+        const std::pair<float, float> fr = fixed_cfg != cfg.fixed_outputs.end()
+                                               ? fixed_cfg->second
+                                               : std::make_pair(rule->fixed_min, rule->fixed_max);
+        ranges[out] = quant::Range{fr.first, fr.second};
+        fixed[out] = fr;
+        if (fixed_cfg != cfg.fixed_outputs.end()) ++fixed_by_op[n.op_type];
       } else {
         ranges[out] = *table.find(out);
       }
-      if (rule->role == Role::Move || rule->role == Role::Concat)
+      const bool shares = rule->role == Role::Move || rule->role == Role::Concat;
+      if (shares || cfg.shared_scale_ops.count(n.op_type))
         for (size_t k : slots) groups.join(out, n.inputs[k]);
+      if (!shares && cfg.shared_scale_ops.count(n.op_type)) ++shared_by_op[n.op_type];
       plans.push_back(std::move(p));
     }
 
@@ -916,6 +993,20 @@ class QuantizeStaticPass : public quant::RewritePass {
 
     quant::commit_rewrite(model, work, replaced, sel, stats, normalized, res);
     res.metrics["qdq_pairs"] = static_cast<double>(pairs);
+    auto by_op = [](const std::map<std::string, size_t>& m) {
+      std::string s;
+      for (const auto& [op, k] : m) s += (s.empty() ? "" : ", ") + std::to_string(k) + " " + op;
+      return s;
+    };
+    if (!per_tensor_by_op.empty())
+      res.notes.push_back("quantize-static: per-tensor weight scales for " + by_op(per_tensor_by_op) +
+                          " (not in per_channel_ops)");
+    if (!shared_by_op.empty())
+      res.notes.push_back("quantize-static: inputs and output share one scale for " + by_op(shared_by_op) +
+                          " (shared_scale_ops)");
+    if (!fixed_by_op.empty())
+      res.notes.push_back("quantize-static: fixed output ranges for " + by_op(fixed_by_op) +
+                          " (fixed_outputs)");
     if (wide_values) {
       res.metrics["wide_activations"] = static_cast<double>(wide_values);
       res.notes.push_back("quantize-static: " + std::to_string(wide_values) + " activation(s) in " +
@@ -996,8 +1087,9 @@ PassInfo quantize_static_pass_info() {
       "QDQ quantizer writes it (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, pooling and "
       "data-movement ops)";
   // 2: qoperator, implicit upgrade-opset; 3: equalize, bias_correction, weight_clip;
-  // 4: equalize by default only for per-tensor weights; 5: precision plans.
-  info.version = 5;
+  // 4: equalize by default only for per-tensor weights; 5: precision plans;
+  // 6: per_channel_ops, shared_scale_ops, fixed_outputs.
+  info.version = 6;
   info.needs_graph = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"},
                  {ArtifactKind::Table, "precision/1", true,
@@ -1036,6 +1128,18 @@ PassInfo quantize_static_pass_info() {
           "fold_batchnorm", OptType::Bool,
           "fold BatchNormalization into the Conv before it first (as ONNX Runtime's pre-processing does)",
           Value::of_bool(true)),
+      option_spec("per_channel_ops", OptType::List,
+                  "with per_channel: the op types whose weights get per-channel scales; the others' are per "
+                  "tensor (default: every op with a weight; a profile's per_channel_ops)",
+                  quant::string_list(ops_with({Role::Compute})), ops_with({Role::Compute})),
+      option_spec("shared_scale_ops", OptType::List,
+                  "op types whose quantized inputs and output share one scale and zero point (the union of "
+                  "their ranges), as some runtimes require (Concat and data-movement ops always do; default: "
+                  "a profile's shared_scale_ops)",
+                  {}, ops_with({Role::Binary, Role::Own, Role::Concat, Role::Move})),
+      option_spec("fixed_outputs", OptType::List,
+                  "\"OP=MIN:MAX\": the output range of OP when quantized, instead of the calibrated one "
+                  "(default: a profile's fixed_outputs; Sigmoid 0:1, Softmax 0:1 and Tanh -1:1 otherwise)"),
       option_spec("fold_relu", OptType::Bool,
                   "Relu/Clip right after a quantized op: quantize only the activation's output",
                   Value::of_bool(true)),
@@ -1064,7 +1168,8 @@ PassInfo quantize_static_pass_info() {
                   Value::of_bool(true)),
   };
   for (auto& o : info.options)
-    o.unordered = o.name == "op_types" || o.name == "exclude_op_types" || o.name == "exclude_nodes";
+    o.unordered = o.name == "op_types" || o.name == "exclude_op_types" || o.name == "exclude_nodes" ||
+                  o.name == "per_channel_ops" || o.name == "shared_scale_ops" || o.name == "fixed_outputs";
   info.validate = quant::validate_hook(check_options);
   info.factory = [] { return std::unique_ptr<Pass>(new QuantizeStaticPass()); };
   return info;

@@ -28,7 +28,10 @@ const std::vector<std::pair<std::string, Value>>& mirrored() {
       {"per_channel", Value::of_bool(false)},
       {"activation_symmetric", Value::of_bool(false)},
       {"weight_symmetric", Value()},
-      {"qdq_domain", Value::of_string("ai.onnx")}};
+      {"qdq_domain", Value::of_string("ai.onnx")},
+      {"per_channel_ops", Value()},
+      {"shared_scale_ops", Value()},
+      {"fixed_outputs", Value()}};
   return m;
 }
 
@@ -229,7 +232,13 @@ PassInfo pass_info() {
       option_spec("activation_symmetric", OptType::Bool, "ONNX: symmetric activation ranges" + same),
       option_spec("weight_symmetric", OptType::Bool, "ONNX: symmetric weights" + same),
       option_spec("qdq_domain", OptType::Enum, "ONNX: Q/DQ domain" + same, {}, {"ai.onnx", "com.microsoft"}),
+      option_spec("per_channel_ops", OptType::List, "ONNX: op types with per-channel weight scales" + same),
+      option_spec("shared_scale_ops", OptType::List,
+                  "ONNX: op types whose inputs and output share one scale" + same),
+      option_spec("fixed_outputs", OptType::List, "ONNX: \"OP=MIN:MAX\" fixed output ranges" + same),
   };
+  for (auto& o : info.options)
+    o.unordered = o.name == "per_channel_ops" || o.name == "shared_scale_ops" || o.name == "fixed_outputs";
   info.validate = validate;
   info.factory = [] { return std::unique_ptr<Pass>(new SelectPrecisionPass()); };
   return info;

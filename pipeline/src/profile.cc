@@ -8,6 +8,7 @@
 #include <toml++/toml.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -378,12 +379,19 @@ void derive_select_precision(Profile& p) {
     }
   }
   if (auto qs = p.defaults.find("quantize-static"); qs != p.defaults.end())
-    for (const char* o : {"activation_type", "weight_type", "per_channel", "activation_symmetric",
-                          "weight_symmetric", "qdq_domain"})
+    for (const char* o :
+         {"activation_type", "weight_type", "per_channel", "activation_symmetric", "weight_symmetric",
+          "qdq_domain", "per_channel_ops", "shared_scale_ops", "fixed_outputs"})
       if (auto it = qs->second.find(o); it != qs->second.end() && !p.defaults[pass].count(o)) {
         p.defaults[pass][o] = it->second;
         p.derived.insert({pass, o});
       }
+  if (auto qs = p.allowed.find("quantize-static"); qs != p.allowed.end())
+    if (auto it = qs->second.find("per_channel_ops");
+        it != qs->second.end() && !p.defaults[pass].count(it->first)) {
+      p.defaults[pass][it->first] = it->second;
+      p.derived.insert({pass, it->first});
+    }
   if (p.allowed.count(pass) && p.allowed[pass].empty()) p.allowed.erase(pass);
   if (p.defaults.count(pass) && p.defaults[pass].empty()) p.defaults.erase(pass);
 }
@@ -457,6 +465,24 @@ void derive_allowed(Profile& p) {
     allow("quantize-dynamic", "per_channel", bool_list(false, at));
   }
   if (!o.quantized_ops.empty()) allow("quantize-static", "op_types", string_list(o.quantized_ops, at));
+  // Per-channel weights only where the runtime takes them; shared scales and
+  // fixed output ranges as quantize-static's defaults (check_artifact verifies
+  // the artifact keeps them).
+  allow("quantize-static", "per_channel_ops", string_list(o.per_channel_ops, at));
+  auto dflt = [&](const std::string& option, Value list) {
+    auto& slot = p.defaults["quantize-static"];
+    if (list.list.empty() || slot.count(option)) return;
+    slot[option] = std::move(list);
+    p.derived.insert({"quantize-static", option});
+  };
+  dflt("shared_scale_ops", string_list(o.shared_scale_ops, at));
+  std::vector<std::string> fixed;
+  for (const auto& [op, r] : o.fixed_outputs) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%s=%.9g:%.9g", op.c_str(), r.first, r.second);
+    fixed.push_back(buf);
+  }
+  dflt("fixed_outputs", string_list(fixed, at));
   if (!o.pairs.empty()) {
     Combinations c;
     c.options = {"activation_type", "weight_type"};

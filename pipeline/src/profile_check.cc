@@ -5,7 +5,11 @@
 // QuantizeLinear's zero point gives an activation's type, a
 // DequantizeLinear of an initializer a weight's; QLinear* nodes carry both.
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -75,6 +79,44 @@ bool is_weight_slot(const Node& node, const std::string& value) {
   static const char* ops[] = {"Conv", "ConvTranspose", "Gemm", "MatMul"};
   if (std::find(std::begin(ops), std::end(ops), node.op_type) == std::end(ops)) return false;
   return node.inputs.size() > 1 && node.inputs[1] == value;
+}
+
+// The integer range of a code type.
+std::pair<double, double> code_range(ElemType t) {
+  switch (t) {
+    case ElemType::I8: return {-128, 127};
+    case ElemType::U16: return {0, 65535};
+    case ElemType::I16: return {-32768, 32767};
+    case ElemType::U4: return {0, 15};
+    case ElemType::I4: return {-8, 7};
+    default: return {0, 255};
+  }
+}
+
+// A QuantizeLinear's or DequantizeLinear's parameters, when constant.
+struct QParams {
+  ElemType type = ElemType::U8;
+  std::vector<float> scales;
+  std::vector<int64_t> zeros;
+};
+std::optional<QParams> params_of(const Model& m, const Node& n) {
+  const Tensor* s = n.inputs.size() > 1 ? m.tensor(n.inputs[1]) : nullptr;
+  if (!s || s->type != ElemType::F32) return std::nullopt;
+  BlobPtr b = s->bytes();
+  if (!b) return std::nullopt;
+  QParams p;
+  p.scales.resize(static_cast<size_t>(s->numel()));
+  std::memcpy(p.scales.data(), b->data(), p.scales.size() * sizeof(float));
+  const Tensor* z = n.inputs.size() > 2 && !n.inputs[2].empty() ? m.tensor(n.inputs[2]) : nullptr;
+  p.type = z ? z->type : ElemType::U8;
+  p.zeros = zero_points(z);
+  return p;
+}
+
+std::string fmt_g(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
 }
 
 }  // namespace
@@ -232,6 +274,47 @@ std::vector<std::string> check_artifact(const Model& m, const Profile& p) {
               " weights, not a pair the profile allows");
     if (quantized_out && !o.quantized_ops.empty() && !listed(o.quantized_ops, n.op_type))
       problem(where + " is quantized, but the profile's runtime does not run " + n.op_type + " in integers");
+    if (!quantized_out) continue;
+    // The output's QuantizeLinear: its scale and zero point.
+    const Node* q = nullptr;
+    for (const Node* r : readers[n.outputs[0]])
+      if (r->op_type == "QuantizeLinear") q = r;
+    const auto qp = q ? params_of(m, *q) : std::nullopt;
+    if (!qp) continue;
+    if (auto f = o.fixed_outputs.find(n.op_type); f != o.fixed_outputs.end()) {
+      // The range [MIN, MAX] the runtime fixes, coded with either zero-point
+      // policy: asymmetric (scale (MAX - MIN) / (qmax - qmin)) or symmetric
+      // about 0 (scale max(|MIN|, |MAX|) / qmax, as with zero_point_zero).
+      const auto [qmin, qmax] = code_range(qp->type);
+      const double lo = f->second.first, hi = f->second.second;
+      const double s_asym = (hi - lo) / (qmax - qmin), s_sym = std::max(-lo, hi) / qmax;
+      const double z_asym = std::round(qmin - lo / s_asym);
+      auto close = [](double a, double b) {
+        return std::fabs(a - b) <= 1e-5 * std::max(std::fabs(b), 1e-12);
+      };
+      const bool ok = qp->scales.size() == 1 && ((close(qp->scales[0], s_asym) && qp->zeros[0] == z_asym) ||
+                                                 (close(qp->scales[0], s_sym) && qp->zeros[0] == 0));
+      if (!ok)
+        problem(where + ": its output is quantized with scale " + fmt_g(qp->scales[0]) + ", zero point " +
+                std::to_string(qp->zeros[0]) + "; the profile fixes " + n.op_type + "'s output range to [" +
+                fmt_g(lo) + ", " + fmt_g(hi) + "] (scale " + fmt_g(s_asym) + ", zero point " +
+                std::to_string(static_cast<int64_t>(z_asym)) + ")");
+    }
+    if (listed(o.shared_scale_ops, n.op_type))
+      for (const auto& in : n.inputs) {
+        auto pr = producer.find(in);
+        if (pr == producer.end() || pr->second->op_type != "DequantizeLinear" ||
+            m.tensor(pr->second->inputs[0]))
+          continue;
+        const auto ip = params_of(m, *pr->second);
+        if (ip && (ip->scales != qp->scales || ip->zeros != qp->zeros)) {
+          problem(where + ": input '" + in + "' has scale " + fmt_g(ip->scales.empty() ? 0 : ip->scales[0]) +
+                  " and its output scale " + fmt_g(qp->scales.empty() ? 0 : qp->scales[0]) +
+                  "; the profile's runtime needs one scale and zero point for " + n.op_type +
+                  "'s inputs and output (shared_scale_ops)");
+          break;
+        }
+      }
   }
   return problems;
 }

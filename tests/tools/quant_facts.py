@@ -13,7 +13,9 @@ Prints one JSON object:
    "constants": [...],                                                    # other DequantizeLinear of initializers
    "biases": n,                                                           # int32 DequantizeLinear
    "qlinear_ops": ["QLinearConv", ...],
-   "pairs": [["uint8", "int8", "Conv"], ...]}                             # activation and weight types met at a node
+   "pairs": [["uint8", "int8", "Conv"], ...],                            # activation and weight types met at a node
+   "nodes": [{"node": "add", "op": "Add", "inputs": [[scale, zp], ..],    # QDQ: a quantized node's activation inputs'
+              "output": [scale, zp]}]}                                     # and output's (scalar) parameters
 """
 import json
 import sys
@@ -85,6 +87,26 @@ def main():
                     w = t
         if a and w:
             facts["pairs"].append([a, w, n.op_type])
+
+    def scalar_params(q):
+        if q.input[1] not in inits:
+            return None
+        s = numpy_helper.to_array(inits[q.input[1]]).ravel()
+        return [float(s[0]), zp(q)[1][0]] if s.size == 1 else None
+
+    facts["nodes"] = []
+    for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") or not n.output:
+            continue
+        q = next((r for r in readers.get(n.output[0], []) if r.op_type == "QuantizeLinear"), None)
+        if q is None:
+            continue
+        ins = []
+        for i in n.input:
+            p = producer.get(i)
+            if p is not None and p.op_type == "DequantizeLinear" and p.input[0] not in inits:
+                ins.append(scalar_params(p))
+        facts["nodes"].append({"node": n.name, "op": n.op_type, "inputs": ins, "output": scalar_params(q)})
     print(json.dumps(facts))
 
 

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
+#include <set>
 
 #include "test_util.h"
 
@@ -22,7 +23,7 @@ using namespace qforge;
 
 namespace {
 
-std::string qforge() { return test::shell_quote(QFORGE_BIN); }
+std::string qforge_cmd() { return test::shell_quote(QFORGE_BIN); }
 std::string tool(const std::string& name) {
   return test::shell_quote((fs::path(QFORGE_BIN).parent_path() / name).string());
 }
@@ -141,40 +142,41 @@ TEST_CASE("--shared-only builds the steps two or more targets share, and nothing
   test::TempDir d("qforge_shared_only_");
   make_onnx_project(d.path);
   int st = 0;
-  std::string out = sh(d.path, qforge() + " build --shared-only", st);
+  std::string out = sh(d.path, qforge_cmd() + " build --shared-only", st);
   INFO(out);
   REQUIRE(st == 0);
-  CHECK_THAT(out, Catch::Contains("--shared-only: 1 step(s) built, 0 failed; no target emitted"));
+  // The calibration and the import it reads.
+  CHECK_THAT(out, Catch::Contains("--shared-only: 2 step(s) built, 0 failed; no target emitted"));
   CHECK_FALSE(fs::exists(d / "dist/mlp-uint8.onnx"));
   CHECK_FALSE(fs::exists(d / "dist/report.json"));
   // Run again: the shared step is cached, nothing runs.
-  out = sh(d.path, qforge() + " build --shared-only", st);
+  out = sh(d.path, qforge_cmd() + " build --shared-only", st);
   CHECK(st == 0);
   CHECK_THAT(out, Catch::Contains("0 step(s) built"));
   // The targets then load the calibration instead of running it, and equal a --no-cache build.
-  out = sh(d.path, qforge() + " build --explain", st);
+  out = sh(d.path, qforge_cmd() + " build --explain", st);
   REQUIRE(st == 0);
   CHECK_THAT(out, Catch::Contains("load calibrate mlp"));
   CHECK_THAT(out, Catch::Contains("2 built"));
   const auto cached_a = test::slurp(d / "dist/mlp-uint8.onnx"),
              cached_b = test::slurp(d / "dist/mlp-int8.onnx");
   fs::remove_all(d.path / "dist");
-  REQUIRE(sh(d.path, qforge() + " build --no-cache", st).size() > 0);
+  REQUIRE(sh(d.path, qforge_cmd() + " build --no-cache", st).size() > 0);
   REQUIRE(st == 0);
   CHECK(test::slurp(d / "dist/mlp-uint8.onnx") == cached_a);
   CHECK(test::slurp(d / "dist/mlp-int8.onnx") == cached_b);
   CHECK_FALSE(cached_a.empty());
   // Usage errors.
-  CHECK(sh(d.path, qforge() + " build --shared-only --no-cache", st).find("keep nothing") !=
+  CHECK(sh(d.path, qforge_cmd() + " build --shared-only --no-cache", st).find("keep nothing") !=
         std::string::npos);
   CHECK(st == 2);
-  CHECK(sh(d.path, qforge() + " build --on slurm --no-cache", st).find("through the cache") !=
+  CHECK(sh(d.path, qforge_cmd() + " build --on slurm --no-cache", st).find("through the cache") !=
         std::string::npos);
   CHECK(st == 2);
-  CHECK(sh(d.path, qforge() + " build --partition debug", st).find("go with --on slurm") !=
+  CHECK(sh(d.path, qforge_cmd() + " build --partition debug", st).find("go with --on slurm") !=
         std::string::npos);
   CHECK(st == 2);
-  CHECK(sh(d.path, qforge() + " build --on kubernetes", st).size() > 0);
+  CHECK(sh(d.path, qforge_cmd() + " build --on kubernetes", st).size() > 0);
   CHECK(st == 2);
 }
 
@@ -183,8 +185,8 @@ TEST_CASE("--on slurm --dry-run prints the scripts and sbatch commands and submi
   test::TempDir d("qforge_slurm_dry_");
   make_onnx_project(d.path);
   int st = 0;
-  const std::string out =
-      sh(d.path, "SLURM_CONF=/nonexistent " + qforge() + " build --on slurm --dry-run --partition p1", st);
+  const std::string out = sh(
+      d.path, "SLURM_CONF=/nonexistent " + qforge_cmd() + " build --on slurm --dry-run --partition p1", st);
   INFO(out);
   REQUIRE(st == 0);
   CHECK_THAT(out, Catch::Contains("2 of 2 targets to build, 1 shared step(s)"));
@@ -200,7 +202,7 @@ TEST_CASE("--on slurm without sbatch on PATH is a clear error", "[slurm][cli]") 
   test::TempDir d("qforge_slurm_nosbatch_");
   make_onnx_project(d.path);
   int st = 0;
-  const std::string out = sh(d.path, "PATH=/nonexistent " + qforge() + " build --on slurm", st);
+  const std::string out = sh(d.path, "PATH=/nonexistent " + qforge_cmd() + " build --on slurm", st);
   CHECK(st == 1);
   CHECK_THAT(out, Catch::Contains("--on slurm needs Slurm's 'sbatch' on PATH"));
   CHECK_FALSE(fs::exists(d / "dist/mlp-uint8.onnx"));
@@ -226,12 +228,12 @@ TEST_CASE("a single-node Slurm builds GGUF variants as a job array, equal to a l
     REQUIRE(st == 0);
     std::ofstream(d->path / "qforge.toml") << kGgufManifest;
   }
-  std::string out = sh(local.path, qforge() + " build --no-cache", st);
+  std::string out = sh(local.path, qforge_cmd() + " build --no-cache", st);
   INFO(out);
   REQUIRE(st == 0);
 
   auto t0 = std::chrono::steady_clock::now();
-  out = sh(remote.path, qforge() + " build --on slurm", st);
+  out = sh(remote.path, qforge_cmd() + " build --on slurm", st);
   const double slurm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   INFO(out);
   REQUIRE(st == 0);
@@ -268,7 +270,7 @@ TEST_CASE("a single-node Slurm builds GGUF variants as a job array, equal to a l
   CHECK(kept);
 
   // Nothing changed: nothing is submitted, and the report says cached.
-  out = sh(remote.path, qforge() + " build --on slurm", st);
+  out = sh(remote.path, qforge_cmd() + " build --on slurm", st);
   CHECK(st == 0);
   CHECK_THAT(out, Catch::Contains("nothing to submit: every target is cached"));
   CHECK_THAT(out, Catch::Contains("0 built, 6 cached"));
@@ -287,7 +289,7 @@ name = "broken"
 model = "llm"
 pipeline = [ { pass = "quantize-gguf", type = "Q4_0", imatrix = "bad.imatrix" } ]
 )";
-  out = sh(remote.path, qforge() + " build -f bad.toml --on slurm", st);
+  out = sh(remote.path, qforge_cmd() + " build -f bad.toml --on slurm", st);
   INFO(out);
   CHECK(st == 1);
   CHECK_THAT(out, Catch::Contains("error: target 'broken': Slurm task"));
@@ -312,9 +314,9 @@ TEST_CASE("on Slurm, the shared calibration runs as one job and the targets afte
   make_onnx_project(local.path);
   make_onnx_project(remote.path);
   int st = 0;
-  std::string out = sh(local.path, qforge() + " build --no-cache", st);
+  std::string out = sh(local.path, qforge_cmd() + " build --no-cache", st);
   REQUIRE(st == 0);
-  out = sh(remote.path, qforge() + " build --on slurm --sbatch-arg=--time=10", st);
+  out = sh(remote.path, qforge_cmd() + " build --on slurm --sbatch-arg=--time=10", st);
   INFO(out);
   REQUIRE(st == 0);
   CHECK_THAT(out, Catch::Contains("1 shared step(s)"));

@@ -4,6 +4,9 @@
 // variants after a shared calibration job; artifacts equal a local
 // --no-cache build's, the report carries the job ids, and a failing task fails
 // the build with its log.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -15,6 +18,7 @@
 #include <random>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "test_util.h"
 
@@ -138,7 +142,8 @@ void make_onnx_project(const fs::path& d) {
 
 }  // namespace
 
-TEST_CASE("--shared-only builds the steps two or more targets share, and nothing else", "[slurm][cli]") {
+TEST_CASE("build --shared-only builds the steps two or more targets share, and nothing else",
+          "[slurm][cli]") {
   test::TempDir d("qforge_shared_only_");
   make_onnx_project(d.path);
   int st = 0;
@@ -180,7 +185,8 @@ TEST_CASE("--shared-only builds the steps two or more targets share, and nothing
   CHECK(st == 2);
 }
 
-TEST_CASE("--on slurm --dry-run prints the scripts and sbatch commands and submits nothing", "[slurm][cli]") {
+TEST_CASE("build --on slurm --dry-run prints the scripts and sbatch commands and submits nothing",
+          "[slurm][cli]") {
   // Needs no cluster: nothing is submitted (sbatch is not even looked for).
   test::TempDir d("qforge_slurm_dry_");
   make_onnx_project(d.path);
@@ -198,7 +204,7 @@ TEST_CASE("--on slurm --dry-run prints the scripts and sbatch commands and submi
   CHECK_FALSE(fs::exists(d / "dist"));
 }
 
-TEST_CASE("--on slurm without sbatch on PATH is a clear error", "[slurm][cli]") {
+TEST_CASE("build --on slurm without sbatch on PATH is a clear error", "[slurm][cli]") {
   test::TempDir d("qforge_slurm_nosbatch_");
   make_onnx_project(d.path);
   int st = 0;
@@ -339,4 +345,38 @@ TEST_CASE("on Slurm, the shared calibration runs as one job and the targets afte
   }
   CHECK(std::regex_match(shared_job, std::regex("[0-9]+")));
   CHECK(std::stol(array_job) > std::stol(shared_job));
+
+  // Ctrl-C while the jobs wait (held back by --begin) cancels them.
+  fs::remove_all(remote.path / ".qforge");
+  const fs::path log = remote.path / "interrupted.out";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::chdir(remote.path.c_str()) != 0) ::_exit(127);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl(QFORGE_BIN, QFORGE_BIN, "build", "--on", "slurm", "--sbatch-arg=--begin=now+300",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::smatch m;
+  std::string text;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    text = text_of(log);
+    if (std::regex_search(text, m, std::regex("submitted job array ([0-9]+)"))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(text);
+  REQUIRE(!m.empty());
+  const std::string array = m[1];
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 1));
+  CHECK_THAT(text_of(log), Catch::Contains("interrupted: cancelled Slurm job(s) "));
+  const std::string states = sh(remote.path, "squeue -h -r --states=all -o %T -j " + array, st);
+  INFO(states);
+  CHECK(st == 0);
+  CHECK(std::regex_match(states, std::regex("(CANCELLED\n)+")));
 }

@@ -346,6 +346,20 @@ TEST_CASE("on Slurm, the shared calibration runs as one job and the targets afte
   CHECK(std::regex_match(shared_job, std::regex("[0-9]+")));
   CHECK(std::stol(array_job) > std::stol(shared_job));
 
+  // The shared job fails (a calibration sample of the wrong size): the array
+  // is cancelled and every target fails with the shared job's log.
+  write_npy(remote.path / "cal/bad.npy", {1, 7}, std::vector<float>(7, 1.f));
+  out = sh(remote.path, qforge_cmd() + " build --on slurm", st);
+  {
+    INFO(out);
+    CHECK(st == 1);
+    CHECK_THAT(out, Catch::Contains("error: target 'mlp-uint8': not built: the shared steps' job"));
+    CHECK_THAT(out, Catch::Contains("error: target 'mlp-int8': not built: the shared steps' job"));
+    CHECK_THAT(out, Catch::Contains("ended FAILED"));
+    CHECK_THAT(out, Catch::Contains("bad.npy"));  // the calibration's own error, from the job's log
+  }
+  fs::remove(remote.path / "cal/bad.npy");
+
   // Ctrl-C while the jobs wait (held back by --begin) cancels them.
   fs::remove_all(remote.path / ".qforge");
   const fs::path log = remote.path / "interrupted.out";

@@ -242,9 +242,9 @@ int build_on_slurm(const Plan& plan, StatCache& stats, const SlurmArgs& a) {
       sq(dir + "/targets.txt") +
       ")\n"
       "if [ -z \"$target\" ]; then\n"
-      "  echo \"qforge: no target at index ${SLURM_ARRAY_TASK_ID:-(unset)} of " +
-      dir +
-      "/targets.txt\" >&2\n"
+      "  echo \"qforge: no target at index ${SLURM_ARRAY_TASK_ID:-(unset)} of \"" +
+      sq(dir + "/targets.txt") +
+      " >&2\n"
       "  exit 1\nfi\n"
       "echo \"qforge: task ${SLURM_ARRAY_TASK_ID} builds target '$target'\"\ncd " +
       sq(m.dir) + "\nexec " + qforge + " build -f " + sq(manifest) + " --target \"$target\"" + common + "\n";
@@ -338,8 +338,10 @@ int build_on_slurm(const Plan& plan, StatCache& stats, const SlurmArgs& a) {
     const bool tty = ::isatty(2) == 1;
     const auto t0 = Clock::now();
     std::string last_line;
-    int failed_polls = 0;
+    int failed_polls = 0;  // squeue failures in a row, since first_failure
+    Clock::time_point first_failure;
     bool cancelled_dependents = false;
+    const bool has_sacct = on_path("sacct");
     while (true) {
       if (interrupted) {
         run_program({"scancel", array_id});
@@ -353,9 +355,11 @@ int build_on_slurm(const Plan& plan, StatCache& stats, const SlurmArgs& a) {
       std::string ids = array_id + (shared_id.empty() ? "" : "," + shared_id);
       Output o = run_program({"squeue", "-h", "-r", "--states=all", "-j", ids, "-o", "%i|%T|%r"});
       if (o.status != 0) {
-        if (++failed_polls == 1)
+        if (++failed_polls == 1) {
+          first_failure = Clock::now();
           std::fprintf(stderr, "warning: squeue failed: %s (retrying)\n", trim(o.err).c_str());
-        if (failed_polls * 2 > 120)
+        }
+        if (Clock::now() - first_failure > std::chrono::minutes(2))
           throw Error("squeue has failed for two minutes: " + trim(o.err) + "; jobs " + ids +
                       " may still run (scancel them, or see their logs in " + dir + ")");
       } else {
@@ -373,9 +377,22 @@ int build_on_slurm(const Plan& plan, StatCache& stats, const SlurmArgs& a) {
           it->second.misses = 0;
           listed.insert(it->first);
         }
-        // A job no longer listed (its record expired) is over; the cache says how it went.
-        for (auto& [id, j] : jobs)
-          if (!listed.count(id) && !finished(j.state) && ++j.misses >= 3) j.state = "GONE";
+        // A job no longer listed (its record expired) is over: sacct knows how
+        // it ended when the cluster keeps accounting, else the cache says.
+        for (auto& [id, j] : jobs) {
+          if (listed.count(id) || finished(j.state) || ++j.misses < 3) continue;
+          j.state = "GONE";
+          if (!has_sacct) continue;
+          Output acct = run_program({"sacct", "-n", "-P", "-X", "-j", id, "-o", "JobID,State"});
+          std::istringstream as(acct.out);
+          std::string al;
+          while (acct.status == 0 && std::getline(as, al))
+            if (al.rfind(id + "|", 0) == 0) {
+              std::string state = trim(al.substr(id.size() + 1));
+              state = state.substr(0, state.find(' '));  // "CANCELLED by 0"
+              if (finished(state)) j.state = state;
+            }
+        }
       }
       // The shared job failed: the array would wait forever (DependencyNeverSatisfied).
       bool dependency_lost = !shared_id.empty() && finished(jobs[shared_id].state) &&

@@ -8,10 +8,11 @@ QFORGE      = $(BUILD)/bin/qforge
 PYTHON      = $(BUILD)/venv/bin/python
 NPM_DIR     = $(BUILD)/deps
 
+# slurm-wlm and munge: tests/slurm_test.cc starts a single-node Slurm (tests/tools/slurm_cluster.sh).
 DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
   libboost-dev libboost-filesystem-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev \
   libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libstb-dev libdnnl-dev \
-  chromium
+  chromium slurm-wlm munge
 
 # Runtimes the interop tests check artifacts with (pinned); onnx for the
 # bench (bench/quantize_static runs ONNX Runtime's quantize_static, which needs it).

@@ -25,6 +25,7 @@
 #include "qforge/registry.h"
 #include "qforge/status.h"
 #include "run_cmd.h"
+#include "slurm_cmd.h"
 
 namespace fs = std::filesystem;
 using namespace qforge;
@@ -279,6 +280,11 @@ struct BuildArgs {
   bool dry_run = false, explain = false, no_cache = false, json = false, verbose = false, strict = false;
   bool summary_only = false;  // `qforge quantize`: one line, not the target table
   bool plan_only = false;     // `qforge plan`
+  bool shared_only = false;   // --shared-only
+  std::string on;             // --on slurm
+  std::string partition;      // --partition (with --on slurm)
+  std::vector<std::string> sbatch_args;
+  std::vector<std::string> plugins;  // --plugin, for the jobs --on starts
 };
 
 Manifest load_checked(const BuildArgs& a, Diagnostics& diags) {
@@ -306,6 +312,21 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
     std::fputs("error: warnings are errors (--strict)\n", stderr);
     return 1;
   }
+  if (a.on == "slurm") {
+    if (!a.no_cache) fs::create_directories(m.cache_dir, ec);
+    cli::SlurmArgs sa;
+    sa.partition = a.partition;
+    sa.sbatch_args = a.sbatch_args;
+    sa.plugins = a.plugins;
+    sa.manifest = a.manifest;
+    sa.targets = a.targets;
+    sa.threads = a.threads;
+    sa.dry_run = a.dry_run;
+    sa.explain = a.explain;
+    sa.strict = a.strict;
+    sa.verbose = a.verbose;
+    return cli::build_on_slurm(plan, stats, sa);
+  }
   const bool quiet_plan = a.json || (!a.dry_run && a.plan_only);
   auto progress = quiet_plan ? std::unique_ptr<Progress>(new NullProgress())
                              : make_console_progress(a.verbose || a.explain || a.dry_run);
@@ -316,12 +337,22 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
   bo.explain = a.explain;
   bo.no_cache = a.no_cache;
   bo.strict = a.strict;
+  bo.shared_only = a.shared_only;
   if (!a.no_cache && !bo.dry_run) fs::create_directories(m.cache_dir, ec);
   BuildResult r = run_build(plan, bo, stats, *progress);
   if (!a.no_cache && !bo.dry_run) stats.save();
   if (a.plan_only) {
     std::fputs((a.json ? plan_json(plan, r) : plan_text(plan, r)).c_str(), stdout);
     return 0;
+  }
+  if (a.shared_only && !a.dry_run) {
+    size_t built = 0, failed = 0;
+    for (const auto& s : r.steps) {
+      built += s.status == "built";
+      failed += s.status == "failed";
+    }
+    std::printf("--shared-only: %zu step(s) built, %zu failed; no target emitted\n", built, failed);
+    return failed ? 1 : 0;
   }
   if (a.dry_run) {
     size_t run = 0;
@@ -388,6 +419,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   build->add_flag("--strict", b.strict, "Warnings are errors (also [build] strict = true)");
   build->add_flag("-v,--verbose", b.verbose, "Print a line per step");
+  build->add_flag("--shared-only", b.shared_only,
+                  "Build only the steps two or more targets share (and the cache keeps), emit no target");
+  build->add_option("--on", b.on, "Run the build on a cluster: slurm (docs/scale.md)")
+      ->check(CLI::IsMember({"slurm"}));
+  build->add_option("--partition", b.partition, "--on slurm: the partition the jobs run in");
+  build
+      ->add_option("--sbatch-arg", b.sbatch_args,
+                   "--on slurm: an option for every sbatch, as --sbatch-arg=--time=30 (repeatable)")
+      ->allow_extra_args(false);
 
   BuildArgs p;
   auto* plan = app.add_subcommand("plan", "Print the build graph: nodes, what is cached, what will run");
@@ -484,6 +524,21 @@ int main(int argc, char** argv) {
     if (*compare)
       return cli::cmd_compare(env.registry, import_file(env, cmp_ref), import_file(env, cmp_cand), ca);
     if (*build) {
+      b.plugins = plugin_args;
+      if (b.on.empty() && (!b.partition.empty() || !b.sbatch_args.empty())) {
+        std::fputs("error: --partition and --sbatch-arg go with --on slurm\n", stderr);
+        return 2;
+      }
+      if (!b.on.empty() && (b.no_cache || b.shared_only)) {
+        std::fprintf(
+            stderr, "error: --on %s cannot be used with %s: its jobs share their results through the cache\n",
+            b.on.c_str(), b.no_cache ? "--no-cache" : "--shared-only");
+        return 2;
+      }
+      if (b.shared_only && b.no_cache) {
+        std::fputs("error: --shared-only with --no-cache would build steps and keep nothing\n", stderr);
+        return 2;
+      }
       Diagnostics diags;
       Manifest m = load_checked(b, diags);
       if (m.path.empty()) {  // unreadable

@@ -261,6 +261,7 @@ class Builder {
   }
 
   void decide() {
+    if (opts_.shared_only) return decide_shared();
     for (const auto& t : plan_.targets) {
       const PlanNode& e = plan_.nodes[t.emit];
       NodeState& s = st_[t.emit];
@@ -293,6 +294,11 @@ class Builder {
         s.bpw = entry->bits_per_weight;
         continue;
       }
+      if (opts_.cached_only) {  // built elsewhere (a Slurm task): never here
+        s.st = St::Failed;
+        s.error = "its result is not in the cache (" + (s.why.empty() ? why_not : s.why) + ")";
+        continue;
+      }
       s.st = St::Run;
       if (s.why.empty())
         s.why = opts_.no_cache ? "--no-cache"
@@ -303,7 +309,26 @@ class Builder {
     }
   }
 
-  // Node `i`'s result is needed by node `by`: load it from the cache or run it.
+  // --shared-only: the stored nodes (not emits) that serve two or more
+  // targets, and what they need. A shared node already cached is left alone
+  // unless a node that runs reads it.
+  void decide_shared() {
+    for (size_t i = 0; i < plan_.nodes.size(); ++i) {
+      const PlanNode& n = plan_.nodes[i];
+      if (n.kind != PlanNode::Kind::Emit && n.store && n.targets.size() >= 2) demand(static_cast<int>(i), -1);
+    }
+    for (size_t i = 0; i < st_.size(); ++i) {
+      if (st_[i].st != St::Load) continue;
+      bool read = false;
+      for (size_t j = 0; j < st_.size() && !read; ++j)
+        if (st_[j].st == St::Run)
+          for (int in : plan_.nodes[j].inputs) read = read || in == static_cast<int>(i);
+      if (!read) st_[i].st = St::Cached;
+    }
+  }
+
+  // Node `i`'s result is needed by node `by` (-1: by --shared-only): load it
+  // from the cache or run it.
   void demand(int i, int by) {
     if (i < 0 || st_[i].st != St::Unneeded) return;
     const PlanNode& n = plan_.nodes[i];
@@ -324,7 +349,8 @@ class Builder {
       }
     }
     s.st = St::Run;
-    const std::string need = "needed by " + plan_.nodes[by].label;
+    const std::string need = by < 0 ? "shared by " + std::to_string(n.targets.size()) + " targets"
+                                    : "needed by " + plan_.nodes[by].label;
     s.why = opts_.no_cache ? need + " (--no-cache)" : n.store ? need + " (" + why_not + ")" : need;
     for (int in : n.inputs) demand(in, i);
     if (needs_reference(i)) demand(import_of(i), i);
@@ -742,6 +768,7 @@ class Builder {
       result.steps.push_back(s);
     }
     for (const auto& t : plan_.targets) {
+      if (opts_.shared_only) break;  // no target is emitted
       const PlanNode& e = plan_.nodes[t.emit];
       const NodeState& es = st_[t.emit];
       TargetResult r;

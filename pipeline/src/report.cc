@@ -100,6 +100,7 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     if (!t.error.empty()) {
       o["error"] = t.error;
     }
+    if (!t.slurm_job.empty()) o["slurm_job"] = t.slurm_job;
     targets.push_back(o);
   }
   Json steps = Json::array();
@@ -119,6 +120,7 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     o["status"] = s.status;
     o["seconds"] = Json(std::stod(fmt_num(s.seconds, "%.3f")));
     if (s.threads > 0) o["threads"] = s.threads;
+    if (!s.slurm_job.empty()) o["slurm_job"] = s.slurm_job;
     steps.push_back(o);
   }
   j["targets"] = targets;

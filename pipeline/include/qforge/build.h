@@ -107,6 +107,13 @@ struct BuildOptions {
   bool strict = false;  // warnings are errors (also [build] strict)
   bool write_report = true;
   bool quiet = false;
+  // Only the steps several targets share (`qforge build --shared-only`): the
+  // nodes other than emits that serve two or more targets and whose result the
+  // cache keeps, with what they need; no target is emitted.
+  bool shared_only = false;
+  // Every target must come from the cache (`--on slurm` gathering what its
+  // tasks built): a target whose result is not cached fails instead of being built.
+  bool cached_only = false;
 };
 
 // A Table one of a target's steps made, kept for the reports: the precision
@@ -134,6 +141,7 @@ struct TargetResult {
   std::vector<SkipRecord> skipped;
   std::vector<ReportTable> tables;  // in step order
   std::string error;
+  std::string slurm_job;  // `--on slurm`: the array task that built it ("123_4")
 };
 
 struct StepResult {
@@ -143,8 +151,9 @@ struct StepResult {
   std::vector<std::string> targets;
   std::string status;  // "built", "cached", "failed", "skipped", "planned"
   double seconds = 0;
-  int threads = 0;  // threads the step was given (0: it did not run)
-  std::string why;  // --explain
+  int threads = 0;        // threads the step was given (0: it did not run)
+  std::string why;        // --explain
+  std::string slurm_job;  // `--on slurm`: the job that ran it, when one did
 };
 
 struct BuildResult {

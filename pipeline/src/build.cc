@@ -261,6 +261,7 @@ class Builder {
   }
 
   void decide() {
+    if (opts_.shared_only) return decide_shared();
     for (const auto& t : plan_.targets) {
       const PlanNode& e = plan_.nodes[t.emit];
       NodeState& s = st_[t.emit];
@@ -300,6 +301,38 @@ class Builder {
                     ? why_not
                     : why_rebuild(plan_, t.emit, cache_ ? cache_->read_record(t.decl.name) : std::nullopt);
       for (int in : e.inputs) demand(in, t.emit);
+    }
+  }
+
+  // --shared-only: the goals are the shared steps the cache keeps (a shared
+  // step it does not keep, such as an import, would be lost when the build
+  // ends: it runs only when a kept one needs it). Consumers come after their
+  // inputs in the plan, so walking backwards demands an input (to load it)
+  // before it is considered as a goal of its own.
+  void decide_shared() {
+    for (size_t k = plan_.nodes.size(); k-- > 0;) {
+      const PlanNode& n = plan_.nodes[k];
+      NodeState& s = st_[k];
+      if (!n.shared || !n.store || s.st != St::Unneeded) continue;
+      std::string why_not = "not in the cache";
+      if (cache_) {
+        if (auto entry = cache_->lookup(n.key, &why_not)) {
+          std::string err = cache_->verify(*entry);
+          if (err.empty()) {
+            s.st = St::Cached;
+            s.why =
+                "up to date (cached " + std::string(name_of(n.produces)) + " " + n.key.substr(0, 12) + ")";
+            s.entry = entry;
+            continue;
+          }
+          progress_.warn(err + "; recomputing " + n.label);
+          why_not = "cache entry corrupt (" + err + ")";
+        }
+      }
+      s.st = St::Run;
+      s.why = opts_.no_cache ? "shared step (--no-cache)" : "shared step (" + why_not + ")";
+      for (int in : n.inputs) demand(in, static_cast<int>(k));
+      if (needs_reference(k)) demand(import_of(k), static_cast<int>(k));
     }
   }
 
@@ -346,12 +379,13 @@ class Builder {
     for (size_t i = 0; i < st_.size(); ++i) {
       const NodeState& s = st_[i];
       const PlanNode& n = plan_.nodes[i];
+      if (opts_.shared_only && !n.shared) continue;  // no target is built
       std::string verb;
       if (s.st == St::Run)
         verb = opts_.dry_run ? "would run " : "run ";
       else if (s.st == St::Load)
         verb = opts_.dry_run ? "would load " : "load ";
-      else if (n.kind == PlanNode::Kind::Emit)
+      else if (n.kind == PlanNode::Kind::Emit || (opts_.shared_only && s.st == St::Cached))
         verb = "skip ";
       else
         continue;
@@ -722,8 +756,10 @@ class Builder {
       std::error_code ec;
       fs::remove(p, ec);
     }
+    result.shared_only = opts_.shared_only;
     for (size_t i = 0; i < st_.size(); ++i) {
       const PlanNode& n = plan_.nodes[i];
+      if (opts_.shared_only && !n.shared) continue;
       StepResult s;
       s.key = n.key;
       s.pass = n.kind == PlanNode::Kind::Import ? "import"
@@ -739,7 +775,20 @@ class Builder {
       s.seconds = st_[i].secs;
       s.threads = st_[i].st == St::Done ? st_[i].threads : 0;
       s.why = st_[i].why;
+      if (opts_.shared_only && st_[i].st == St::Unneeded) {
+        s.status = "skipped";
+        s.why = "not kept in the cache (" + n.store_why + "): each target's build computes it";
+      }
       result.steps.push_back(s);
+    }
+    if (opts_.shared_only) {  // the summary counts shared steps: there are no targets
+      for (size_t i = 0; i < st_.size(); ++i) {
+        if (!plan_.nodes[i].shared) continue;
+        result.built += st_[i].st == St::Done;
+        result.cached += st_[i].st == St::Cached || st_[i].st == St::Loaded;
+        result.failed += st_[i].st == St::Failed;
+      }
+      return result;
     }
     for (const auto& t : plan_.targets) {
       const PlanNode& e = plan_.nodes[t.emit];

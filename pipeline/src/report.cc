@@ -121,6 +121,12 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     if (s.threads > 0) o["threads"] = s.threads;
     steps.push_back(o);
   }
+  if (r.shared_only) j["shared_only"] = true;  // steps: the shared steps; no target was built
+  if (r.shard.count > 0) {
+    Json ts = Json::array();
+    for (const auto& t : r.shard.targets) ts.push_back(Json(t));
+    j["shard"] = {{"index", r.shard.index}, {"count", r.shard.count}, {"targets", ts}};
+  }
   j["targets"] = targets;
   j["steps"] = steps;
   Json sum = Json::object();
@@ -133,6 +139,19 @@ std::string report_json(const BuildResult& r, const std::string& base) {
 }
 
 std::string report_table(const BuildResult& r, const std::string& base) {
+  if (r.shared_only) {
+    std::ostringstream os;
+    size_t not_kept = 0;
+    for (const auto& s : r.steps) {
+      if (s.status == "failed") os << "error: " << s.label << ": failed\n";
+      not_kept += s.status == "skipped" && s.why.rfind("not kept", 0) == 0;
+    }
+    os << "shared steps only: " << r.steps.size() << " shared step(s): " << r.built << " built, " << r.cached
+       << " cached, " << r.failed << " failed";
+    if (not_kept) os << "; " << not_kept << " not kept in the cache (each target's build computes them)";
+    os << " in " << fmt_num(r.seconds, "%.2fs") << "\n";
+    return os.str();
+  }
   std::vector<std::vector<std::string>> rows = {
       {"target", "model", "profile", "format", "size", "bpw", "time", "status", "metrics"}};
   for (const auto& t : r.targets)
@@ -162,6 +181,12 @@ std::string report_table(const BuildResult& r, const std::string& base) {
   }
   size_t steps_built = 0;
   for (const auto& s : r.steps) steps_built += s.status == "built";
+  if (r.shard.count > 0) {
+    std::string names;
+    for (const auto& t : r.shard.targets) names += (names.empty() ? "" : ", ") + t;
+    os << "shard " << r.shard.index << "/" << r.shard.count << ": "
+       << (names.empty() ? std::string("no targets") : names) << "\n";
+  }
   os << r.targets.size() << " targets: " << r.built << " built, " << r.cached << " cached, " << r.failed
      << " failed; " << steps_built << " of " << r.steps.size() << " steps ran";
   if (r.built == 0 && r.failed == 0) os << " (nothing to do)";
@@ -175,6 +200,10 @@ std::string report_table(const BuildResult& r, const std::string& base) {
 std::string report_markdown(const BuildResult& r, const std::string& base) {
   std::ostringstream os;
   os << "# qforge build report\n\n";
+  if (r.shared_only) os << "Shared steps only (`--shared-only`): no target was built.\n\n";
+  if (r.shard.count > 0)
+    os << "Shard " << r.shard.index << "/" << r.shard.count << " (`--shard`): " << r.shard.targets.size()
+       << " of the manifest's targets.\n\n";
   os << "| target | model | profile | format | artifact | size | bits/weight | time | status | metrics |\n";
   os << "|---|---|---|---|---|---:|---:|---:|---|---|\n";
   for (const auto& t : r.targets)
@@ -272,7 +301,8 @@ std::string plan_text(const Plan& plan, const BuildResult& dry) {
     }
     std::string ts;
     for (const auto& t : n.targets) ts += (ts.empty() ? "" : ", ") + t;
-    os << "\n      targets: " << ts << "\n      cache: " << n.store_why << "\n      " << state;
+    os << "\n      targets: " << ts << (n.shared ? " (shared)" : "") << "\n      cache: " << n.store_why
+       << "\n      " << state;
     if (!s.why.empty() && s.status == "planned")
       os << ": " << s.why;
     else if (s.status == "cached" && n.kind == PlanNode::Kind::Emit && !s.why.empty())
@@ -311,6 +341,7 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
     Json ts = Json::array();
     for (const auto& t : n.targets) ts.push_back(Json(t));
     o["targets"] = ts;
+    o["shared"] = n.shared;
     o["store"] = n.store;
     o["cache_policy"] = n.store_why;
     const std::string state = state_of(s);
@@ -320,7 +351,9 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
     nodes.push_back(o);
   }
   Json targets = Json::array();
-  for (const auto& t : plan.targets) {
+  const std::vector<uint64_t> costs = target_costs(plan);
+  for (size_t k = 0; k < plan.targets.size(); ++k) {
+    const auto& t = plan.targets[k];
     Json o = Json::object();
     o["name"] = t.decl.name;
     o["model"] = t.decl.model;
@@ -328,6 +361,7 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
     o["format"] = t.format;
     o["profile"] = t.profile.empty() ? Json() : Json(t.profile);
     o["emit_node"] = t.emit;
+    o["cost"] = costs[k];  // the estimate --shard balances (docs/scale.md)
     targets.push_back(o);
   }
   Json j = Json::object();

@@ -407,3 +407,23 @@ TEST_CASE(
   CHECK(names == std::set<std::string>(kTargets.begin(), kTargets.end()));
   CHECK(artifacts(d.path / "dist") == plain_build());
 }
+
+TEST_CASE("--shared-only under --strict: a shared step that warned fails, cached or not", "[fanout][cli]") {
+  test::TempDir d("qforge_fanout_strict_");
+  make_project(d.path);
+  // Constant samples: the calibration warns that no value varied.
+  for (int i = 0; i < 4; ++i)
+    write_npy(d.path / ("cal/" + std::to_string(i) + ".npy"), {4, 16}, std::vector<float>(4 * 16, 0.0f));
+  auto strict = run_qforge(d.path, "build --shared-only --strict");
+  CHECK(strict.rc == 1);
+  CHECK_THAT(strict.err, Catch::Contains("never varied"));
+  auto lax = run_qforge(d.path, "build --shared-only");
+  INFO(lax.err);
+  CHECK(lax.rc == 0);
+  CHECK_THAT(lax.out, Catch::Contains("2 built, 0 cached, 0 failed"));
+  auto cached = run_qforge(d.path, "build --shared-only --strict");
+  CHECK(cached.rc == 1);
+  CHECK_THAT(cached.err,
+             Catch::Contains("warnings are errors (--strict)") && Catch::Contains("never varied"));
+  CHECK_THAT(cached.out, Catch::Contains("0 built, 0 cached, 1 failed"));
+}

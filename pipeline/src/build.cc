@@ -782,8 +782,18 @@ class Builder {
       result.steps.push_back(s);
     }
     if (opts_.shared_only) {  // the summary counts shared steps: there are no targets
+      size_t k = 0;
       for (size_t i = 0; i < st_.size(); ++i) {
         if (!plan_.nodes[i].shared) continue;
+        StepResult& step = result.steps[k++];
+        // A cached result under --strict fails as its first build did.
+        if (strict_ && st_[i].st == St::Cached && st_[i].entry && !st_[i].entry->log.warnings.empty()) {
+          step.status = "failed";
+          step.why = "warnings are errors (--strict): " + st_[i].entry->log.warnings.front();
+          progress_.warn("error: " + plan_.nodes[i].label + ": " + step.why);
+          ++result.failed;
+          continue;
+        }
         result.built += st_[i].st == St::Done;
         result.cached += st_[i].st == St::Cached || st_[i].st == St::Loaded;
         result.failed += st_[i].st == St::Failed;

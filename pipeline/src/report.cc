@@ -159,7 +159,7 @@ std::string report_table(const BuildResult& r, const std::string& base) {
                     fmt_num(t.bits_per_weight, "%.2f"), fmt_num(t.seconds, "%.2fs"), t.status,
                     metrics_text(t.metrics)});
   std::ostringstream os;
-  os << aligned(rows);
+  if (!r.targets.empty()) os << aligned(rows);
   for (const auto& t : r.targets) {
     const Breakdown b = breakdown_of(t.metrics);
     if (b.rows.empty()) continue;

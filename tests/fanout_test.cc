@@ -228,7 +228,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "--shard I/N: shares are disjoint, cover every target and are balanced, and artifacts equal a full "
+    "build --shard I/N: shares are disjoint, cover every target and are balanced, and artifacts equal a full "
     "build's",
     "[fanout][cli]") {
   test::TempDir d("qforge_fanout_shard_");
@@ -284,7 +284,8 @@ TEST_CASE(
   CHECK(artifacts(d2.path / "dist") == plain_build());
 }
 
-TEST_CASE("--shard and --shared-only: usage errors exit 2, and an empty shard says so", "[fanout][cli]") {
+TEST_CASE("build --shard and --shared-only: usage errors exit 2, and an empty shard says so",
+          "[fanout][cli]") {
   test::TempDir d("qforge_fanout_usage_");
   make_project(d.path);
   for (const char* bad : {"1/0", "3/3", "a/2", "2", "-1/2", "1/2/3", "/2"}) {
@@ -408,7 +409,8 @@ TEST_CASE(
   CHECK(artifacts(d.path / "dist") == plain_build());
 }
 
-TEST_CASE("--shared-only under --strict: a shared step that warned fails, cached or not", "[fanout][cli]") {
+TEST_CASE("build --shared-only under --strict: a shared step that warned fails, cached or not",
+          "[fanout][cli]") {
   test::TempDir d("qforge_fanout_strict_");
   make_project(d.path);
   // Constant samples: the calibration warns that no value varied.

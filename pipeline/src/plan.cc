@@ -979,6 +979,7 @@ class Planner {
     }
     for (size_t i = 0; i < N; ++i) {
       PlanNode& n = plan_.nodes[i];
+      n.shared = n.kind != PlanNode::Kind::Emit && n.targets.size() >= 2;
       size_t step_consumers = 0;
       for (int c : plan_.consumers[i]) step_consumers += plan_.nodes[c].kind == PlanNode::Kind::Pass;
       if (n.kind == PlanNode::Kind::Import) {

@@ -123,6 +123,12 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     if (!s.slurm_job.empty()) o["slurm_job"] = s.slurm_job;
     steps.push_back(o);
   }
+  if (r.shared_only) j["shared_only"] = true;  // steps: the shared steps; no target was built
+  if (r.shard.count > 0) {
+    Json ts = Json::array();
+    for (const auto& t : r.shard.targets) ts.push_back(Json(t));
+    j["shard"] = {{"index", r.shard.index}, {"count", r.shard.count}, {"targets", ts}};
+  }
   j["targets"] = targets;
   j["steps"] = steps;
   Json sum = Json::object();
@@ -135,6 +141,19 @@ std::string report_json(const BuildResult& r, const std::string& base) {
 }
 
 std::string report_table(const BuildResult& r, const std::string& base) {
+  if (r.shared_only) {
+    std::ostringstream os;
+    size_t not_kept = 0;
+    for (const auto& s : r.steps) {
+      if (s.status == "failed") os << "error: " << s.label << ": failed\n";
+      not_kept += s.status == "skipped" && s.why.rfind("not kept", 0) == 0;
+    }
+    os << "shared steps only: " << r.steps.size() << " shared step(s): " << r.built << " built, " << r.cached
+       << " cached, " << r.failed << " failed";
+    if (not_kept) os << "; " << not_kept << " not kept in the cache (each target's build computes them)";
+    os << " in " << fmt_num(r.seconds, "%.2fs") << "\n";
+    return os.str();
+  }
   std::vector<std::vector<std::string>> rows = {
       {"target", "model", "profile", "format", "size", "bpw", "time", "status", "metrics"}};
   for (const auto& t : r.targets)
@@ -142,7 +161,7 @@ std::string report_table(const BuildResult& r, const std::string& base) {
                     fmt_num(t.bits_per_weight, "%.2f"), fmt_num(t.seconds, "%.2fs"), t.status,
                     metrics_text(t.metrics)});
   std::ostringstream os;
-  os << aligned(rows);
+  if (!r.targets.empty()) os << aligned(rows);
   for (const auto& t : r.targets) {
     const Breakdown b = breakdown_of(t.metrics);
     if (b.rows.empty()) continue;
@@ -164,6 +183,12 @@ std::string report_table(const BuildResult& r, const std::string& base) {
   }
   size_t steps_built = 0;
   for (const auto& s : r.steps) steps_built += s.status == "built";
+  if (r.shard.count > 0) {
+    std::string names;
+    for (const auto& t : r.shard.targets) names += (names.empty() ? "" : ", ") + t;
+    os << "shard " << r.shard.index << "/" << r.shard.count << ": "
+       << (names.empty() ? std::string("no targets") : names) << "\n";
+  }
   os << r.targets.size() << " targets: " << r.built << " built, " << r.cached << " cached, " << r.failed
      << " failed; " << steps_built << " of " << r.steps.size() << " steps ran";
   if (r.built == 0 && r.failed == 0) os << " (nothing to do)";
@@ -177,6 +202,10 @@ std::string report_table(const BuildResult& r, const std::string& base) {
 std::string report_markdown(const BuildResult& r, const std::string& base) {
   std::ostringstream os;
   os << "# qforge build report\n\n";
+  if (r.shared_only) os << "Shared steps only (`--shared-only`): no target was built.\n\n";
+  if (r.shard.count > 0)
+    os << "Shard " << r.shard.index << "/" << r.shard.count << " (`--shard`): " << r.shard.targets.size()
+       << " of the manifest's targets.\n\n";
   os << "| target | model | profile | format | artifact | size | bits/weight | time | status | metrics |\n";
   os << "|---|---|---|---|---|---:|---:|---:|---|---|\n";
   for (const auto& t : r.targets)
@@ -274,7 +303,8 @@ std::string plan_text(const Plan& plan, const BuildResult& dry) {
     }
     std::string ts;
     for (const auto& t : n.targets) ts += (ts.empty() ? "" : ", ") + t;
-    os << "\n      targets: " << ts << "\n      cache: " << n.store_why << "\n      " << state;
+    os << "\n      targets: " << ts << (n.shared ? " (shared)" : "") << "\n      cache: " << n.store_why
+       << "\n      " << state;
     if (!s.why.empty() && s.status == "planned")
       os << ": " << s.why;
     else if (s.status == "cached" && n.kind == PlanNode::Kind::Emit && !s.why.empty())
@@ -313,6 +343,7 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
     Json ts = Json::array();
     for (const auto& t : n.targets) ts.push_back(Json(t));
     o["targets"] = ts;
+    o["shared"] = n.shared;
     o["store"] = n.store;
     o["cache_policy"] = n.store_why;
     const std::string state = state_of(s);
@@ -322,7 +353,9 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
     nodes.push_back(o);
   }
   Json targets = Json::array();
-  for (const auto& t : plan.targets) {
+  const std::vector<uint64_t> costs = target_costs(plan);
+  for (size_t k = 0; k < plan.targets.size(); ++k) {
+    const auto& t = plan.targets[k];
     Json o = Json::object();
     o["name"] = t.decl.name;
     o["model"] = t.decl.model;
@@ -330,6 +363,7 @@ std::string plan_json(const Plan& plan, const BuildResult& dry) {
     o["format"] = t.format;
     o["profile"] = t.profile.empty() ? Json() : Json(t.profile);
     o["emit_node"] = t.emit;
+    o["cost"] = costs[k];  // the estimate --shard balances (docs/scale.md)
     targets.push_back(o);
   }
   Json j = Json::object();

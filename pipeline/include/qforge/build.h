@@ -51,6 +51,9 @@ struct PlanNode {
   // step consumes it), and why, for `qforge plan`.
   bool store = false;
   std::string store_why;
+  // Serves two or more of the plan's targets (never an emit): what
+  // `qforge build --shared-only` builds before per-target jobs (docs/scale.md).
+  bool shared = false;
 
   int model_input() const { return inputs.empty() ? -1 : inputs[0]; }
 };
@@ -107,9 +110,8 @@ struct BuildOptions {
   bool strict = false;  // warnings are errors (also [build] strict)
   bool write_report = true;
   bool quiet = false;
-  // Only the steps several targets share (`qforge build --shared-only`): the
-  // nodes other than emits that serve two or more targets and whose result the
-  // cache keeps, with what they need; no target is emitted.
+  // Build only the shared steps (PlanNode::shared) the cache keeps, and what
+  // they need; no target is emitted (docs/scale.md, "Sharding and Kubernetes").
   bool shared_only = false;
   // Every target must come from the cache (`--on slurm` gathering what its
   // tasks built): a target whose result is not cached fails instead of being built.
@@ -156,7 +158,16 @@ struct StepResult {
   std::string slurm_job;  // `--on slurm`: the job that ran it, when one did
 };
 
+// Which of N shares of the targets a build was (`qforge build --shard I/N`).
+struct ShardInfo {
+  int index = 0;                     // from 0
+  int count = 0;                     // 0: not a shard build
+  std::vector<std::string> targets;  // the shard's targets, in manifest order
+};
+
 struct BuildResult {
+  bool shared_only = false;  // `--shared-only`: `targets` is empty, `steps` the shared steps
+  ShardInfo shard;           // `--shard I/N`: `targets` are the shard's only
   std::vector<TargetResult> targets;
   std::vector<StepResult> steps;
   size_t built = 0, cached = 0, failed = 0;
@@ -167,6 +178,26 @@ struct BuildResult {
 
 // Summary lines for skips: per pass and reason, the count and the first few ("... and 10 more").
 std::vector<std::string> summarize_skips(const std::vector<SkipRecord>& skipped, size_t first_few = 3);
+
+// Sharding: `qforge build --shard I/N` builds the I-th of N shares of the
+// targets (docs/scale.md, "Sharding and Kubernetes").
+struct ShardSpec {
+  int index = 0;  // from 0
+  int count = 0;
+};
+// Parses "I/N" (0 <= I < N); returns "" or what is wrong with it.
+std::string parse_shard(const std::string& text, ShardSpec& out);
+// An estimate of each target's own work (the steps no other target of the
+// plan shares), one per plan.targets entry: for each own step, the size in
+// bytes of the model file it derives from, times 4 for a pass that runs the
+// model through the executor (calibrate, evaluate, ...) and 1 for any other
+// pass or an emit (an import counts nothing). Deterministic: the same plan and input files give the same
+// costs.
+std::vector<uint64_t> target_costs(const Plan& plan);
+// The targets in `count` shares balanced by target_costs: the most costly
+// first (ties in manifest order), each to the share with the least cost so
+// far (ties: the lowest index). Each share lists its targets in manifest order.
+std::vector<std::vector<std::string>> assign_shards(const Plan& plan, int count);
 
 class Progress;
 BuildResult run_build(const Plan& plan, const BuildOptions& opts, StatCache& stats, Progress& progress);

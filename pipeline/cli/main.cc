@@ -277,6 +277,7 @@ struct BuildArgs {
   std::vector<std::string> targets;
   int jobs = 0, threads = 0;
   bool dry_run = false, explain = false, no_cache = false, json = false, verbose = false, strict = false;
+  std::string remote_cache;   // --remote-cache URL
   bool summary_only = false;  // `qforge quantize`: one line, not the target table
   bool plan_only = false;     // `qforge plan`
 };
@@ -316,6 +317,7 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
   bo.explain = a.explain;
   bo.no_cache = a.no_cache;
   bo.strict = a.strict;
+  bo.remote_cache = a.remote_cache;
   if (!a.no_cache && !bo.dry_run) fs::create_directories(m.cache_dir, ec);
   BuildResult r = run_build(plan, bo, stats, *progress);
   if (!a.no_cache && !bo.dry_run) stats.save();
@@ -388,12 +390,19 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   build->add_flag("--strict", b.strict, "Warnings are errors (also [build] strict = true)");
   build->add_flag("-v,--verbose", b.verbose, "Print a line per step");
+  build->add_option(
+      "--remote-cache", b.remote_cache,
+      "A shared cache over HTTP(S) (bazel-remote's protocol; overrides QFORGE_REMOTE_CACHE, which "
+      "overrides [build] remote_cache); token from QFORGE_REMOTE_CACHE_TOKEN");
 
   BuildArgs p;
   auto* plan = app.add_subcommand("plan", "Print the build graph: nodes, what is cached, what will run");
   plan->add_option("-f,--file", p.manifest, "The manifest")->capture_default_str();
   plan->add_option("--target", p.targets, "Only this target (repeatable)");
   plan->add_flag("--json", p.json, "Machine-readable output");
+  plan->add_option(
+      "--remote-cache", p.remote_cache,
+      "Also ask this remote cache (HEAD) what it has (else QFORGE_REMOTE_CACHE, [build] remote_cache)");
 
   std::string inspect_file, inspect_format;
   bool inspect_json = false;

@@ -107,6 +107,9 @@ struct BuildOptions {
   bool strict = false;  // warnings are errors (also [build] strict)
   bool write_report = true;
   bool quiet = false;
+  // The remote cache URL (--remote-cache); "" = $QFORGE_REMOTE_CACHE, else
+  // [build] remote_cache, else none. --no-cache turns it off too.
+  std::string remote_cache;
 };
 
 // A Table one of a target's steps made, kept for the reports: the precision
@@ -127,6 +130,7 @@ struct TargetResult {
   uint64_t bytes = 0;
   double bits_per_weight = 0;
   std::string status;  // "built", "cached", "failed", "skipped"
+  std::string source;  // for "cached": "remote" when restored from the remote cache, else ""
   double seconds = 0;
   std::map<std::string, double> metrics;
   std::vector<std::string> notes;
@@ -142,14 +146,24 @@ struct StepResult {
   std::vector<std::string> inputs;  // keys of the nodes it consumed
   std::vector<std::string> targets;
   std::string status;  // "built", "cached", "failed", "skipped", "planned"
+  std::string source;  // "remote" for a result restored from the remote cache, else ""
   double seconds = 0;
   int threads = 0;  // threads the step was given (0: it did not run)
   std::string why;  // --explain
 };
 
+// What the remote cache did in a build (docs/scale.md, "Remote cache").
+struct RemoteCacheSummary {
+  std::string url;  // as shown (no user information); "" when no remote cache was used
+  size_t hits = 0, misses = 0, downloaded_objects = 0, uploaded_records = 0, uploaded_objects = 0;
+  uint64_t downloaded_bytes = 0, uploaded_bytes = 0;
+  std::vector<std::string> warnings;  // unreachable server, corrupt objects ...
+};
+
 struct BuildResult {
   std::vector<TargetResult> targets;
   std::vector<StepResult> steps;
+  RemoteCacheSummary remote;
   size_t built = 0, cached = 0, failed = 0;
   size_t warnings = 0;
   double seconds = 0;

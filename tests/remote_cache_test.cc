@@ -250,6 +250,7 @@ TEST_CASE("remote cache: a second empty checkout runs nothing and writes identic
   // The same manifest without any cache writes the same bytes.
   REQUIRE(run(qforge_cmd() + " build --no-cache --remote-cache " + server.url(), c).rc == 0);
   same_artifacts(a, c);
+  CHECK(!report(c).contains("remote_cache"));  // --no-cache: the remote is neither read nor written
 
   // The flag wins over the environment, which wins over the manifest: a dead
   // URL in the manifest and the environment, the live one on the command line.
@@ -272,6 +273,10 @@ TEST_CASE("remote cache: a second empty checkout runs nothing and writes identic
   CHECK(rp.rc == 0);
   CHECK(rp.err.find("remote hit: would download") != std::string::npos);
   CHECK(!fs::exists(g / "dist"));
+  const Run rq = run(qforge_cmd() + " plan --remote-cache " + server.url(), g);
+  CHECK(rq.rc == 0);
+  CHECK(rq.out.find("cached: remote hit: would download from " + server.url()) != std::string::npos);
+  CHECK((!fs::exists(g / "cache/keys") || fs::is_empty(g / "cache/keys")));
 }
 
 TEST_CASE("remote cache: a corrupt object on the server is reported, not used, and rebuilt",

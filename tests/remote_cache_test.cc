@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "qforge/remote_cache.h"
+#include "qforge/status.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -310,6 +312,42 @@ TEST_CASE("remote cache: a corrupt object on the server is reported, not used, a
   same_artifacts(a, c);
 }
 
+TEST_CASE("remote cache: records that are not qforge's, or too large, are reported and ignored",
+          "[remote-cache]") {
+  if (!have_nginx()) return;
+  TempDir t("qforge_remote_");
+  Nginx server(t.path / "server", {});
+  const fs::path a = checkout(t, "a"), b = checkout(t, "b"), c = checkout(t, "c");
+  REQUIRE(run(qforge_cmd() + " build --remote-cache " + server.url(), a).rc == 0);
+  // Records live at 64 hex digits, the shape bazel-remote requires.
+  std::vector<fs::path> records;
+  for (const auto& e : fs::directory_iterator(server.root() / "ac")) {
+    const std::string name = e.path().filename().string();
+    CHECK(name.size() == 64);
+    CHECK(name.find_first_not_of("0123456789abcdef") == std::string::npos);
+    records.push_back(e.path());
+  }
+  REQUIRE(records.size() == 4);
+  // Another client's bytes under our keys: a Bazel-like binary body, a
+  // record of another node, and one larger than 16 MiB.
+  std::ofstream(records[0], std::ios::binary | std::ios::trunc) << std::string("\x0a\x22\x0a\x20garbage", 12);
+  std::string other = read_text(records[2]);
+  std::ofstream(records[1], std::ios::binary | std::ios::trunc) << other;
+  std::ofstream(records[3], std::ios::binary | std::ios::trunc) << std::string(17u << 20, 'x');
+  const Run rb = run(qforge_cmd() + " build --remote-cache " + server.url(), b);
+  INFO(rb.out << rb.err);
+  REQUIRE(rb.rc == 0);
+  CHECK(rb.err.find("is not usable (its first line is") != std::string::npos);
+  CHECK(rb.err.find("is not usable (it is the record of another node)") != std::string::npos);
+  CHECK(rb.err.find("is larger than 16.0 MiB") != std::string::npos);
+  CHECK(report(b)["remote_cache"]["warnings"].size() == 3);
+  same_artifacts(a, b);
+  // B's uploads rewrote the records: a third checkout hits everywhere.
+  REQUIRE(run(qforge_cmd() + " build --remote-cache " + server.url(), c).rc == 0);
+  CHECK(report(c)["remote_cache"]["hits"] == 4);
+  same_artifacts(a, c);
+}
+
 TEST_CASE("remote cache: a truncated object is reported, not used, and rebuilt", "[remote-cache]") {
   if (!have_nginx()) return;
   TempDir t("qforge_remote_");
@@ -475,4 +513,31 @@ TEST_CASE("remote cache: a bearer token is sent and never written anywhere", "[r
       }
   for (const auto& e : fs::recursive_directory_iterator(server.root()))
     if (e.is_regular_file()) CHECK(read_text(e.path()).find(token) == std::string::npos);
+}
+
+TEST_CASE("remote cache: URLs are http(s), messages hide user information, record keys are 64 hex",
+          "[remote-cache]") {
+  using qforge::RemoteCache;
+  auto at = [](const std::string& url) {
+    qforge::RemoteCacheConfig c;
+    c.url = url;
+    return c;
+  };
+  CHECK(RemoteCache(at("https://ci:s3cret@cache.example:8443/pool/")).display_url() ==
+        "https://cache.example:8443/pool");
+  CHECK(RemoteCache(at("http://127.0.0.1:9090")).display_url() == "http://127.0.0.1:9090");
+  CHECK_THROWS_WITH(RemoteCache(at("ftp://cache.example")),
+                    Catch::Contains("is not an http:// or https:// URL"));
+  CHECK_THROWS_AS(RemoteCache(at("cache.example:8080")), qforge::Error);
+  try {
+    RemoteCache(at("ftp://ci:s3cret@cache.example"));
+    FAIL("an ftp:// URL was accepted");
+  } catch (const qforge::Error& e) {
+    CHECK(std::string(e.what()).find("s3cret") == std::string::npos);
+    CHECK(std::string(e.what()).find("ftp://cache.example") != std::string::npos);
+  }
+  const std::string k = RemoteCache::ac_key("98c147d877ae34a8f5791b5fe94b99ef");
+  CHECK(k.size() == 64);
+  CHECK(k.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(k != RemoteCache::ac_key("98c147d877ae34a8f5791b5fe94b99ee"));
 }

@@ -154,17 +154,17 @@ struct RemoteCache::Transfer {
 RemoteCache::RemoteCache(RemoteCacheConfig cfg) : cfg_(std::move(cfg)) {
   base_ = cfg_.url;
   while (!base_.empty() && base_.back() == '/') base_.pop_back();
+  // Hide user information (user:password@) in messages, this one included.
   const size_t scheme = base_.find("://");
-  const std::string proto = scheme == std::string::npos ? std::string() : base_.substr(0, scheme);
-  if ((proto != "http" && proto != "https") || base_.size() <= scheme + 3)
-    throw Error("remote cache URL '" + base_ +
-                "' is not an http:// or https:// URL (for example http://cache.example:8080)");
-  // Hide user information (user:password@) in messages.
+  const size_t host = scheme == std::string::npos ? 0 : scheme + 3;
   shown_ = base_;
-  const size_t host = scheme + 3;
   const size_t slash = shown_.find('/', host);
   const size_t at = shown_.rfind('@', slash == std::string::npos ? shown_.size() : slash);
   if (at != std::string::npos && at >= host) shown_ = shown_.substr(0, host) + shown_.substr(at + 1);
+  const std::string proto = scheme == std::string::npos ? std::string() : base_.substr(0, scheme);
+  if ((proto != "http" && proto != "https") || base_.size() <= host)
+    throw Error("remote cache URL '" + shown_ +
+                "' is not an http:// or https:// URL (for example http://cache.example:8080)");
   std::call_once(g_curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 

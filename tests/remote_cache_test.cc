@@ -442,6 +442,38 @@ TEST_CASE("remote cache: a server that is down is a warning, with --strict an er
   CHECK(rc.err.find("must be an http:// or https:// URL") != std::string::npos);
 }
 
+TEST_CASE("remote cache: a server that never answers times out, a warning, and the build goes on",
+          "[remote-cache]") {
+  if (!have_nginx()) return;
+  TempDir t("qforge_remote_");
+  // A socket that listens and never accepts: connections complete in the
+  // kernel's backlog, and no byte ever comes back.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 16) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  const fs::path a = checkout(t, "a");
+  const auto t0 = std::chrono::steady_clock::now();
+  const Run ra = run(qforge_cmd() + " build --remote-cache " + url, a, "QFORGE_REMOTE_CACHE_TIMEOUT=2");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::close(fd);
+  INFO(ra.out << ra.err);
+  CHECK(ra.rc == 0);
+  CHECK(ra.err.find("warning: remote cache " + url) != std::string::npos);
+  CHECK(ra.err.find("the build goes on without the remote cache") != std::string::npos);
+  CHECK(report(a)["summary"]["built"] == 3);
+  CHECK(secs < 30);  // one timeout, not one per step
+  // A bad value is an error that says what is expected.
+  const Run rb = run(qforge_cmd() + " build --remote-cache " + url, a, "QFORGE_REMOTE_CACHE_TIMEOUT=soon");
+  CHECK(rb.rc == 1);
+  CHECK(rb.err.find("QFORGE_REMOTE_CACHE_TIMEOUT must be a whole number of seconds") != std::string::npos);
+}
+
 TEST_CASE("remote cache: two builds uploading the same keys at once both succeed", "[remote-cache]") {
   if (!have_nginx()) return;
   TempDir t("qforge_remote_");

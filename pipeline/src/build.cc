@@ -252,6 +252,16 @@ class Builder {
     }
     RemoteCacheConfig cfg;
     cfg.url = url;
+    // QFORGE_REMOTE_CACHE_TIMEOUT: seconds a transfer may stall (and at most to connect).
+    if (const char* e = std::getenv("QFORGE_REMOTE_CACHE_TIMEOUT"); e && *e) {
+      char* end = nullptr;
+      const long secs = std::strtol(e, &end, 10);
+      if (*end || secs < 1 || secs > 3600)
+        throw Error("QFORGE_REMOTE_CACHE_TIMEOUT must be a whole number of seconds from 1 to 3600, found '" +
+                    std::string(e) + "'");
+      cfg.stall_timeout_s = secs;
+      cfg.connect_timeout_s = std::min(cfg.connect_timeout_s, secs);
+    }
     const std::string var = m_.remote_cache_token_env.empty() ? std::string("QFORGE_REMOTE_CACHE_TOKEN")
                                                               : m_.remote_cache_token_env;
     if (const char* t = std::getenv(var.c_str()); t && *t)

@@ -281,6 +281,39 @@ TEST_CASE("remote cache: a second empty checkout runs nothing and writes identic
   CHECK((!fs::exists(g / "cache/keys") || fs::is_empty(g / "cache/keys")));
 }
 
+TEST_CASE("remote cache: a changed target loads the steps it shares from the remote", "[remote-cache]") {
+  if (!have_nginx()) return;
+  TempDir t("qforge_remote_");
+  Nginx server(t.path / "server", {});
+  const fs::path a = checkout(t, "a");
+  REQUIRE(run(qforge_cmd() + " build --remote-cache " + server.url(), a).rc == 0);
+  // B quantizes llm-fit differently after the same precision plan: the plan's
+  // Table comes from the server, the quantization and emit run.
+  std::string targets = kTargets;
+  const std::string from = "type = \"Q4_K_M\" } ]";
+  REQUIRE(targets.find(from) != std::string::npos);
+  targets.replace(targets.find(from), from.size(), "type = \"Q4_K_M\", token_embedding_type = \"Q8_0\" } ]");
+  const fs::path b = checkout(t, "b", "", kModelArgs, targets), c = checkout(t, "c", "", kModelArgs, targets);
+  const Run rb = run(qforge_cmd() + " build --explain --remote-cache " + server.url(), b);
+  INFO(rb.out << rb.err);
+  REQUIRE(rb.rc == 0);
+  CHECK(rb.err.find("load select-precision llm (budget=Q4_K_M") != std::string::npos);
+  const auto jb = report(b);
+  CHECK(jb["summary"]["built"] == 1);
+  bool plan_from_remote = false;
+  for (const auto& s : jb["steps"]) {
+    if (s["pass"] == "select-precision") {
+      CHECK(s["status"] == "cached");
+      plan_from_remote = s.value("source", "") == "remote";
+    }
+    if (s["pass"] == "emit" && s["targets"][0] == "llm-fit") CHECK(s["status"] == "built");
+  }
+  CHECK(plan_from_remote);
+  // The same bytes as a build of B's manifest without any cache.
+  REQUIRE(run(qforge_cmd() + " build --no-cache", c).rc == 0);
+  same_artifacts(b, c);
+}
+
 TEST_CASE("remote cache: a corrupt object on the server is reported, not used, and rebuilt",
           "[remote-cache]") {
   if (!have_nginx()) return;

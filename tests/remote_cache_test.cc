@@ -244,9 +244,9 @@ TEST_CASE("remote cache: a second empty checkout runs nothing and writes identic
     CHECK(tr["source"] == "remote");
   }
   for (const auto& s : jb["steps"]) CHECK(s["status"] != "built");
-  // 3 artifacts, and the plan report.html shows (as a local cached build's does).
+  // 3 artifacts, and the precision plan report.html shows (as a local cached build's does).
   CHECK(jb["remote_cache"]["hits"] == 4);
-  CHECK(read_text(b / "dist/report.html").find("Q6_K") != std::string::npos);
+  CHECK(read_text(b / "dist/report.html").find("data-schema=\"precision/") != std::string::npos);
   same_artifacts(a, b);
 
   // The same manifest without any cache writes the same bytes.
@@ -312,6 +312,30 @@ TEST_CASE("remote cache: a changed target loads the steps it shares from the rem
   // The same bytes as a build of B's manifest without any cache.
   REQUIRE(run(qforge_cmd() + " build --no-cache", c).rc == 0);
   same_artifacts(b, c);
+}
+
+TEST_CASE("remote cache: results already in the local cache are uploaded when the server lacks them",
+          "[remote-cache]") {
+  if (!have_nginx()) return;
+  TempDir t("qforge_remote_");
+  Nginx server(t.path / "server", {});
+  const fs::path a = checkout(t, "a"), b = checkout(t, "b");
+  REQUIRE(run(qforge_cmd() + " build", a).rc == 0);  // no remote cache yet
+  const Run ra = run(qforge_cmd() + " build --remote-cache " + server.url(), a);
+  INFO(ra.out << ra.err);
+  REQUIRE(ra.rc == 0);
+  const auto ja = report(a);
+  CHECK(ja["summary"]["built"] == 0);
+  CHECK(ja["remote_cache"]["uploaded_records"] == 4);  // 3 cached artifacts and the plan the report reads
+  // Once there, a no-op build uploads nothing.
+  REQUIRE(run(qforge_cmd() + " build --remote-cache " + server.url(), a).rc == 0);
+  CHECK(report(a)["remote_cache"]["uploaded_records"] == 0);
+  const Run rb = run(qforge_cmd() + " build --remote-cache " + server.url(), b);
+  REQUIRE(rb.rc == 0);
+  CHECK(report(b)["summary"]["built"] == 0);
+  CHECK(report(b)["remote_cache"]["hits"] == 4);
+  CHECK(read_text(b / "dist/report.html").find("data-schema=\"precision/") != std::string::npos);
+  same_artifacts(a, b);
 }
 
 TEST_CASE("remote cache: a corrupt object on the server is reported, not used, and rebuilt",

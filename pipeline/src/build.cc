@@ -215,6 +215,7 @@ class Builder {
     decide();
     if (opts_.explain || opts_.dry_run) explain();
     if (!opts_.dry_run) execute();
+    if (!opts_.dry_run) publish_local_hits();
     BuildResult r = collect();
     r.seconds = since(t0);
     return r;
@@ -327,6 +328,26 @@ class Builder {
     ++summary_.uploaded_records;
     summary_.uploaded_objects += r.objects;
     summary_.uploaded_bytes += r.bytes;
+  }
+
+  // Results this build took from the local cache that the server lacks
+  // (built before the remote cache was configured, or by a build whose
+  // upload failed) are uploaded too: the artifacts it found cached, the
+  // results it loaded, the precision plans the reports read. One HEAD each.
+  void publish_local_hits() {
+    for (size_t i = 0; i < st_.size() && remote_usable(); ++i) {
+      const NodeState& s = st_[i];
+      const PlanNode& n = plan_.nodes[i];
+      if (s.remote || s.st == St::Done) continue;  // from the server, or uploaded when it ran
+      const bool used = (s.st == St::Cached && n.kind == PlanNode::Kind::Emit) || s.st == St::Loaded ||
+                        (reported(i) && s.st == St::Unneeded);
+      if (!used || !cache_->lookup(n.key)) continue;
+      const auto r = remote_->has(n.key);
+      if (r.outcome == RemoteCache::Outcome::Miss)
+        publish(i);
+      else if (r.outcome == RemoteCache::Outcome::Down)
+        remote_problem(r, "");
+    }
   }
 
   // ------------------------------------------------------------ sweep

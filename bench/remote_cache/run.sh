@@ -43,7 +43,7 @@ NGINX=$!
 trap 'kill $NGINX 2>/dev/null; wait $NGINX 2>/dev/null; rm -rf "$W"' EXIT
 sleep 1
 
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>"$W/last.err" || { cat "$W/last.err"; exit 1; }; e=$(date +%s.%N); echo "$e - $s" | bc; }
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>"$W/last.err" || { cat "$W/last.err"; exit 1; }; e=$(date +%s.%N); awk "BEGIN { printf \"%.2f\", $e - $s }"; }
 
 measure() {  # NAME DIR [qforge build options]
   local name=$1 q=$2; shift 2

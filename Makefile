@@ -12,7 +12,7 @@ NPM_DIR     = $(BUILD)/deps
 DEB_PACKAGES = cmake ninja-build g++ pkg-config libonnx-dev libprotobuf-dev protobuf-compiler \
   libboost-dev libboost-filesystem-dev libfmt-dev libtomlplusplus-dev catch2 libcli11-dev \
   libxxhash-dev libhwy-dev zlib1g-dev nlohmann-json3-dev libonnx-testdata clang-format libstb-dev libdnnl-dev \
-  chromium slurm-wlm munge libyaml-cpp-dev
+  chromium slurm-wlm munge libyaml-cpp-dev libcurl4-openssl-dev libssl-dev nginx-light
 
 # Runtimes the interop tests check artifacts with (pinned); onnx for the
 # bench (bench/quantize_static runs ONNX Runtime's quantize_static, which needs it).

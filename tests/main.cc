@@ -23,5 +23,9 @@ int main(int argc, char** argv) {
       {"QFORGE_MODELS_DIR", QFORGE_DEFAULT_MODELS_DIR},
   };
   for (const auto& d : defaults) setenv(d[0], d[1], /*overwrite=*/0);
+  // The suite is hermetic: no build of a test talks to a remote cache the
+  // developer's shell names (tests/remote_cache_test.cc starts its own servers).
+  ::unsetenv("QFORGE_REMOTE_CACHE");
+  ::unsetenv("QFORGE_REMOTE_CACHE_TOKEN");
   return Catch::Session().run(argc, argv);
 }

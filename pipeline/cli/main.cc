@@ -282,6 +282,7 @@ struct BuildArgs {
   bool dry_run = false, explain = false, no_cache = false, json = false, verbose = false, strict = false;
   bool shared_only = false;   // build only the shared steps (docs/scale.md)
   ShardSpec shard;            // --shard I/N (count 0: not given)
+  std::string remote_cache;   // --remote-cache URL
   bool summary_only = false;  // `qforge quantize`: one line, not the target table
   bool plan_only = false;     // `qforge plan`
   std::string on;             // --on slurm
@@ -328,6 +329,7 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
     sa.explain = a.explain;
     sa.strict = a.strict;
     sa.verbose = a.verbose;
+    sa.remote_cache = a.remote_cache;
     return cli::build_on_slurm(plan, stats, sa);
   }
   ShardInfo shard;
@@ -363,6 +365,7 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
   bo.no_cache = a.no_cache;
   bo.strict = a.strict;
   bo.shared_only = a.shared_only;
+  bo.remote_cache = a.remote_cache;
   if (!a.no_cache && !bo.dry_run) fs::create_directories(m.cache_dir, ec);
   BuildResult r = run_build(plan, bo, stats, *progress);
   r.shard = shard;
@@ -459,12 +462,19 @@ int main(int argc, char** argv) {
       ->add_option("--sbatch-arg", b.sbatch_args,
                    "--on slurm: an option for every sbatch, as --sbatch-arg=--time=30 (repeatable)")
       ->allow_extra_args(false);
+  build->add_option(
+      "--remote-cache", b.remote_cache,
+      "A shared cache over HTTP(S) (bazel-remote's protocol; overrides QFORGE_REMOTE_CACHE, which "
+      "overrides [build] remote_cache); token from QFORGE_REMOTE_CACHE_TOKEN");
 
   BuildArgs p;
   auto* plan = app.add_subcommand("plan", "Print the build graph: nodes, what is cached, what will run");
   plan->add_option("-f,--file", p.manifest, "The manifest")->capture_default_str();
   plan->add_option("--target", p.targets, "Only this target (repeatable)");
   plan->add_flag("--json", p.json, "Machine-readable output");
+  plan->add_option(
+      "--remote-cache", p.remote_cache,
+      "Also ask this remote cache (HEAD) what it has (else QFORGE_REMOTE_CACHE, [build] remote_cache)");
 
   std::string inspect_file, inspect_format;
   bool inspect_json = false;

@@ -220,6 +220,7 @@ int build_on_slurm(const Plan& plan, StatCache& stats, const SlurmArgs& a) {
   if (a.strict) common += " --strict";
   if (a.explain) common += " --explain";
   if (a.verbose) common += " -v";
+  if (!a.remote_cache.empty()) common += " --remote-cache " + sq(a.remote_cache);
   std::string qforge = sq(qforge_bin);
   for (const auto& p : a.plugins) qforge += " --plugin " + sq(fs::absolute(p).string());
 

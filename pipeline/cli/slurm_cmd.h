@@ -17,6 +17,8 @@ struct SlurmArgs {
   std::string manifest;                  // as given to -f
   std::vector<std::string> targets;      // --target (the selection the plan was made for)
   int threads = 0;                       // -t for every task (0: the CPUs Slurm gave the task)
+  std::string remote_cache;              // --remote-cache, passed to every task (the environment's
+                                         // QFORGE_REMOTE_CACHE and token reach them as sbatch exports it)
   bool dry_run = false, explain = false, strict = false, verbose = false;
 };
 

@@ -8,8 +8,10 @@
 //   collect  per step and per target results for the reports
 #include <unistd.h>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -23,6 +25,7 @@
 #include "qforge/graph.h"
 #include "qforge/profile.h"
 #include "qforge/progress.h"
+#include "qforge/remote_cache.h"
 #include "qforge/status.h"
 
 namespace fs = std::filesystem;
@@ -196,6 +199,7 @@ class Builder {
         st_(plan.nodes.size()) {
     if (!opts.no_cache) cache_ = std::make_unique<Cache>(m_.cache_dir);
     strict_ = opts.strict || m_.strict;
+    open_remote();
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     budget_ = opts.threads > 0 ? opts.threads : m_.threads > 0 ? m_.threads : cores;
     const int jobs = opts.jobs > 0 ? opts.jobs : m_.jobs > 0 ? m_.jobs : budget_;
@@ -211,6 +215,7 @@ class Builder {
     decide();
     if (opts_.explain || opts_.dry_run) explain();
     if (!opts_.dry_run) execute();
+    if (!opts_.dry_run) publish_local_hits();
     BuildResult r = collect();
     r.seconds = since(t0);
     return r;
@@ -221,6 +226,7 @@ class Builder {
   struct NodeState {
     St st = St::Unneeded;
     std::string why;
+    bool remote = false;              // restored (or, in a dry run, restorable) from the remote cache
     std::optional<CacheEntry> entry;  // Load, Cached
     StepLog log;                      // what this node's steps said (own + inputs')
     double secs = 0, bpw = 0;
@@ -232,6 +238,117 @@ class Builder {
     bool started = false;
     int waiting_consumers = 0;
   };
+
+  // ------------------------------------------------------------ remote cache
+  // The URL: --remote-cache, else $QFORGE_REMOTE_CACHE, else [build] remote_cache.
+  void open_remote() {
+    std::string url = opts_.remote_cache, from = "--remote-cache";
+    if (url.empty())
+      if (const char* e = std::getenv("QFORGE_REMOTE_CACHE"); e && *e) url = e, from = "QFORGE_REMOTE_CACHE";
+    if (url.empty()) url = m_.remote_cache, from = "[build] remote_cache";
+    if (url.empty()) return;
+    if (!cache_) {
+      progress_.info("note: --no-cache: the remote cache (" + from + ") is neither read nor written");
+      return;
+    }
+    RemoteCacheConfig cfg;
+    cfg.url = url;
+    // QFORGE_REMOTE_CACHE_TIMEOUT: seconds a transfer may stall (and at most to connect).
+    if (const char* e = std::getenv("QFORGE_REMOTE_CACHE_TIMEOUT"); e && *e) {
+      char* end = nullptr;
+      const long secs = std::strtol(e, &end, 10);
+      if (*end || secs < 1 || secs > 3600)
+        throw Error("QFORGE_REMOTE_CACHE_TIMEOUT must be a whole number of seconds from 1 to 3600, found '" +
+                    std::string(e) + "'");
+      cfg.stall_timeout_s = secs;
+      cfg.connect_timeout_s = std::min(cfg.connect_timeout_s, secs);
+    }
+    const std::string var = m_.remote_cache_token_env.empty() ? std::string("QFORGE_REMOTE_CACHE_TOKEN")
+                                                              : m_.remote_cache_token_env;
+    if (const char* t = std::getenv(var.c_str()); t && *t)
+      cfg.token = t;
+    else if (!m_.remote_cache_token_env.empty())
+      progress_.warn("warning: [build] remote_cache_token_env names " + var +
+                     ", which is not set: no token is sent to the remote cache");
+    remote_ = std::make_unique<RemoteCache>(cfg);
+    summary_.url = remote_->display_url();
+    progress_.info("remote cache " + summary_.url + " (from " + from + ")" +
+                   (cfg.token.empty() ? "" : ", with the bearer token in " + var));
+  }
+
+  bool remote_usable() const { return remote_ && !remote_down_.load(); }
+
+  // A remote failure: an error under --strict; else a warning, and a server
+  // that is down is not asked again in this build.
+  void remote_problem(const RemoteCache::Result& r, const std::string& then) {
+    if (strict_) throw Error(r.message + " (--strict makes remote cache failures errors)");
+    std::lock_guard<std::mutex> lk(remote_mu_);
+    std::string w;
+    if (r.outcome == RemoteCache::Outcome::Down) {
+      if (remote_down_.exchange(true)) return;  // said once
+      w = r.message + "; the build goes on without the remote cache";
+    } else {
+      w = r.message + "; " + then;
+    }
+    summary_.warnings.push_back(w);
+    progress_.warn("warning: " + w);
+  }
+
+  // Looks `key` up in the remote cache and restores a hit into the local one.
+  // Returns what to say about it ("" on a miss or failure).
+  std::string fetch_remote(const std::string& key, const std::string& label) {
+    const auto r = remote_->fetch(key, *cache_);
+    if (r.outcome == RemoteCache::Outcome::Hit) {
+      ++summary_.hits;
+      summary_.downloaded_objects += r.objects;
+      summary_.downloaded_bytes += r.bytes;
+      return "remote hit: downloaded " + std::to_string(r.objects) + " object(s), " +
+             std::to_string(r.bytes) + " bytes, from " + summary_.url;
+    }
+    if (r.outcome == RemoteCache::Outcome::Miss)
+      ++summary_.misses;
+    else
+      remote_problem(r, "building " + label + " locally");
+    return {};
+  }
+
+  // After a step's result is stored locally: its objects, then its record.
+  void publish(size_t i) {
+    if (!remote_usable()) return;
+    RemoteCache::Result r;
+    try {
+      r = remote_->upload(plan_.nodes[i].key, *cache_);
+    } catch (const std::exception& e) {  // reading the local entry failed: the step itself is fine
+      r.outcome = RemoteCache::Outcome::Corrupt;
+      r.message =
+          "uploading " + plan_.nodes[i].label + " to the remote cache " + summary_.url + ": " + e.what();
+    }
+    if (r.outcome != RemoteCache::Outcome::Hit) return remote_problem(r, "not uploaded");
+    std::lock_guard<std::mutex> lk(remote_mu_);
+    ++summary_.uploaded_records;
+    summary_.uploaded_objects += r.objects;
+    summary_.uploaded_bytes += r.bytes;
+  }
+
+  // Results this build took from the local cache that the server lacks
+  // (built before the remote cache was configured, or by a build whose
+  // upload failed) are uploaded too: the artifacts it found cached, the
+  // results it loaded, the precision plans the reports read. One HEAD each.
+  void publish_local_hits() {
+    for (size_t i = 0; i < st_.size() && remote_usable(); ++i) {
+      const NodeState& s = st_[i];
+      const PlanNode& n = plan_.nodes[i];
+      if (s.remote || s.st == St::Done) continue;  // from the server, or uploaded when it ran
+      const bool used = (s.st == St::Cached && n.kind == PlanNode::Kind::Emit) || s.st == St::Loaded ||
+                        (reported(i) && s.st == St::Unneeded);
+      if (!used || !cache_->lookup(n.key)) continue;
+      const auto r = remote_->has(n.key);
+      if (r.outcome == RemoteCache::Outcome::Miss)
+        publish(i);
+      else if (r.outcome == RemoteCache::Outcome::Down)
+        remote_problem(r, "");
+    }
+  }
 
   // ------------------------------------------------------------ sweep
   void sweep() {
@@ -268,6 +385,20 @@ class Builder {
       std::string why_not;
       std::optional<CacheEntry> entry;
       if (cache_) entry = cache_->lookup(e.key, &why_not);
+      std::string remote_why;
+      if (!entry && remote_usable()) {
+        if (opts_.dry_run) {
+          if (remote_has(e.key)) {
+            s.st = St::Cached;
+            s.remote = true;
+            s.why = "remote hit: would download from " + summary_.url;
+            continue;
+          }
+        } else if (!(remote_why = fetch_remote(e.key, e.label)).empty()) {
+          entry = cache_->lookup(e.key, &why_not);
+          s.remote = entry.has_value();
+        }
+      }
       if (entry) {
         if (artifact_current(e, *entry)) {
           s.st = St::Cached;
@@ -280,8 +411,10 @@ class Builder {
           std::string err = cache_->restore(*entry, e.artifact);
           if (err.empty()) {
             s.st = St::Cached;
-            s.why = "restored from cache: " + e.artifact + " was missing or differed";
+            s.why = s.remote ? remote_why + "; restored " + e.artifact
+                             : "restored from cache: " + e.artifact + " was missing or differed";
           } else {
+            s.remote = false;
             progress_.warn(err + "; rebuilding target '" + t.decl.name + "'");
             s.why = "cache entry corrupt (" + err + ")";
             entry.reset();
@@ -348,12 +481,28 @@ class Builder {
     NodeState& s = st_[i];
     std::string why_not = "not in the cache";
     if (n.store && cache_) {
-      if (auto entry = cache_->lookup(n.key, &why_not)) {
+      auto entry = cache_->lookup(n.key, &why_not);
+      std::string remote_why;
+      if (!entry && remote_usable()) {
+        if (opts_.dry_run) {
+          if (remote_has(n.key)) {
+            s.st = St::Load;
+            s.remote = true;
+            s.why = "remote hit: would download from " + summary_.url;
+            return;
+          }
+        } else if (!(remote_why = fetch_remote(n.key, n.label)).empty()) {
+          entry = cache_->lookup(n.key, &why_not);
+        }
+      }
+      if (entry) {
         std::string err = cache_->verify(*entry);
         if (err.empty()) {
           s.st = St::Load;
-          s.why = "cached " + std::string(name_of(n.produces)) + " " + n.key.substr(0, 12) +
-                  " (made by an earlier build)";
+          s.remote = !remote_why.empty();
+          s.why = s.remote ? remote_why
+                           : "cached " + std::string(name_of(n.produces)) + " " + n.key.substr(0, 12) +
+                                 " (made by an earlier build)";
           s.entry = entry;
           return;
         }
@@ -367,6 +516,13 @@ class Builder {
     s.why = opts_.no_cache ? need + " (--no-cache)" : n.store ? need + " (" + why_not + ")" : need;
     for (int in : n.inputs) demand(in, i);
     if (needs_reference(i)) demand(import_of(i), i);
+  }
+
+  // A dry run asks the remote cache (HEAD) whether it has a record.
+  bool remote_has(const std::string& key) {
+    const auto r = remote_->has(key);
+    if (r.outcome == RemoteCache::Outcome::Down) remote_problem(r, "");
+    return r.outcome == RemoteCache::Outcome::Hit;
   }
 
   // A pass that reads the model as imported (evaluate) waits for its import,
@@ -535,9 +691,13 @@ class Builder {
           throw Error(
               "warnings are errors (--strict): " + own.warnings.front() +
               (own.warnings.size() > 1 ? " (and " + std::to_string(own.warnings.size() - 1) + " more)" : ""));
-        if (n.store && cache_) store_node(i, model, table, log, since(start));
+        if (n.store && cache_) {
+          store_node(i, model, table, log, since(start));
+          publish(i);
+        }
       } else {
         bpw = emit(i, *in_model, log, start);
+        if (cache_) publish(i);
       }
     } catch (const std::exception& e) {
       error = e.what();
@@ -733,7 +893,10 @@ class Builder {
       std::shared_ptr<const Table> t = st_[a].kept;
       if (!t && cache_) {
         try {
-          if (auto e = cache_->lookup(n.key); e && !e->files.empty())
+          auto e = cache_->lookup(n.key);
+          // A target restored from the remote cache: its plan is there too.
+          if (!e && remote_usable() && !fetch_remote(n.key, n.label).empty()) e = cache_->lookup(n.key);
+          if (e && !e->files.empty())
             t = std::make_shared<Table>(
                 Table::from_bytes(cache_->read_object(e->files.front()), n.label + " (cache)"));
         } catch (const std::exception& ex) {
@@ -778,6 +941,7 @@ class Builder {
       s.label = n.label;
       s.targets = n.targets;
       s.status = status_of(st_[i].st);
+      if (st_[i].remote && (st_[i].st == St::Cached || st_[i].st == St::Loaded)) s.source = "remote";
       s.seconds = st_[i].secs;
       s.threads = st_[i].st == St::Done ? st_[i].threads : 0;
       s.why = st_[i].why;
@@ -826,6 +990,7 @@ class Builder {
       r.tables = report_tables(t.emit, r.warnings);
       for (int n : ancestors(plan_, t.emit)) r.seconds += st_[n].st == St::Done ? st_[n].secs : 0;
       r.status = status_of(es.st);
+      if (es.remote && es.st == St::Cached) r.source = "remote";
       if (es.st == St::Failed || es.st == St::Skipped) {
         for (int n : ancestors(plan_, t.emit))
           if (st_[n].st == St::Failed) r.error = plan_.nodes[n].label + ": " + st_[n].error;
@@ -847,6 +1012,8 @@ class Builder {
       result.targets.push_back(r);
       if (cache_ && es.st == St::Done) cache_->write_record(t.decl.name, record_of(plan_, t.emit));
     }
+    result.remote = summary_;
+    result.warnings += summary_.warnings.size();
     return result;
   }
 
@@ -856,6 +1023,10 @@ class Builder {
   StatCache& stats_;
   Progress& progress_;
   std::unique_ptr<Cache> cache_;
+  std::unique_ptr<RemoteCache> remote_;
+  std::atomic<bool> remote_down_{false};  // a server that failed is not asked again in this build
+  std::mutex remote_mu_;                  // summary_ and its warnings (uploads run on the workers)
+  RemoteCacheSummary summary_;
   bool strict_ = false;
   int budget_ = 1, concurrency_ = 1;
   std::vector<NodeState> st_;

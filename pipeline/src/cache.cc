@@ -105,6 +105,15 @@ std::optional<CacheEntry> Cache::lookup(const std::string& key, std::string* why
     if (why_not) *why_not = "not in the cache";
     return std::nullopt;
   }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_entry(ss.str(), why_not);
+}
+
+const char* Cache::entry_header() { return kEntryHeader; }
+
+std::optional<CacheEntry> Cache::parse_entry(const std::string& text, std::string* why_not) {
+  std::istringstream in(text);
   std::string line;
   if (!std::getline(in, line) || line != kEntryHeader) {
     if (why_not)
@@ -163,8 +172,7 @@ std::optional<CacheEntry> Cache::lookup(const std::string& key, std::string* why
   return e;
 }
 
-namespace {
-std::string record_text(const CacheEntry& entry) {
+std::string Cache::entry_text(const CacheEntry& entry) {
   std::ostringstream os;
   os << kEntryHeader << "\n";
   for (const auto& f : entry.files)
@@ -184,7 +192,13 @@ std::string record_text(const CacheEntry& entry) {
   os << "seconds " << buf << "\n";
   return os.str();
 }
-}  // namespace
+
+void Cache::record(const std::string& key, const CacheEntry& entry) {
+  std::string s = entry_text(entry);
+  AtomicFile out(dir_ + "/keys/" + key);
+  out.write(s.data(), s.size());
+  out.commit();
+}
 
 void Cache::store(const std::string& key, const std::string& artifact, const CacheEntry& entry) {
   for (const auto& f : entry.files) {
@@ -195,7 +209,7 @@ void Cache::store(const std::string& key, const std::string& artifact, const Cac
     copy_file_atomic(artifact + f.suffix, obj);
     ::chmod(obj.c_str(), 0444);
   }
-  std::string s = record_text(entry);
+  std::string s = entry_text(entry);
   AtomicFile out(dir_ + "/keys/" + key);
   out.write(s.data(), s.size());
   out.commit();
@@ -213,7 +227,7 @@ void Cache::store_bytes(const std::string& key, const std::string& bytes, CacheE
     ::chmod(obj.c_str(), 0444);
   }
   entry.files = {{"", d, bytes.size()}};
-  std::string s = record_text(entry);
+  std::string s = entry_text(entry);
   AtomicFile out(dir_ + "/keys/" + key);
   out.write(s.data(), s.size());
   out.commit();

@@ -169,8 +169,30 @@ std::vector<std::string> expand_glob(const std::string& pattern) {
 void parse_build(const Value& top, Loader& L, Manifest& m) {
   const Value* b = top.find("build");
   if (!b || !L.expect(*b, Value::Kind::Table, "[build]")) return;
-  L.check_keys(*b, {"output", "jobs", "threads", "cache", "strict", "executor"}, "[build]");
+  L.check_keys(
+      *b,
+      {"output", "jobs", "threads", "cache", "strict", "executor", "remote_cache", "remote_cache_token_env"},
+      "[build]");
   m.executor = L.get_string(*b, "executor", "[build]", false, &m.executor_loc);
+  // The remote cache (docs/scale.md): an http(s) URL, and the variable holding its token.
+  SourceLoc at;
+  m.remote_cache = L.get_string(*b, "remote_cache", "[build]", false, &at);
+  if (!m.remote_cache.empty() && m.remote_cache.rfind("http://", 0) != 0 &&
+      m.remote_cache.rfind("https://", 0) != 0)
+    L.diags_.error(at, "'remote_cache' in [build] must be an http:// or https:// URL, found '" +
+                           m.remote_cache + "' (for example \"http://cache.example:8080\")");
+  m.remote_cache_token_env = L.get_string(*b, "remote_cache_token_env", "[build]", false, &at);
+  if (!m.remote_cache_token_env.empty()) {
+    bool ok = !std::isdigit(static_cast<unsigned char>(m.remote_cache_token_env[0]));
+    for (char c : m.remote_cache_token_env)
+      ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+    if (!ok)
+      L.diags_.error(
+          at,
+          "'remote_cache_token_env' in [build] must name an environment variable (letters, digits, "
+          "'_'), found '" +
+              m.remote_cache_token_env + "': the token itself never goes in the manifest");
+  }
   if (auto s = L.get_string(*b, "output", "[build]", false); !s.empty()) m.output_dir = absolute_in(m.dir, s);
   if (auto s = L.get_string(*b, "cache", "[build]", false); !s.empty()) m.cache_dir = absolute_in(m.dir, s);
   auto count = [&](const char* key, int& out) {

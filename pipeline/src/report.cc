@@ -70,6 +70,7 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     o["bytes"] = t.bytes;
     o["bits_per_weight"] = Json(std::stod(fmt_num(t.bits_per_weight, "%.4f")));
     o["status"] = t.status;
+    if (!t.source.empty()) o["source"] = t.source;
     o["seconds"] = Json(std::stod(fmt_num(t.seconds, "%.3f")));
     // Non-finite values (an SQNR of +inf: no error at all) are written as null.
     Json mm = Json::object();
@@ -118,6 +119,7 @@ std::string report_json(const BuildResult& r, const std::string& base) {
     for (const auto& t : s.targets) ts.push_back(Json(t));
     o["targets"] = ts;
     o["status"] = s.status;
+    if (!s.source.empty()) o["source"] = s.source;
     o["seconds"] = Json(std::stod(fmt_num(s.seconds, "%.3f")));
     if (s.threads > 0) o["threads"] = s.threads;
     if (!s.slurm_job.empty()) o["slurm_job"] = s.slurm_job;
@@ -137,6 +139,20 @@ std::string report_json(const BuildResult& r, const std::string& base) {
   sum["failed"] = r.failed;
   sum["warnings"] = r.warnings;
   j["summary"] = sum;
+  if (!r.remote.url.empty()) {
+    const RemoteCacheSummary& rc = r.remote;
+    Json w = Json::array();
+    for (const auto& l : rc.warnings) w.push_back(Json(l));
+    j["remote_cache"] = {{"url", rc.url},
+                         {"hits", rc.hits},
+                         {"misses", rc.misses},
+                         {"downloaded_objects", rc.downloaded_objects},
+                         {"downloaded_bytes", rc.downloaded_bytes},
+                         {"uploaded_records", rc.uploaded_records},
+                         {"uploaded_objects", rc.uploaded_objects},
+                         {"uploaded_bytes", rc.uploaded_bytes},
+                         {"warnings", w}};
+  }
   return j.dump(2) + "\n";
 }
 
@@ -158,8 +174,8 @@ std::string report_table(const BuildResult& r, const std::string& base) {
       {"target", "model", "profile", "format", "size", "bpw", "time", "status", "metrics"}};
   for (const auto& t : r.targets)
     rows.push_back({t.name, t.model, t.profile.empty() ? "-" : t.profile, t.format, human_bytes(t.bytes),
-                    fmt_num(t.bits_per_weight, "%.2f"), fmt_num(t.seconds, "%.2fs"), t.status,
-                    metrics_text(t.metrics)});
+                    fmt_num(t.bits_per_weight, "%.2f"), fmt_num(t.seconds, "%.2fs"),
+                    t.source.empty() ? t.status : t.status + " (" + t.source + ")", metrics_text(t.metrics)});
   std::ostringstream os;
   if (!r.targets.empty()) os << aligned(rows);
   for (const auto& t : r.targets) {
@@ -195,6 +211,14 @@ std::string report_table(const BuildResult& r, const std::string& base) {
   os << " in " << fmt_num(r.seconds, "%.2fs");
   if (r.warnings) os << "; " << r.warnings << " warning(s)";
   os << "\n";
+  if (!r.remote.url.empty()) {
+    const RemoteCacheSummary& rc = r.remote;
+    for (const auto& w : rc.warnings) os << "warning: " << w << "\n";
+    os << "remote cache " << rc.url << ": " << rc.hits << " hit(s), " << rc.misses << " miss(es); downloaded "
+       << rc.downloaded_objects << " object(s) (" << human_bytes(rc.downloaded_bytes) << "), uploaded "
+       << rc.uploaded_records << " record(s) and " << rc.uploaded_objects << " object(s) ("
+       << human_bytes(rc.uploaded_bytes) << ")\n";
+  }
   (void)base;
   return os.str();
 }

@@ -116,6 +116,9 @@ struct BuildOptions {
   // Every target must come from the cache (`--on slurm` gathering what its
   // tasks built): a target whose result is not cached fails instead of being built.
   bool cached_only = false;
+  // The remote cache URL (--remote-cache); "" = $QFORGE_REMOTE_CACHE, else
+  // [build] remote_cache, else none. --no-cache turns it off too.
+  std::string remote_cache;
 };
 
 // A Table one of a target's steps made, kept for the reports: the precision
@@ -136,6 +139,7 @@ struct TargetResult {
   uint64_t bytes = 0;
   double bits_per_weight = 0;
   std::string status;  // "built", "cached", "failed", "skipped"
+  std::string source;  // for "cached": "remote" when restored from the remote cache, else ""
   double seconds = 0;
   std::map<std::string, double> metrics;
   std::vector<std::string> notes;
@@ -152,6 +156,7 @@ struct StepResult {
   std::vector<std::string> inputs;  // keys of the nodes it consumed
   std::vector<std::string> targets;
   std::string status;  // "built", "cached", "failed", "skipped", "planned"
+  std::string source;  // "remote" for a result restored from the remote cache, else ""
   double seconds = 0;
   int threads = 0;        // threads the step was given (0: it did not run)
   std::string why;        // --explain
@@ -165,11 +170,20 @@ struct ShardInfo {
   std::vector<std::string> targets;  // the shard's targets, in manifest order
 };
 
+// What the remote cache did in a build (docs/scale.md, "Remote cache").
+struct RemoteCacheSummary {
+  std::string url;  // as shown (no user information); "" when no remote cache was used
+  size_t hits = 0, misses = 0, downloaded_objects = 0, uploaded_records = 0, uploaded_objects = 0;
+  uint64_t downloaded_bytes = 0, uploaded_bytes = 0;
+  std::vector<std::string> warnings;  // unreachable server, corrupt objects ...
+};
+
 struct BuildResult {
   bool shared_only = false;  // `--shared-only`: `targets` is empty, `steps` the shared steps
   ShardInfo shard;           // `--shard I/N`: `targets` are the shard's only
   std::vector<TargetResult> targets;
   std::vector<StepResult> steps;
+  RemoteCacheSummary remote;
   size_t built = 0, cached = 0, failed = 0;
   size_t warnings = 0;
   double seconds = 0;

@@ -69,6 +69,16 @@ class Cache {
   // corrupt object is deleted.
   std::string restore(const CacheEntry& entry, const std::string& artifact) const;
   std::string object_path(const Digest& d) const;
+  // Records `entry` under `key`; its objects must already be in the store
+  // (a remote cache restores objects first, then the record).
+  void record(const std::string& key, const CacheEntry& entry);
+
+  // The text of a record (keys/<key>) and its parse; nullopt, with `why_not`
+  // set, when the text is not a record this version reads.
+  static std::string entry_text(const CacheEntry& entry);
+  static std::optional<CacheEntry> parse_entry(const std::string& text, std::string* why_not = nullptr);
+  // The first line of every record this version writes.
+  static const char* entry_header();
 
   // Free-form per-target records for --explain.
   std::optional<std::string> read_record(const std::string& name) const;

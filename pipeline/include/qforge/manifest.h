@@ -68,6 +68,8 @@ struct Manifest {
   bool strict = false;     // warnings are errors
   std::string executor;    // [build] executor: "" = "cpu"
   SourceLoc executor_loc;
+  std::string remote_cache;                // [build] remote_cache: a URL, "" = none (docs/scale.md)
+  std::string remote_cache_token_env;      // [build] remote_cache_token_env: the variable holding its token
   std::vector<std::string> plugin_paths;   // absolute
   std::vector<std::string> profile_paths;  // extra profile directories (absolute)
   // Profiles written in the manifest as [profiles.<id>] tables, in file order

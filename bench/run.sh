@@ -4,6 +4,7 @@
 # then bench/quantize_static/bench.py (calibrate + quantize-static against ONNX Runtime's
 # quantize_static; QUICK=1 for a smoke run; bench/quantize_static/README.md),
 # then bench/select_precision/run.sh (precision plans against llama.cpp's mixtures at equal size).
+# then bench/remote_cache/run.sh (a warm remote cache against a cold build, nginx on loopback).
 #
 # gguf_quantize: qforge's quantize-gguf against llama.cpp's llama_model_quantize (libllama
 # of node-llama-cpp 3.22.1) on a generated llama-architecture F32 model of ~800 MB, same
@@ -89,3 +90,7 @@ echo "quantize_static: qforge calibrate + quantize-static against ONNX Runtime's
 echo
 echo "select-precision: plans against llama.cpp's mixtures at equal size (bench/select_precision/README.md)"
 QFORGE_NPM_DIR=$NPM "$(dirname "$0")/select_precision/run.sh" "$BUILD"
+
+echo
+echo "remote cache: a second checkout against a warm nginx WebDAV cache against a cold build (docs/scale.md)"
+REPS=${REPS:-3} "$(dirname "$0")/remote_cache/run.sh" "$BUILD"

@@ -374,15 +374,6 @@ int run_manifest(Env& env, Manifest& m, Diagnostics& diags, const BuildArgs& a, 
     std::fputs((a.json ? plan_json(plan, r) : plan_text(plan, r)).c_str(), stdout);
     return 0;
   }
-  if (a.shared_only && !a.dry_run) {
-    size_t built = 0, failed = 0;
-    for (const auto& s : r.steps) {
-      built += s.status == "built";
-      failed += s.status == "failed";
-    }
-    std::printf("--shared-only: %zu step(s) built, %zu failed; no target emitted\n", built, failed);
-    return failed ? 1 : 0;
-  }
   if (a.dry_run) {
     size_t run = 0;
     for (const auto& s : r.steps) run += s.status == "planned";

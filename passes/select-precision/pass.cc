@@ -11,6 +11,7 @@
 #include "quantize_gguf.h"
 #include "range_table.h"
 #include "select_precision.h"
+#include "sensitivity.h"
 
 namespace qforge::select_precision {
 namespace {
@@ -78,6 +79,7 @@ Settings settings_of(const Options& o) {
   if (auto it = o.find("min_sqnr_db"); it != o.end() && !it->second.is_null())
     s.min_sqnr_db = it->second.as_number();
   s.max_rows = o.at("max_rows").i;
+  s.objective = o.at("objective").s;
   return s;
 }
 
@@ -94,7 +96,9 @@ class SelectPrecisionPass : public Pass {
         r.warnings = std::move(res.warnings);
         return;
       }
-      Result res = select(model, settings_of(ctx.options), ctx.threads, ctx.progress);
+      Settings s = settings_of(ctx.options);
+      if (ctx.tables.size() > 1) s.sensitivity = ctx.tables[1];
+      Result res = select(model, s, ctx.threads, ctx.progress);
       r.table = std::make_shared<Table>(res.plan.to_table());
       r.metrics = std::move(res.metrics);
       r.notes = std::move(res.notes);
@@ -110,6 +114,12 @@ std::vector<OptionProblem> validate(const Options& o) {
     auto it = o.find(k);
     return it != o.end() && !it->second.is_null();
   };
+  if (auto it = o.find("objective");
+      it != o.end() && it->second.kind == Value::Kind::String && it->second.s == "kl" && given("dataset"))
+    out.push_back(
+        {"objective",
+         "objective = \"kl\" is for GGUF models and reads its token sequences from a gguf-sensitivity "
+         "step, not from `dataset` (an ONNX model's samples): move the dataset to that step"});
   if (!given("budget") && !given("dataset"))
     out.push_back({"budget",
                    "needs option 'budget' (GGUF: the size to fit); an ONNX model needs `dataset` and "
@@ -155,7 +165,9 @@ PassInfo pass_info() {
   info.version = 2;  // 2: the ONNX half
   info.needs_executor = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, true,
-                  "activation ranges from calibrate (ONNX models; GGUF ignores it)"}};
+                  "activation ranges from calibrate (ONNX models; GGUF ignores it)"},
+                 {ArtifactKind::Table, kSensitivitySchema, true,
+                  "next-token KL sensitivities from gguf-sensitivity (GGUF, objective = \"kl\")"}};
   info.output = {ArtifactKind::Table, gguf_quant::kPrecisionSchema, false, "a precision plan"};
   OptionSpec budget = quant::option_spec(
       "budget", OptType::String,
@@ -210,8 +222,15 @@ PassInfo pass_info() {
                                  "activation_type, with a profile the first its [onnx] allows, else float",
                                  {}, {"uint16", "int16", "float"});
   const std::string same = "; give quantize-static the same (the plan is checked against it)";
+  OptionSpec objective = option_spec(
+      "objective", OptType::Enum,
+      "GGUF: what the plan minimises: \"error\", the summed (imatrix-weighted) weight error, or \"kl\", the "
+      "summed next-token KL sensitivities a gguf-sensitivity step before this one measured (a first-order "
+      "estimate)",
+      Value::of_string("error"), {"error", "kl"});
   info.options = {
       budget,
+      objective,
       ty,
       im,
       cos,

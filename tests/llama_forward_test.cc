@@ -289,6 +289,29 @@ TEST_CASE("select-precision objective = kl: within the budget, lower estimated K
     CHECK(kl.plan.error >= werr.plan.error - 1e-9);  // and it pays in weight error
     if (std::string(budget) != "4.5bpw") CHECK(kl.metrics.count("reference_kl_estimate") == 1);
   }
+  // max_error = "reference": the least-KL plan whose weight error is at most the mixture's
+  for (const char* budget : {"Q3_K_M", "Q4_K_M"}) {
+    select_precision::Settings s;
+    s.budget = budget;
+    s.types = ss.types;
+    s.objective = "kl";
+    s.sensitivity = table;
+    const auto free = select_precision::select(m, s, 2, p);
+    s.max_error = "reference";
+    const auto bounded = select_precision::select(m, s, 2, p);
+    INFO(budget << ": " << bounded.plan.method);
+    CHECK(bounded.plan.file_bytes <= bounded.plan.budget_bytes);
+    CHECK(bounded.plan.error <= bounded.metrics.at("reference_error"));
+    CHECK(bounded.metrics.at("kl_estimate") >= free.metrics.at("kl_estimate") - 1e-12);
+    CHECK(bounded.metrics.at("kl_estimate") <= bounded.metrics.at("reference_kl_estimate"));
+    s.max_error = "0.001";  // below what any plan within the budget reaches
+    try {
+      select_precision::select(m, s, 2, p);
+      FAIL("expected an error");
+    } catch (const Error& e) {
+      CHECK_THAT(e.what(), Catch::Contains("max_error") && Catch::Contains("least weight error"));
+    }
+  }
   // objective = kl without a table: an error saying what to add
   select_precision::Settings s;
   s.budget = "Q4_K_M";
@@ -421,9 +444,16 @@ pipeline = [ { pass = "gguf-sensitivity" }, { pass = "select-precision", budget 
 name = "b"
 model = "llm"
 pipeline = [ { pass = "select-precision", budget = "Q4_K_M", objective = "kl", dataset = "tok" } ]
+
+[[targets]]
+name = "c"
+model = "llm"
+pipeline = [ { pass = "select-precision", budget = "4.5bpw", max_error = "reference" } ]
 )";
   out = run_capture(bin + " plan -f " + shell_quote(dir / "bad.toml") + " 2>&1", status);
   CHECK(status != 0);
   CHECK_THAT(out, Catch::Contains("bad.toml:13") && Catch::Contains("dataset"));
   CHECK_THAT(out, Catch::Contains("bad.toml:18") && Catch::Contains("gguf-sensitivity step"));
+  CHECK_THAT(out, Catch::Contains("bad.toml:23") && Catch::Contains("needs objective = \"kl\"") &&
+                      Catch::Contains("but budget is '4.5bpw'"));
 }

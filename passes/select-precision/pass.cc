@@ -80,6 +80,7 @@ Settings settings_of(const Options& o) {
     s.min_sqnr_db = it->second.as_number();
   s.max_rows = o.at("max_rows").i;
   s.objective = o.at("objective").s;
+  if (auto it = o.find("max_error"); it != o.end() && !it->second.is_null()) s.max_error = it->second.s;
   return s;
 }
 
@@ -120,6 +121,21 @@ std::vector<OptionProblem> validate(const Options& o) {
         {"objective",
          "objective = \"kl\" is for GGUF models and reads its token sequences from a gguf-sensitivity "
          "step, not from `dataset` (an ONNX model's samples): move the dataset to that step"});
+  if (given("max_error")) {
+    auto ob = o.find("objective");
+    if (ob == o.end() || ob->second.kind != Value::Kind::String || ob->second.s != "kl")
+      out.push_back({"max_error", "bounds the weight error of a KL plan: needs objective = \"kl\""});
+    auto b = o.find("budget");
+    if (o.at("max_error").s == "reference" && b != o.end() && b->second.kind == Value::Kind::String) {
+      SizeValue sv;
+      if (parse_size(b->second.s, sv))
+        out.push_back(
+            {"max_error",
+             "\"reference\" is the error of the llama.cpp mixture a file-type budget names (budget = "
+             "\"Q4_K_M\"), but budget is '" +
+                 b->second.s + "'"});
+    }
+  }
   if (!given("budget") && !given("dataset"))
     out.push_back({"budget",
                    "needs option 'budget' (GGUF: the size to fit); an ONNX model needs `dataset` and "
@@ -228,9 +244,16 @@ PassInfo pass_info() {
       "summed next-token KL sensitivities a gguf-sensitivity step before this one measured (a first-order "
       "estimate)",
       Value::of_string("error"), {"error", "kl"});
+  OptionSpec max_error = option_spec(
+      "max_error", OptType::String,
+      "GGUF, objective = \"kl\": the summed weight error the plan may not exceed, a number or \"reference\" "
+      "(the error of the llama.cpp mixture a file-type budget names): the least-KL plan within it");
+  max_error.pattern = R"(reference|[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?)";
+  max_error.pattern_help = "a non-negative number or \"reference\"";
   info.options = {
       budget,
       objective,
+      max_error,
       ty,
       im,
       cos,

@@ -527,7 +527,82 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
                 "-byte file (" + fmt(need_bpw) + " bpw); give at least that, or add smaller types");
   }
   capacity = static_cast<uint64_t>(limit) - fixed;
-  const Choice ch = solve(items, capacity);
+  Choice ch;
+  std::optional<double> bound;  // the weight error the KL plan may not exceed
+  if (sens && s.max_error) {
+    if (*s.max_error == "reference") {
+      if (budget.kind != Budget::Kind::FileType)
+        throw Error("select-precision: max_error = \"reference\" needs a llama.cpp file type as the budget");
+      double r = 0;
+      for (double e : ref_error) r += e;
+      bound = r;
+    } else {
+      bound = std::stod(*s.max_error);
+    }
+  }
+  if (!bound) {
+    ch = solve(items, capacity);
+  } else {
+    // Minimise KL with the weight error at most `bound`: the Lagrangian KL + lambda * error,
+    // solved exactly for each lambda, with the least lambda whose plan meets the bound found
+    // by doubling, then bisection (in log space).
+    auto weighted = [&](double lambda) {
+      std::vector<Item> w = items;
+      for (size_t i = 0; i < w.size(); ++i)
+        for (size_t k = 0; k < w[i].error.size(); ++k)
+          w[i].error[k] = res.tensors[i].candidates[k].kl + lambda * res.tensors[i].candidates[k].error;
+      return solve(w, capacity);
+    };
+    auto error_of = [&](const Choice& c) {
+      double e = 0;
+      for (size_t i = 0; i < c.pick.size(); ++i) e += res.tensors[i].candidates[c.pick[i]].error;
+      return e;
+    };
+    auto kl_of_choice = [&](const Choice& c) {
+      double e = 0;
+      for (size_t i = 0; i < c.pick.size(); ++i) e += res.tensors[i].candidates[c.pick[i]].kl;
+      return e;
+    };
+    int solves = 1;
+    Choice c0 = weighted(0);
+    if (error_of(c0) <= *bound) {
+      ch = c0;
+      res.notes.push_back("max_error " + fmt(*bound, 6) +
+                          " does not bind: the least-KL plan's weight error is " + fmt(error_of(c0), 6));
+    } else {
+      std::vector<Item> plain = items;
+      for (size_t i = 0; i < plain.size(); ++i)
+        for (size_t k = 0; k < plain[i].error.size(); ++k)
+          plain[i].error[k] = res.tensors[i].candidates[k].error;
+      const double least = error_of(solve(plain, capacity));
+      if (least > *bound)
+        throw Error("select-precision: max_error " + fmt(*bound, 6) + " cannot be met within budget '" +
+                    s.budget + "': the least weight error that fits is " + fmt(least, 6));
+      double lo = 0, hi = kl_of_choice(c0) / std::max(error_of(c0), 1e-300);
+      Choice best;
+      for (;; hi *= 4) {
+        best = weighted(hi);
+        ++solves;
+        if (error_of(best) <= *bound || solves > 200) break;
+        lo = hi;
+      }
+      if (error_of(best) > *bound)
+        throw Error("select-precision: internal error: no multiplier meets max_error " + fmt(*bound, 6));
+      for (int it = 0; it < 24 && (lo == 0 || hi / lo > 1.0001); ++it) {
+        const double mid = lo == 0 ? hi / 1024 : std::sqrt(lo * hi);
+        Choice c = weighted(mid);
+        ++solves;
+        if (error_of(c) <= *bound)
+          hi = mid, best = c;
+        else
+          lo = mid;
+      }
+      ch = best;
+      ch.method += "; least KL with the weight error at most " + fmt(*bound, 6) + " (Lagrangian multiplier " +
+                   fmt(hi, 4) + ", " + std::to_string(solves) + " solves)";
+    }
+    res.metrics["max_error"] = *bound;
+  }
 
   // The plan, and its exact file size.
   gguf_quant::PrecisionPlan& plan = res.plan;

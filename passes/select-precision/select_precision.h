@@ -88,6 +88,11 @@ struct Settings {
   // estimate of the plan's KL. An unsupported table falls back to "error" with a warning.
   std::string objective = "error";
   std::shared_ptr<const Table> sensitivity;
+  // objective "kl": the summed weight error the plan may not exceed (a number, or
+  // "reference": the error of the file-type budget's llama.cpp mixture). The least-KL plan
+  // within it is found through the Lagrangian KL + lambda * error (exact per lambda; lambda by
+  // bisection), so the plan is optimal for that multiplier, not always over every plan.
+  std::optional<std::string> max_error;
 };
 
 struct Candidate {

@@ -110,6 +110,22 @@ matrix = { t = ["Q3_K_M", "Q4_K_M", "Q5_K_M"] }
 pipeline = [ { pass = "gguf-sensitivity", dataset = "tokens", imatrix = "imatrix.dat" },
              { pass = "select-precision", budget = "{t}", objective = "kl", imatrix = "imatrix.dat" },
              { pass = "quantize-gguf", type = "{t}", imatrix = "imatrix.dat" } ]
+
+[[targets]]
+name = "kleplan-{t}"
+model = "llm"
+matrix = { t = ["Q3_K_M", "Q4_K_M", "Q5_K_M"] }
+pipeline = [ { pass = "gguf-sensitivity", dataset = "tokens" },
+             { pass = "select-precision", budget = "{t}", objective = "kl", max_error = "reference" },
+             { pass = "quantize-gguf", type = "{t}" } ]
+
+[[targets]]
+name = "ikleplan-{t}"
+model = "llm"
+matrix = { t = ["Q3_K_M", "Q4_K_M", "Q5_K_M"] }
+pipeline = [ { pass = "gguf-sensitivity", dataset = "tokens", imatrix = "imatrix.dat" },
+             { pass = "select-precision", budget = "{t}", objective = "kl", max_error = "reference", imatrix = "imatrix.dat" },
+             { pass = "quantize-gguf", type = "{t}", imatrix = "imatrix.dat" } ]
 TOML
 "$BUILD/bin/qforge" build -f qforge.toml -j 1 >build.log 2>&1 || { cat build.log; exit 1; }
 
@@ -127,23 +143,26 @@ for line in open("kl.txt"):
 sens = [s for s in rep["steps"] if s["pass"] == "gguf-sensitivity"]
 print("model: %s (%d MB F32)" % ("make_tiny_llama", os.path.getsize("f32.gguf") >> 20))
 for s in sens:
-    print("gguf-sensitivity step: %.1f s, shared by %d targets" % (s["seconds"], len(s["targets"])))
+    print("gguf-sensitivity step: %s, %.1f s, shared by %d targets" % (s["status"], s["seconds"], len(s["targets"])))
 print()
-print("| imatrix | size of | llama.cpp bytes | error plan bytes | KL plan bytes | llama.cpp error | error plan error | KL plan error |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
-rows = (("none", "mix", "plan", "klplan"), ("synthetic", "imix", "iplan", "iklplan"))
-for w, mix, plan, klp in rows:
-    for t in ("Q3_K_M", "Q4_K_M", "Q5_K_M"):
-        a, b, c = tg[f"{mix}-{t}"], tg[f"{plan}-{t}"], tg[f"{klp}-{t}"]
-        print(f"| {w} | {t} | {a['bytes']} | {b['bytes']} | {c['bytes']} | {b['metrics']['reference_error']:.5g} | "
-              f"{b['metrics']['error']:.5g} | {c['metrics']['error']:.5g} |")
-print()
-print("| imatrix | size of | llama.cpp KL | error plan KL | KL plan KL | KL plan estimate | llama.cpp estimate | llama.cpp top-1 | error plan top-1 | KL plan top-1 |")
+# E: weight-error plan; K: KL plan; KE: KL plan with the weight error at most the mixture's
+rows = (("none", "mix", "plan", "klplan", "kleplan"), ("synthetic", "imix", "iplan", "iklplan", "ikleplan"))
+print("| imatrix | size of | llama.cpp bytes | E bytes | K bytes | KE bytes | llama.cpp error | E error | K error | KE error |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for w, mix, plan, klp in rows:
+for w, mix, plan, klp, klep in rows:
     for t in ("Q3_K_M", "Q4_K_M", "Q5_K_M"):
-        m = tg[f"{klp}-{t}"]["metrics"]
-        print(f"| {w} | {t} | {kl[f'{mix}-{t}'][0]:.4e} | {kl[f'{plan}-{t}'][0]:.4e} | {kl[f'{klp}-{t}'][0]:.4e} | "
-              f"{m['kl_estimate']:.4e} | {m.get('reference_kl_estimate', float('nan')):.4e} | "
-              f"{kl[f'{mix}-{t}'][1]:.3f} | {kl[f'{plan}-{t}'][1]:.3f} | {kl[f'{klp}-{t}'][1]:.3f} |")
+        a, b, c, d = (tg[f"{n}-{t}"] for n in (mix, plan, klp, klep))
+        print(f"| {w} | {t} | {a['bytes']} | {b['bytes']} | {c['bytes']} | {d['bytes']} | "
+              f"{b['metrics']['reference_error']:.5g} | {b['metrics']['error']:.5g} | {c['metrics']['error']:.5g} | "
+              f"{d['metrics']['error']:.5g} |")
+print()
+print("| imatrix | size of | llama.cpp KL | E KL | K KL | KE KL | K estimate | KE estimate | llama.cpp estimate | llama.cpp top-1 | E top-1 | K top-1 | KE top-1 |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for w, mix, plan, klp, klep in rows:
+    for t in ("Q3_K_M", "Q4_K_M", "Q5_K_M"):
+        m, me = tg[f"{klp}-{t}"]["metrics"], tg[f"{klep}-{t}"]["metrics"]
+        k = [kl[f"{n}-{t}"] for n in (mix, plan, klp, klep)]
+        print(f"| {w} | {t} | " + " | ".join(f"{x[0]:.4e}" for x in k) +
+              f" | {m['kl_estimate']:.4e} | {me['kl_estimate']:.4e} | {m.get('reference_kl_estimate', float('nan')):.4e} | " +
+              " | ".join(f"{x[1]:.3f}" for x in k) + " |")
 PY

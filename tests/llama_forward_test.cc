@@ -456,4 +456,25 @@ pipeline = [ { pass = "select-precision", budget = "4.5bpw", max_error = "refere
   CHECK_THAT(out, Catch::Contains("bad.toml:18") && Catch::Contains("gguf-sensitivity step"));
   CHECK_THAT(out, Catch::Contains("bad.toml:23") && Catch::Contains("needs objective = \"kl\"") &&
                       Catch::Contains("but budget is '4.5bpw'"));
+
+  // run-time refusal: objective = "kl" on an ONNX model
+  out = run_capture(shell_quote(std::string(QFORGE_BINARY_DIR) + "/bin/make_tiny_onnx") + " mlp " +
+                        shell_quote(dir / "mlp.onnx") + " 2>&1",
+                    status);
+  INFO(out);
+  REQUIRE(status == 0);
+  std::ofstream(dir / "onnx.toml") << R"([build]
+output = "dist-onnx"
+
+[models.mlp]
+path = "mlp.onnx"
+
+[[targets]]
+name = "m"
+model = "mlp"
+pipeline = [ { pass = "select-precision", budget = "100000", objective = "kl" } ]
+)";
+  out = run_capture(bin + " build -f " + shell_quote(dir / "onnx.toml") + " 2>&1", status);
+  CHECK(status != 0);
+  CHECK_THAT(out, Catch::Contains("is for GGUF llama models"));
 }

@@ -90,6 +90,10 @@ class SelectPrecisionPass : public Pass {
     PassResult r;
     r.status = guard([&] {
       if (model.graph) {
+        if (ctx.options.at("objective").s != "error")
+          throw Error("objective = \"" + ctx.options.at("objective").s +
+                      "\" is for GGUF llama models; an ONNX model's plan is measured on `dataset` against "
+                      "min_cosine / min_sqnr_db (remove objective)");
         Result res = select_onnx(model, onnx_settings_of(ctx.options), ctx);
         r.table = res.onnx_plan;
         r.metrics = std::move(res.metrics);

@@ -11,6 +11,7 @@
 #include "quantize_gguf.h"
 #include "range_table.h"
 #include "select_precision.h"
+#include "sensitivity.h"
 
 namespace qforge::select_precision {
 namespace {
@@ -81,6 +82,8 @@ Settings settings_of(const Options& o) {
   if (auto it = o.find("min_sqnr_db"); it != o.end() && !it->second.is_null())
     s.min_sqnr_db = it->second.as_number();
   s.max_rows = o.at("max_rows").i;
+  s.objective = o.at("objective").s;
+  if (auto it = o.find("max_error"); it != o.end() && !it->second.is_null()) s.max_error = it->second.s;
   return s;
 }
 
@@ -90,6 +93,10 @@ class SelectPrecisionPass : public Pass {
     PassResult r;
     r.status = guard([&] {
       if (model.graph) {
+        if (ctx.options.at("objective").s != "error")
+          throw Error("objective = \"" + ctx.options.at("objective").s +
+                      "\" is for GGUF llama models; an ONNX model's plan is measured on `dataset` against "
+                      "min_cosine / min_sqnr_db (remove objective)");
         Result res = select_onnx(model, onnx_settings_of(ctx.options), ctx);
         r.table = res.onnx_plan;
         r.metrics = std::move(res.metrics);
@@ -97,7 +104,9 @@ class SelectPrecisionPass : public Pass {
         r.warnings = std::move(res.warnings);
         return;
       }
-      Result res = select(model, settings_of(ctx.options), ctx.threads, ctx.progress);
+      Settings s = settings_of(ctx.options);
+      if (ctx.tables.size() > 1) s.sensitivity = ctx.tables[1];
+      Result res = select(model, s, ctx.threads, ctx.progress);
       r.table = std::make_shared<Table>(res.plan.to_table());
       r.metrics = std::move(res.metrics);
       r.notes = std::move(res.notes);
@@ -113,6 +122,27 @@ std::vector<OptionProblem> validate(const Options& o) {
     auto it = o.find(k);
     return it != o.end() && !it->second.is_null();
   };
+  if (auto it = o.find("objective");
+      it != o.end() && it->second.kind == Value::Kind::String && it->second.s == "kl" && given("dataset"))
+    out.push_back(
+        {"objective",
+         "objective = \"kl\" is for GGUF models and reads its token sequences from a gguf-sensitivity "
+         "step, not from `dataset` (an ONNX model's samples): move the dataset to that step"});
+  if (given("max_error")) {
+    auto ob = o.find("objective");
+    if (ob == o.end() || ob->second.kind != Value::Kind::String || ob->second.s != "kl")
+      out.push_back({"max_error", "bounds the weight error of a KL plan: needs objective = \"kl\""});
+    auto b = o.find("budget");
+    if (o.at("max_error").s == "reference" && b != o.end() && b->second.kind == Value::Kind::String) {
+      SizeValue sv;
+      if (parse_size(b->second.s, sv))
+        out.push_back(
+            {"max_error",
+             "\"reference\" is the error of the llama.cpp mixture a file-type budget names (budget = "
+             "\"Q4_K_M\"), but budget is '" +
+                 b->second.s + "'"});
+    }
+  }
   if (!given("budget") && !given("dataset"))
     out.push_back({"budget",
                    "needs option 'budget' (GGUF: the size to fit); an ONNX model needs `dataset` and "
@@ -158,7 +188,9 @@ PassInfo pass_info() {
   info.version = 2;  // 2: the ONNX half
   info.needs_executor = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, true,
-                  "activation ranges from calibrate (ONNX models; GGUF ignores it)"}};
+                  "activation ranges from calibrate (ONNX models; GGUF ignores it)"},
+                 {ArtifactKind::Table, kSensitivitySchema, true,
+                  "next-token KL sensitivities from gguf-sensitivity (GGUF, objective = \"kl\")"}};
   info.output = {ArtifactKind::Table, gguf_quant::kPrecisionSchema, false, "a precision plan"};
   OptionSpec budget = quant::option_spec(
       "budget", OptType::String,
@@ -213,8 +245,22 @@ PassInfo pass_info() {
                                  "activation_type, with a profile the first its [onnx] allows, else float",
                                  {}, {"uint16", "int16", "float"});
   const std::string same = "; give quantize-static the same (the plan is checked against it)";
+  OptionSpec objective = option_spec(
+      "objective", OptType::Enum,
+      "GGUF: what the plan minimises: \"error\", the summed (imatrix-weighted) weight error, or \"kl\", the "
+      "summed next-token KL sensitivities a gguf-sensitivity step before this one measured (a first-order "
+      "estimate)",
+      Value::of_string("error"), {"error", "kl"});
+  OptionSpec max_error = option_spec(
+      "max_error", OptType::String,
+      "GGUF, objective = \"kl\": the summed weight error the plan may not exceed, a number or \"reference\" "
+      "(the error of the llama.cpp mixture a file-type budget names): the least-KL plan within it");
+  max_error.pattern = R"(reference|[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?)";
+  max_error.pattern_help = "a non-negative number or \"reference\"";
   info.options = {
       budget,
+      objective,
+      max_error,
       ty,
       im,
       cos,

@@ -7,6 +7,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -16,6 +17,7 @@
 #include "qforge/status.h"
 #include "quantize_gguf.h"
 #include "select_precision.h"
+#include "sensitivity.h"
 
 namespace qforge::select_precision {
 namespace {
@@ -340,6 +342,41 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
   for (const auto& t : ref.tensors) data_aligned += align_up(t.nbytes(), align);
   const uint64_t header = ref_file - data_aligned;
 
+  // The objective: the weight error, or the measured KL sensitivities.
+  std::optional<Sensitivity> sens;
+  if (s.objective == "kl") {
+    if (!s.sensitivity)
+      throw Error(
+          "select-precision: objective = \"kl\" needs a sensitivity table: put a step "
+          "{ pass = \"gguf-sensitivity\", dataset = \"<token ids>\" } before this one (or name one with "
+          "inputs)");
+    sens = Sensitivity::from_table(*s.sensitivity);
+    if (!sens->supported) {
+      res.warnings.push_back("objective = \"kl\": no sensitivities were measured (" + sens->reason +
+                             "), so the plan minimises the weight error instead");
+      sens.reset();
+    } else if (sens->imatrix != !s.imatrix.empty()) {
+      res.warnings.push_back(std::string("objective = \"kl\": the sensitivities were measured ") +
+                             (sens->imatrix ? "with" : "without") +
+                             " an importance matrix and this plan is made " +
+                             (s.imatrix.empty() ? "without" : "with") +
+                             " one: give gguf-sensitivity and select-precision the same imatrix");
+    }
+  } else if (s.sensitivity) {
+    res.notes.push_back("a sensitivity table is an input but objective = \"error\": the table is not used");
+  }
+  auto kl_of = [&](const std::string& tensor, ElemType type) {
+    auto it = sens->kl.find(tensor);
+    if (it == sens->kl.end())
+      throw Error("select-precision: the sensitivity table has no entry for tensor " + tensor +
+                  ": was it measured on this model?");
+    auto jt = it->second.find(type_name(type));
+    if (jt == it->second.end())
+      throw Error("select-precision: the sensitivity table has no measurement of " + tensor + " as " +
+                  type_name(type) + ": give gguf-sensitivity every type select-precision may choose (types)");
+    return jt->second;
+  };
+
   std::shared_ptr<gguf_quant::Imatrix> im;
   if (!s.imatrix.empty()) im = std::make_shared<gguf_quant::Imatrix>(gguf_quant::load_imatrix(s.imatrix));
   const bool tied = model.tensor("output.weight") == nullptr;
@@ -372,7 +409,8 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
   // Measure.
   progress.begin("select-precision", planned.size(), "tensors");
   std::vector<Item> items;
-  std::vector<double> ref_error(planned.size(), 0);
+  std::vector<double> ref_error(planned.size(), 0), ref_kl(planned.size(), 0);
+  bool ref_kl_known = true;
   bool sampled = false;
   int weighted = 0;
   for (size_t i = 0; i < planned.size(); ++i) {
@@ -412,6 +450,16 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
     if (tc.measured_rows < tc.rows) sampled = true;
     if (budget.kind == Budget::Kind::FileType) {
       if (ref_index < types.size()) ref_error[i] = mres.all[ref_index].error;
+      if (sens) {
+        const auto& costs = sens->kl[d.name];
+        auto it = costs.find(type_name(d.to));
+        if (d.to == d.from)
+          ref_kl[i] = 0;
+        else if (it != costs.end())
+          ref_kl[i] = it->second;
+        else
+          ref_kl_known = false;
+      }
     }
     // Candidates: the measured types of the candidate list (not the reference-only one),
     // within the floors.
@@ -432,11 +480,13 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
                              type_name(mres.all[best].type) + " (SQNR " + fmt(mres.all[best].sqnr_db) +
                              " dB, cosine " + fmt(mres.all[best].cosine, 6) + ") is the closest");
     }
+    if (sens)
+      for (auto& c : kept) c.kl = kl_of(d.name, c.type);
     tc.candidates = kept;
     Item it;
     for (const auto& c : kept) {
       it.cost.push_back(cost_of(c.bytes));
-      it.error.push_back(c.error);
+      it.error.push_back(sens ? c.kl : c.error);
     }
     items.push_back(std::move(it));
     res.tensors.push_back(std::move(tc));
@@ -477,7 +527,82 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
                 "-byte file (" + fmt(need_bpw) + " bpw); give at least that, or add smaller types");
   }
   capacity = static_cast<uint64_t>(limit) - fixed;
-  const Choice ch = solve(items, capacity);
+  Choice ch;
+  std::optional<double> bound;  // the weight error the KL plan may not exceed
+  if (sens && s.max_error) {
+    if (*s.max_error == "reference") {
+      if (budget.kind != Budget::Kind::FileType)
+        throw Error("select-precision: max_error = \"reference\" needs a llama.cpp file type as the budget");
+      double r = 0;
+      for (double e : ref_error) r += e;
+      bound = r;
+    } else {
+      bound = std::stod(*s.max_error);
+    }
+  }
+  if (!bound) {
+    ch = solve(items, capacity);
+  } else {
+    // Minimise KL with the weight error at most `bound`: the Lagrangian KL + lambda * error,
+    // solved exactly for each lambda, with the least lambda whose plan meets the bound found
+    // by doubling, then bisection (in log space).
+    auto weighted = [&](double lambda) {
+      std::vector<Item> w = items;
+      for (size_t i = 0; i < w.size(); ++i)
+        for (size_t k = 0; k < w[i].error.size(); ++k)
+          w[i].error[k] = res.tensors[i].candidates[k].kl + lambda * res.tensors[i].candidates[k].error;
+      return solve(w, capacity);
+    };
+    auto error_of = [&](const Choice& c) {
+      double e = 0;
+      for (size_t i = 0; i < c.pick.size(); ++i) e += res.tensors[i].candidates[c.pick[i]].error;
+      return e;
+    };
+    auto kl_of_choice = [&](const Choice& c) {
+      double e = 0;
+      for (size_t i = 0; i < c.pick.size(); ++i) e += res.tensors[i].candidates[c.pick[i]].kl;
+      return e;
+    };
+    int solves = 1;
+    Choice c0 = weighted(0);
+    if (error_of(c0) <= *bound) {
+      ch = c0;
+      res.notes.push_back("max_error " + fmt(*bound, 6) +
+                          " does not bind: the least-KL plan's weight error is " + fmt(error_of(c0), 6));
+    } else {
+      std::vector<Item> plain = items;
+      for (size_t i = 0; i < plain.size(); ++i)
+        for (size_t k = 0; k < plain[i].error.size(); ++k)
+          plain[i].error[k] = res.tensors[i].candidates[k].error;
+      const double least = error_of(solve(plain, capacity));
+      if (least > *bound)
+        throw Error("select-precision: max_error " + fmt(*bound, 6) + " cannot be met within budget '" +
+                    s.budget + "': the least weight error that fits is " + fmt(least, 6));
+      double lo = 0, hi = kl_of_choice(c0) / std::max(error_of(c0), 1e-300);
+      Choice best;
+      for (;; hi *= 4) {
+        best = weighted(hi);
+        ++solves;
+        if (error_of(best) <= *bound || solves > 200) break;
+        lo = hi;
+      }
+      if (error_of(best) > *bound)
+        throw Error("select-precision: internal error: no multiplier meets max_error " + fmt(*bound, 6));
+      for (int it = 0; it < 24 && (lo == 0 || hi / lo > 1.0001); ++it) {
+        const double mid = lo == 0 ? hi / 1024 : std::sqrt(lo * hi);
+        Choice c = weighted(mid);
+        ++solves;
+        if (error_of(c) <= *bound)
+          hi = mid, best = c;
+        else
+          lo = mid;
+      }
+      ch = best;
+      ch.method += "; least KL with the weight error at most " + fmt(*bound, 6) + " (Lagrangian multiplier " +
+                   fmt(hi, 4) + ", " + std::to_string(solves) + " solves)";
+    }
+    res.metrics["max_error"] = *bound;
+  }
 
   // The plan, and its exact file size.
   gguf_quant::PrecisionPlan& plan = res.plan;
@@ -486,7 +611,7 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
   plan.budget_bytes = budget_bytes;
   plan.weighting = im ? "imatrix" : "none";
   uint64_t raw = fixed_raw;
-  double total = 0, ref_total = 0;
+  double total = 0, ref_total = 0, kl_total = 0, ref_kl_total = 0;
   for (size_t i = 0; i < planned.size(); ++i) {
     TensorChoice& tc = res.tensors[i];
     tc.chosen = ch.pick[i];
@@ -496,6 +621,8 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
     raw += c.bytes;
     total += c.error;
     ref_total += ref_error[i];
+    kl_total += c.kl;
+    ref_kl_total += ref_kl[i];
   }
   plan.file_bytes = gguf_file_size(ref);
   plan.bits_per_weight = static_cast<double>(raw) * 8.0 / static_cast<double>(n_weights);
@@ -526,6 +653,18 @@ Result select(const Model& model, const Settings& s, int threads, Progress& prog
     res.notes.push_back("llama.cpp's " + budget.file_type + " mixture at the same size: error " +
                         fmt(ref_total, 6) + " (the plan's is " +
                         fmt(ref_total > 0 ? 100.0 * (ref_total - total) / ref_total : 0.0, 3) + "% lower)");
+  }
+  if (sens) {
+    res.metrics["kl_estimate"] = kl_total;
+    res.notes.push_back("objective: next-token KL, the sum of each tensor's measured sensitivity (" +
+                        std::to_string(sens->measurements) + " measurements on " +
+                        std::to_string(sens->positions) +
+                        " positions; a first-order estimate): " + fmt(kl_total, 6) + " nats");
+    if (budget.kind == Budget::Kind::FileType && ref_kl_known) {
+      res.metrics["reference_kl_estimate"] = ref_kl_total;
+      res.notes.push_back("llama.cpp's " + budget.file_type +
+                          " mixture, estimated the same way: " + fmt(ref_kl_total, 6) + " nats");
+    }
   }
   res.notes.push_back("method: " + ch.method);
   if (sampled)

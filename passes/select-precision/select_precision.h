@@ -27,6 +27,12 @@
 //    write (general.file_type, quantize.imatrix.*), the tensor infos, and every tensor's
 //    data padded to the alignment (gguf_file_size), so a byte budget bounds the file.
 //
+// With objective = "kl", step 3 minimises instead the sum of the tensors' measured
+// next-token KL sensitivities (gguf-sensitivity, sensitivity.h): each tensor's cost is the
+// KL its quantization alone causes, and the sum is a first-order estimate that assumes the
+// effects add up. The weight error is still measured and reported (`error`), the floors
+// still apply, and the estimate is reported as `kl_estimate`.
+//
 // Budgets: bytes ("3.5GiB", "123456": the whole file), bits per weight ("4.5bpw": tensor
 // data bits over all weights, as llama.cpp reports BPW), or a llama.cpp file type
 // ("Q4_K_M": the file size quantize-gguf's Q4_K_M mixture gives this model, which is
@@ -77,6 +83,16 @@ struct Settings {
   std::string imatrix_written;                    // as the user wrote it (quantize.imatrix.file)
   std::optional<double> min_cosine, min_sqnr_db;  // per-tensor floors
   int64_t max_rows = 4096;                        // rows measured per tensor; 0: all
+  // "error": minimise the summed weight error; "kl": the summed per-tensor next-token KL
+  // of `sensitivity` (a gguf-sensitivity table; sensitivity.h): a first-order, additive
+  // estimate of the plan's KL. An unsupported table falls back to "error" with a warning.
+  std::string objective = "error";
+  std::shared_ptr<const Table> sensitivity;
+  // objective "kl": the summed weight error the plan may not exceed (a number, or
+  // "reference": the error of the file-type budget's llama.cpp mixture). The least-KL plan
+  // within it is found through the Lagrangian KL + lambda * error (exact per lambda; lambda by
+  // bisection), so the plan is optimal for that multiplier, not always over every plan.
+  std::optional<std::string> max_error;
 };
 
 struct Candidate {
@@ -84,6 +100,7 @@ struct Candidate {
   uint64_t bytes = 0;  // tensor data
   double error = 0;
   double cosine = 1, sqnr_db = 0;
+  double kl = -1;  // objective "kl": the measured sensitivity; -1 otherwise
 };
 
 struct TensorChoice {

@@ -284,7 +284,8 @@ PassInfo pass_info() {
       option_spec("fixed_outputs", OptType::List, "ONNX: \"OP=MIN:MAX\" fixed output ranges" + same),
   };
   for (auto& o : info.options)
-    o.unordered = o.name == "per_channel_ops" || o.name == "shared_scale_ops" || o.name == "fixed_outputs";
+    o.unordered = o.unordered || o.name == "per_channel_ops" || o.name == "shared_scale_ops" ||
+                  o.name == "fixed_outputs";
   info.validate = validate;
   info.factory = [] { return std::unique_ptr<Pass>(new SelectPrecisionPass()); };
   return info;

@@ -202,6 +202,17 @@ TEST_CASE("build --on slurm --dry-run prints the scripts and sbatch commands and
   CHECK_THAT(out, Catch::Contains("mlp-uint8\nmlp-int8\n"));
   CHECK_FALSE(fs::exists(d / ".qforge/cache/slurm"));
   CHECK_FALSE(fs::exists(d / "dist"));
+  // A remote cache reaches every job's command line (the server need not answer a dry run).
+  const std::string rc = sh(d.path,
+                            "SLURM_CONF=/nonexistent " + qforge_cmd() +
+                                " build --on slurm --dry-run --remote-cache http://127.0.0.1:9/cache",
+                            st);
+  INFO(rc);
+  REQUIRE(st == 0);
+  CHECK_THAT(
+      rc, Catch::Contains("--shared-only") && Catch::Contains("--remote-cache 'http://127.0.0.1:9/cache'"));
+  CHECK_THAT(rc, Catch::Contains("--target \"$target\"") &&
+                     Catch::Contains("--remote-cache 'http://127.0.0.1:9/cache'\n"));
 }
 
 TEST_CASE("build --on slurm without sbatch on PATH is a clear error", "[slurm][cli]") {

@@ -32,24 +32,7 @@ using namespace qforge;
 
 namespace {
 
-// A little-endian f32 .npy file.
-void write_npy(const fs::path& path, const std::vector<int64_t>& shape, const std::vector<float>& v) {
-  std::string dims;
-  for (size_t i = 0; i < shape.size(); ++i)
-    dims += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
-  const size_t total = ((10 + header.size() + 1 + 63) / 64) * 64;
-  header.append(total - 10 - header.size() - 1, ' ');
-  header += '\n';
-  std::ofstream f(path, std::ios::binary);
-  const char magic[8] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
-  f.write(magic, 8);
-  const uint16_t len = static_cast<uint16_t>(header.size());
-  f.put(static_cast<char>(len & 0xff));
-  f.put(static_cast<char>(len >> 8));
-  f << header;
-  f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
-}
+using test::write_npy;
 
 std::string slurp_text_impl(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

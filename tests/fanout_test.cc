@@ -50,20 +50,7 @@ std::string python() {
   return p ? p : "python3";
 }
 
-void write_npy(const fs::path& path, const std::vector<int64_t>& shape, const std::vector<float>& v) {
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
-  for (size_t i = 0; i < shape.size(); ++i)
-    header += std::to_string(shape[i]) + (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
-  header += "), }";
-  while ((10 + header.size() + 1) % 64) header += ' ';
-  header += '\n';
-  std::ofstream f(path, std::ios::binary);
-  f.write("\x93NUMPY\x01\x00", 8);
-  const uint16_t n = static_cast<uint16_t>(header.size());
-  f.write(reinterpret_cast<const char*>(&n), 2);
-  f << header;
-  f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
-}
+using test::write_npy;
 
 // Targets of uneven cost, in an order where splitting by position would put
 // the two costly ones together: two GGUF variants of a 0.5 MB model, and four

@@ -43,6 +43,11 @@ Table OnnxPrecisionPlan::to_table() const {
   d.emplace_back("weight_type", Value::of_string(weight_type));
   d.emplace_back("per_channel", Value::of_bool(per_channel));
   d.emplace_back("widen_to", Value::of_string(widen_to));
+  Value lv;
+  lv.kind = Value::Kind::List;
+  for (const auto& l : levels.empty() ? std::vector<std::string>{widen_to} : levels)
+    lv.list.push_back(Value::of_string(l));
+  d.emplace_back("levels", std::move(lv));
   d.emplace_back("dataset", Value::of_string(dataset));
   d.emplace_back("samples", Value::of_int(samples));
   d.emplace_back("sensitivity_samples", Value::of_int(sensitivity_samples));
@@ -59,6 +64,7 @@ Table OnnxPrecisionPlan::to_table() const {
     v.table.emplace_back("op", Value::of_string(n.op));
     v.table.emplace_back("precision", Value::of_string(n.precision));
     v.table.emplace_back("sensitivity", Value::of_float(n.sensitivity));
+    v.table.emplace_back("cost_bytes", Value::of_int(n.cost_bytes));
     ns.table.emplace_back(n.name, std::move(v));
   }
   d.emplace_back("nodes", std::move(ns));
@@ -111,10 +117,21 @@ OnnxPrecisionPlan OnnxPrecisionPlan::from_table(const Table& t, const std::strin
     n.precision = pr->s;
     if (const Value* o = e.find("op"); o && o->kind == Value::Kind::String) n.op = o->s;
     if (const Value* s = e.find("sensitivity"); num(s)) n.sensitivity = s->as_number();
+    if (const Value* c = e.find("cost_bytes"); num(c)) n.cost_bytes = static_cast<int64_t>(c->as_number());
     p.nodes.push_back(std::move(n));
   }
   if (p.widen_to != "uint16" && p.widen_to != "int16" && p.widen_to != "float")
     throw bad("widen_to is '" + p.widen_to + "'");
+  if (const Value* v = t.data.find("levels"); v && v->kind == Value::Kind::List)
+    for (const auto& l : v->list) {
+      if (l.kind != Value::Kind::String || (l.s != "uint16" && l.s != "int16" && l.s != "float"))
+        throw bad("levels has '" + l.display() + "'; a level is \"uint16\", \"int16\" or \"float\"");
+      p.levels.push_back(l.s);
+    }
+  if (p.widen_to == "float")
+    for (const auto& n : p.nodes)
+      if (n.precision == "int16")
+        throw bad("node '" + n.name + "' is \"int16\" but widen_to is \"float\" (no 16-bit type)");
   return p;
 }
 

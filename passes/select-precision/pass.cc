@@ -1,4 +1,5 @@
 // select-precision: the pass (options, validation, report lines); see select_precision.h.
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,9 +54,14 @@ OnnxSettings onnx_settings_of(const Options& o) {
                   "': an ONNX model's budget is a size in bytes (\"5MB\", \"123456\"), the tensors' bytes");
     s.budget_bytes = static_cast<uint64_t>(sv.value);
   }
-  if (auto it = o.find("widen_to"); it != o.end() && !it->second.is_null()) s.widen_to = it->second.s;
+  if (auto it = o.find("widen_to"); it != o.end() && !it->second.is_null()) {
+    if (it->second.kind == Value::Kind::String) s.widen_to.push_back(it->second.s);
+    for (const auto& v : it->second.list) s.widen_to.push_back(v.s);
+  }
   if (auto it = o.find("samples"); it != o.end() && !it->second.is_null()) s.samples = it->second.i;
   s.sensitivity_samples = o.at("sensitivity_samples").i;
+  if (auto it = o.find("give_back"); it != o.end() && it->second.kind == Value::Kind::Bool)
+    s.give_back = it->second.b;
   for (const auto& [name, dflt] : mirrored()) {
     auto it = o.find(name);
     if (it != o.end() && !it->second.is_null())
@@ -161,6 +167,26 @@ std::vector<OptionProblem> validate(const Options& o) {
       }
     }
   }
+  if (auto it = o.find("widen_to"); it != o.end() && it->second.kind == Value::Kind::List) {
+    const auto& l = it->second.list;
+    std::vector<std::string> seen;
+    for (size_t i = 0; i < l.size(); ++i) {
+      const std::string& v = l[i].s;
+      if (std::find(seen.begin(), seen.end(), v) != seen.end())
+        out.push_back({"widen_to", "lists '" + v + "' twice"});
+      else if (v != "float" && !seen.empty() && seen.back() != "float")
+        out.push_back({"widen_to", "lists two 16-bit types ('" + seen.back() + "', '" + v +
+                                       "'): a plan has one; keep one of them"});
+      else if (v != "float" && std::find(seen.begin(), seen.end(), "float") != seen.end())
+        out.push_back({"widen_to", "lists '" + v +
+                                       "' after 'float': list the levels in order of cost, the 16-bit type "
+                                       "first (widen_to = [\"" +
+                                       v + "\", \"float\"])"});
+      seen.push_back(v);
+    }
+    if (l.empty())
+      out.push_back({"widen_to", "needs at least one level (\"uint16\", \"int16\" or \"float\")"});
+  }
   if (auto it = o.find("types"); it != o.end() && it->second.kind == Value::Kind::List) {
     std::vector<std::string> known;
     for (ElemType t : all_elem_types())
@@ -182,10 +208,11 @@ PassInfo pass_info() {
   info.name = kPass;
   info.description =
       "GGUF: chooses a type per tensor that minimises the measured (imatrix-weighted) quantization error "
-      "within a size budget; ONNX: measures each node's sensitivity with the executor and widens the most "
-      "sensitive (16-bit activations where the profile allows, else float) until a fidelity floor is met "
-      "on a dataset: a precision plan the next quantize-gguf or quantize-static step follows";
-  info.version = 2;  // 2: the ONNX half
+      "within a size budget; ONNX: widens nodes (16-bit activations and/or float, the levels widen_to lists) "
+      "until a fidelity floor measured with the executor on a dataset is met, at the fewest extra bytes it "
+      "finds, then gives back the widenings not needed: a precision plan the next quantize-gguf or "
+      "quantize-static step follows";
+  info.version = 3;  // 2: the ONNX half; 3: size-aware, multi-level ONNX search
   info.needs_executor = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, true,
                   "activation ranges from calibrate (ONNX models; GGUF ignores it)"},
@@ -239,11 +266,18 @@ PassInfo pass_info() {
       "ONNX: samples each node's sensitivity is measured on (the first ones)", Value::of_int(4));
   sens.has_min = true;
   sens.min = 1;
-  OptionSpec widen = option_spec("widen_to", OptType::Enum,
-                                 "ONNX: what a widened node gets: 16-bit activations (uint16, int16; weights "
-                                 "unchanged) or float (left alone); default: the 16-bit type of "
-                                 "activation_type, with a profile the first its [onnx] allows, else float",
-                                 {}, {"uint16", "int16", "float"});
+  OptionSpec widen = option_spec(
+      "widen_to", OptType::List,
+      "ONNX: the levels a widened node may get, in order of cost: 16-bit activations (uint16 or int16; "
+      "weights unchanged) and/or float (left alone), one (\"float\") or a list ([\"uint16\", \"float\"]); "
+      "the search spends bytes only where free levels miss the floor; default: the 16-bit type of "
+      "activation_type, with a profile the first its [onnx] allows, else float",
+      {}, {"uint16", "int16", "float"});
+  OptionSpec back =
+      option_spec("give_back", OptType::Bool,
+                  "ONNX: after meeting the floor, give the free widenings it does not need back to "
+                  "8 bits (fewer wide nodes; the plan then sits closer to the floor)",
+                  Value::of_bool(true));
   const std::string same = "; give quantize-static the same (the plan is checked against it)";
   OptionSpec objective = option_spec(
       "objective", OptType::Enum,
@@ -270,6 +304,7 @@ PassInfo pass_info() {
       samples,
       sens,
       widen,
+      back,
       option_spec("activation_type", OptType::Enum, "ONNX: the 8-bit activation codes" + same, {},
                   {"uint8", "int8", "uint16", "int16"}),
       option_spec("weight_type", OptType::Enum, "ONNX: weight codes" + same, {},

@@ -42,20 +42,34 @@
 // "precision/1" with "format": "onnx") that keeps the model's fidelity on `dataset` at
 // or above the floor (`min_cosine`, `min_sqnr_db`, worst output, against the float model,
 // run with the build's executor; the cosine is the lesser of the cosine over all samples
-// and the mean of the per-sample cosines) with as few wide nodes as it finds:
+// and the mean of the per-sample cosines) at the fewest extra bytes it finds, then with
+// as few wide nodes as it can keep:
 // 1. Candidates: the nodes quantize-static quantizes (in process, with the step's ranges
 //    and the quantization options mirrored here), but the data-movement ops, which
 //    follow the values around them. Every candidate at 8 bits is the baseline; when it
 //    meets the floor, the plan widens nothing.
-// 2. Sensitivity: each candidate widened alone (16-bit activations, or float when
-//    `widen_to` is "float", as the profile's [onnx] decides), quantized and run on the
-//    first `sensitivity_samples` samples: its sensitivity is the cosine it gains (the
-//    SQNR in dB when only min_sqnr_db is set). One quantization and one short run per
-//    candidate; the Table is cached like every Table.
-// 3. Widen the k most sensitive (ties in graph order), k the least meeting the floor on
-//    all `samples`, by binary search over k (every k measured on the full samples). A
-//    floor that all candidates widened cannot reach is an error naming what they reach;
-//    a plan whose tensor bytes exceed `budget` (bytes) is an error naming its size.
+// 2. Levels and costs: `widen_to` lists the levels a node may get in order of cost (a
+//    16-bit activation type, "float", or both). A level's cost is the tensor bytes it
+//    adds: 0 for 16-bit activations (8-bit weights stay), 0 for float on a node that
+//    reads no float initializer (attention's activation x activation MatMuls, Softmax,
+//    Add of two activations ...) or only ones quantize-static leaves in float or stores
+//    in no fewer bytes (a scalar's code, scale and zero point), and for float on a node
+//    with weights the float bytes of its initializers less their quantized codes, scales
+//    and zero points in the 8-bit model (float_cost in onnx.cc).
+// 3. The free point: every candidate at the highest level that costs nothing (measured
+//    on all `samples`).
+// 4. Paid widenings, when the free point misses the floor: each node with weights put in
+//    float alone on top of the free point, measured on the first `sensitivity_samples`
+//    samples: its gain per byte ranks it (no gain: last); the fewest of the
+//    ranking meeting the floor on all samples, by binary search. A floor that every node
+//    at its highest level misses is an error naming what that reaches; a plan over
+//    `budget` (bytes) is an error naming its bytes and the floor.
+// 5. Giving back (`give_back`, on by default): the free widenings the floor does not
+//    need go back to 8 bits (fewer wide nodes, a faster model). Blocks of them in graph
+//    order are tried on all samples, largest first: all of them, then the halves of a
+//    block that cannot go back, and so on, at most kGiveBackMeasurements measurements
+//    (onnx.cc; a note says what was left untried). No per-node ranking: one node's
+//    effect at the plan is below what a few samples resolve.
 #pragma once
 
 #include <cstdint>
@@ -127,9 +141,12 @@ struct OnnxSettings {
   std::string dataset;
   std::optional<double> min_cosine, min_sqnr_db;
   std::optional<uint64_t> budget_bytes;
-  std::string widen_to;  // "uint16", "int16", "float"; empty: the 16-bit type of activation_type
-  int64_t samples = 0;   // 0: the whole dataset
+  // Levels in order of cost ("uint16" or "int16", then "float"); empty: the
+  // 16-bit type of activation_type.
+  std::vector<std::string> widen_to;
+  int64_t samples = 0;  // 0: the whole dataset
   int64_t sensitivity_samples = 4;
+  bool give_back = true;  // step 5
   Options quantize;
 };
 

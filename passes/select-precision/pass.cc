@@ -212,7 +212,9 @@ PassInfo pass_info() {
       "until a fidelity floor measured with the executor on a dataset is met, at the fewest extra bytes it "
       "finds, then gives back the widenings not needed: a precision plan the next quantize-gguf or "
       "quantize-static step follows";
-  info.version = 3;  // 2: the ONNX half; 3: size-aware, multi-level ONNX search
+  // 2: the ONNX half; 3: size-aware, multi-level ONNX search; 4: measures
+  // quantize-static 7 (float Conv/ConvTranspose/Gemm read unquantized inputs).
+  info.version = 4;
   info.needs_executor = true;
   info.inputs = {{ArtifactKind::Table, quant::kRangesSchema, true,
                   "activation ranges from calibrate (ONNX models; GGUF ignores it)"},

@@ -446,10 +446,10 @@ TEST_CASE(
 // starts from the free point (nodes without weights in float, the others at
 // uint16: no extra bytes; 0.988 on the 8 holdout lines) and pays for the
 // weighted nodes in float the floor needs (ranked by gain per byte, or
-// cheapest first). give_back = false: giving free widenings back to 8 bits
-// keeps the floor in qforge's executor on held-out lines too, but ONNX Runtime
-// measured 0.93-0.985 on such plans (tests/data/real_models.md); plans without
-// 8-bit nodes next to float ones agree between the two. The whole test takes
+// cheapest first). give_back = false: with free widenings given back to 8
+// bits the plan keeps the floor on the search's lines but measures 0.98-0.985 on
+// the held-out ones, in ONNX Runtime and the executor alike (they disagreed
+// before quantize-static 7; tests/data/real_models.md). The whole test takes
 // about 30 s on 2 threads, so it runs in `make test`.
 TEST_CASE(
     "select-precision ONNX: the PP-OCRv4 recogniser reaches cosine 0.99 in ONNX Runtime with nodes in float "

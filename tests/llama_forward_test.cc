@@ -70,19 +70,6 @@ void write_npy_i32(const std::string& path, const std::vector<int32_t>& v) {
   f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
 }
 
-double kl_rows(const float* p, const float* q, size_t V) {
-  double mp = p[0], mq = q[0];
-  for (size_t i = 0; i < V; ++i) mp = std::max<double>(mp, p[i]), mq = std::max<double>(mq, q[i]);
-  double sp = 0, sq = 0;
-  for (size_t i = 0; i < V; ++i) sp += std::exp(p[i] - mp), sq += std::exp(q[i] - mq);
-  double kl = 0;
-  for (size_t i = 0; i < V; ++i) {
-    const double lp = p[i] - mp - std::log(sp), lq = q[i] - mq - std::log(sq);
-    kl += std::exp(lp) * (lp - lq);
-  }
-  return kl;
-}
-
 std::string qforge_bin() {
   const char* bin = std::getenv("QFORGE_BIN");
   if (!bin || !*bin) FAIL("QFORGE_BIN is not set (the qforge binary; ctest sets it)");
@@ -132,7 +119,7 @@ TEST_CASE("llama forward: logits agree with llama.cpp's", "[llama-forward][llama
     for (size_t t = 0; t < toks.size(); ++t) {
       const float* a = ref.data() + t * V;
       const float* b = logits.data() + t * V;
-      worst = std::max(worst, kl_rows(a, b, V));
+      worst = std::max(worst, llama_ref::kl_of_logits(a, b, V));
       agree += std::max_element(a, a + V) - a == std::max_element(b, b + V) - b;
     }
     INFO(c.name << ": max KL " << worst << ", argmax agrees on " << agree << " of " << toks.size());
@@ -150,7 +137,7 @@ TEST_CASE("llama forward: logits agree with llama.cpp's", "[llama-forward][llama
     llama_ref::Forward(other).run(toks, lo);
     double far = 0;
     for (size_t t = 0; t < toks.size(); ++t)
-      far = std::max(far, kl_rows(ref.data() + t * V, lo.data() + t * V, V));
+      far = std::max(far, llama_ref::kl_of_logits(ref.data() + t * V, lo.data() + t * V, V));
     CHECK(far > 1e-2);
   }
 }

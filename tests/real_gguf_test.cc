@@ -107,19 +107,6 @@ std::vector<float> llama_logits(const std::string& model, const TempDir& dir) {
   return v;
 }
 
-double kl_row(const float* p, const float* q) {
-  double mp = p[0], mq = q[0];
-  for (size_t i = 0; i < kVocab; ++i) mp = std::max<double>(mp, p[i]), mq = std::max<double>(mq, q[i]);
-  double sp = 0, sq = 0;
-  for (size_t i = 0; i < kVocab; ++i) sp += std::exp(p[i] - mp), sq += std::exp(q[i] - mq);
-  double kl = 0;
-  for (size_t i = 0; i < kVocab; ++i) {
-    const double lp = p[i] - mp - std::log(sp), lq = q[i] - mq - std::log(sq);
-    kl += std::exp(lp) * (lp - lq);
-  }
-  return kl;
-}
-
 // KL(a || b) per position (max and mean) and how many positions' argmax agree; `shift`
 // compares a's position t with b's position t + shift.
 struct Agreement {
@@ -131,7 +118,7 @@ Agreement agreement(const std::vector<float>& a, const std::vector<float>& b, si
   for (size_t t = 0; t + shift < kTokens.size(); ++t) {
     const float* x = a.data() + t * kVocab;
     const float* y = b.data() + (t + shift) * kVocab;
-    const double kl = kl_row(x, y);
+    const double kl = llama_ref::kl_of_logits(x, y, kVocab);
     r.max_kl = std::max(r.max_kl, kl);
     r.mean_kl += kl;
     r.argmax += std::max_element(x, x + kVocab) - x == std::max_element(y, y + kVocab) - y;

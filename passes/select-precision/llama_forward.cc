@@ -347,25 +347,25 @@ void Forward::forward(int from, const std::vector<int32_t>& tokens, std::vector<
   matmul(h.data(), wt(out_ >= 0 ? out_ : embd_), logits.data(), T, V, E);
 }
 
+double kl_of_logits(const float* a, const float* b, size_t V) {
+  const double ma = *std::max_element(a, a + V), mb = *std::max_element(b, b + V);
+  double sa = 0, sb = 0;
+  for (size_t i = 0; i < V; ++i) sa += std::exp(a[i] - ma), sb += std::exp(b[i] - mb);
+  const double la = ma + std::log(sa), lb = mb + std::log(sb);
+  double kl = 0;
+  for (size_t i = 0; i < V; ++i) {
+    const double lpa = a[i] - la, lpb = b[i] - lb;
+    kl += std::exp(lpa) * (lpa - lpb);
+  }
+  return kl;
+}
+
 double mean_kl(const std::vector<float>& p, const std::vector<float>& q, int64_t n_vocab) {
   const size_t V = static_cast<size_t>(n_vocab);
   const size_t T = p.size() / V;
   if (T == 0 || q.size() != p.size()) throw Error("mean_kl: logits of different sizes");
   double total = 0;
-  for (size_t t = 0; t < T; ++t) {
-    const float* a = p.data() + t * V;
-    const float* b = q.data() + t * V;
-    const double ma = *std::max_element(a, a + V), mb = *std::max_element(b, b + V);
-    double sa = 0, sb = 0;
-    for (size_t i = 0; i < V; ++i) sa += std::exp(a[i] - ma), sb += std::exp(b[i] - mb);
-    const double la = ma + std::log(sa), lb = mb + std::log(sb);
-    double kl = 0;
-    for (size_t i = 0; i < V; ++i) {
-      const double lpa = a[i] - la, lpb = b[i] - lb;
-      kl += std::exp(lpa) * (lpa - lpb);
-    }
-    total += std::max(0.0, kl);
-  }
+  for (size_t t = 0; t < T; ++t) total += std::max(0.0, kl_of_logits(p.data() + t * V, q.data() + t * V, V));
   return total / static_cast<double>(T);
 }
 

@@ -95,8 +95,11 @@ class Forward {
   int embd_ = -1, out_norm_ = -1, out_ = -1;
 };
 
-// Mean over positions of KL(softmax(p) || softmax(q)), in nats; p and q are
-// [positions x n_vocab] logits.
+// KL(softmax(p) || softmax(q)) of one position's n_vocab logits, in nats.
+double kl_of_logits(const float* p, const float* q, size_t n_vocab);
+
+// Mean over positions of KL(softmax(p) || softmax(q)), in nats (each position's
+// clamped at 0); p and q are [positions x n_vocab] logits.
 double mean_kl(const std::vector<float>& p, const std::vector<float>& q, int64_t n_vocab);
 
 }  // namespace qforge::llama_ref

@@ -28,6 +28,7 @@
 #include "qforge/graph.h"
 #include "qforge/pass.h"
 #include "qforge/progress.h"
+#include "test_util.h"
 
 namespace qforge::testutil {
 
@@ -173,6 +174,21 @@ inline std::string ort_python(const std::string& tag) {
                                     "or set QFORGE_PYTHON to a Python with onnxruntime and numpy");
   return p;
 }
+
+// Runs tests/tools/TOOL with `python` and ARGS; fails the test (showing the
+// command and its output) on a non-zero exit; returns the output.
+inline std::string py(const std::string& python, const std::string& tool, const std::string& args) {
+  int status = 0;
+  const std::string cmd = test::shell_quote(python) + " " +
+                          test::shell_quote((source_dir() / "tests/tools" / tool).string()) + " " + args +
+                          " 2>&1";
+  const std::string out = test::run_capture(cmd, status);
+  INFO(cmd << "\n" << out);
+  REQUIRE(status == 0);
+  return out;
+}
+
+inline std::string q(const fs::path& p) { return test::shell_quote(p.string()); }
 
 struct Comparison {
   int rc = -1;

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -35,18 +36,20 @@ namespace fs = std::filesystem;
 using namespace qforge;
 using namespace qforge::testutil;
 
-std::string py(const std::string& python, const std::string& tool, const std::string& args) {
-  int status = 0;
-  const std::string cmd = test::shell_quote(python) + " " +
-                          test::shell_quote((source_dir() / "tests/tools" / tool).string()) + " " + args +
-                          " 2>&1";
-  const std::string out = test::run_capture(cmd, status);
-  INFO(cmd << "\n" << out);
-  REQUIRE(status == 0);
-  return out;
+// Runs the generator script GEN (args: OUT N SEED) once per (subdirectory of
+// its directory, sample count, seed).
+void run_generator(const std::string& python, const fs::path& gen,
+                   std::initializer_list<std::tuple<const char*, int, int>> sets) {
+  for (const auto& [sub, n, seed] : sets) {
+    int st = 0;
+    const std::string out =
+        test::run_capture(test::shell_quote(python) + " " + q(gen) + " " + q(gen.parent_path() / sub) + " " +
+                              std::to_string(n) + " " + std::to_string(seed) + " 2>&1",
+                          st);
+    INFO(out);
+    REQUIRE(st == 0);
+  }
 }
-
-std::string q(const fs::path& p) { return test::shell_quote(p.string()); }
 
 const nlohmann::json& target_of(const nlohmann::json& report, const std::string& name) {
   for (const auto& t : report.at("targets"))
@@ -208,15 +211,7 @@ TEST_CASE(
                                  "    x = rng.standard_normal((4, 16)).astype(np.float32)\n"
                                  "    x[:, 0] = 1000 + rng.standard_normal(4)\n"
                                  "    np.savez(os.path.join(out, 's%02d.npz' % i), x=x)\n";
-  for (const auto& [sub, n, seed] : {std::tuple{"cal", 4, 7}, {"hold", 8, 9}, {"eval", 8, 8}}) {
-    int st = 0;
-    const std::string out =
-        test::run_capture(test::shell_quote(python) + " " + q(d / "gen.py") + " " + q(d / sub) + " " +
-                              std::to_string(n) + " " + std::to_string(seed) + " 2>&1",
-                          st);
-    INFO(out);
-    REQUIRE(st == 0);
-  }
+  run_generator(python, d / "gen.py", {{"cal", 4, 7}, {"hold", 8, 9}, {"eval", 8, 8}});
 
   const std::string opts =
       "activation_type = \"uint8\", weight_type = \"int8\", per_channel = true, qdq_domain = "
@@ -323,15 +318,7 @@ TEST_CASE(
                                  "    m = np.ones((4, 16), np.float32)\n"
                                  "    m[:, 0] = 0\n"
                                  "    np.savez(os.path.join(out, 's%02d.npz' % i), x1=x, x2=x, m=m)\n";
-  for (const auto& [sub, n, seed] : {std::tuple{"cal", 4, 7}, {"hold", 8, 9}}) {
-    int st = 0;
-    const std::string out =
-        test::run_capture(test::shell_quote(python) + " " + q(d / "gen.py") + " " + q(d / sub) + " " +
-                              std::to_string(n) + " " + std::to_string(seed) + " 2>&1",
-                          st);
-    INFO(out);
-    REQUIRE(st == 0);
-  }
+  run_generator(python, d / "gen.py", {{"cal", 4, 7}, {"hold", 8, 9}});
 
   const std::string opts =
       "activation_type = \"uint8\", weight_type = \"int8\", per_channel = true, qdq_domain = "

@@ -57,19 +57,6 @@ const HeldOut kModels[] = {
      0.99, "", ""},
 };
 
-std::string py(const std::string& python, const std::string& tool, const std::string& args) {
-  int status = 0;
-  const std::string cmd = test::shell_quote(python) + " " +
-                          test::shell_quote((source_dir() / "tests/tools" / tool).string()) + " " + args +
-                          " 2>&1";
-  const std::string out = test::run_capture(cmd, status);
-  INFO(cmd << "\n" << out);
-  REQUIRE(status == 0);
-  return out;
-}
-
-std::string q(const fs::path& p) { return test::shell_quote(p.string()); }
-
 }  // namespace
 
 TEST_CASE(

@@ -196,9 +196,7 @@ int build_on_slurm(const Plan& plan, StatCache& stats, const SlurmArgs& a) {
   std::set<size_t> shared;  // node indices the shared job builds (as --shared-only chooses them)
   for (size_t i = 0; i < plan.nodes.size(); ++i) {
     const PlanNode& n = plan.nodes[i];
-    if (before.steps[i].status == "planned" && n.kind != PlanNode::Kind::Emit && n.store &&
-        n.targets.size() >= 2)
-      shared.insert(i);
+    if (before.steps[i].status == "planned" && n.shared && n.store) shared.insert(i);
   }
 
   const std::string qforge_bin = fs::read_symlink("/proc/self/exe").string();
